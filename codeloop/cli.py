@@ -1,0 +1,160 @@
+"""The `codeloop` command: flags, subcommands, exit codes, and wiring a session together.
+
+Owns argument parsing and the order of start-up (repo, config, key, test command, recorder,
+printer, transport); heavy modules are imported only once a session really starts, so `--help`
+and `--version` stay instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from codeloop import __version__
+from codeloop.config import EDIT_MODES, TRANSPORTS, Config, ConfigError, env_name
+
+if TYPE_CHECKING:
+    from codeloop.loop import Session
+
+# flag name -> config key, for the settings a flag can override
+FLAG_KEYS = {
+    "--model": "model", "--base-url": "base_url", "--transport": "transport",
+    "--api-key-env": "api_key_env", "--test-cmd": "test_command",
+    "--test-timeout": "test_timeout_s", "--max-iterations": "max_iterations",
+    "--edit-mode": "edit_mode", "--max-output-tokens": "max_output_tokens",
+    "--request-timeout": "request_timeout_s",
+}
+_FLAG_HELP = {
+    "model": "model name sent to the server",
+    "base_url": "OpenAI-compatible API root, e.g. http://127.0.0.1:8080/v1",
+    "transport": f"wire protocol: {', '.join(TRANSPORTS)}",
+    "api_key_env": "name of the environment variable holding the API key",
+    "test_command": "test command run in the sandbox (detected when not set)",
+    "test_timeout_s": "seconds before a test run's whole process group is killed",
+    "max_iterations": "maximum number of turns (model requests)",
+    "edit_mode": f"how edits are asked for: {', '.join(EDIT_MODES)}",
+    "max_output_tokens": "cap on tokens per reply",
+    "request_timeout_s": "seconds to wait for the next byte of a reply",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="codeloop",
+        description="Ask a model for a patch, apply it in a git sandbox, run the tests, feed the "
+                    "failures back, repeat until they pass. Settings come from defaults < "
+                    "~/.config/codeloop/config.toml < .codeloop.toml < CODELOOP_* variables < "
+                    "these flags.",
+        epilog="Exit codes: 0 tests pass, 1 tests still fail, 2 usage/configuration error, "
+               "3 model/transport error, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"codeloop {__version__}")
+    parser.add_argument("--task", metavar="TEXT", help="what to do; runs headless (no TTY needed)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the event stream as JSON lines on stdout instead of progress")
+    parser.add_argument("--apply", action="store_true",
+                        help="apply the final diff to your working tree at the end")
+    parser.add_argument("--add", metavar="FILE", action="append", default=[],
+                        help="put this file into the first prompt (repeatable)")
+    parser.add_argument("-C", "--repo", metavar="DIR", type=Path, default=None,
+                        help="run in this repository instead of the current directory")
+    defaults = Config()
+    types = Config.key_types()
+    for flag, key in FLAG_KEYS.items():
+        parser.add_argument(
+            flag, dest=key, type=types[key], default=None,
+            metavar=key.upper().removesuffix("_S"),
+            help=f"{_FLAG_HELP[key]} [{env_name(key)}; default: {getattr(defaults, key)!r}]",
+        )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    clean = commands.add_parser("clean", help="remove codeloop's sandbox worktrees and branches")
+    clean.add_argument("-C", "--repo", metavar="DIR", type=Path, default=None)
+    return parser
+
+
+def _error(message: str) -> int:
+    print(f"codeloop: error: {message}", file=sys.stderr)
+    return 2
+
+
+def new_session_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from codeloop.sandbox import SandboxError, clean, find_repo
+
+    try:
+        repo_root = find_repo((args.repo or Path.cwd()).resolve())
+    except (SandboxError, FileNotFoundError, NotADirectoryError) as exc:
+        return _error(str(exc))
+    if args.command == "clean":
+        removed = clean(repo_root)
+        print("\n".join(f"removed {item}" for item in removed) or "nothing to clean")
+        return 0
+    if not args.task:
+        return _error("nothing to do: pass --task TEXT (the interactive TUI is not part of "
+                      "this build yet)")
+    try:
+        return run_task(repo_root, args)
+    except ConfigError as exc:
+        return _error(str(exc))
+
+
+def run_task(repo_root: Path, args: argparse.Namespace) -> int:
+    from codeloop.config import detect_test_command, load_config
+    from codeloop.events import EventStream
+    from codeloop.loop import Session, SessionSettings
+    from codeloop.progress import ProgressPrinter
+    from codeloop.recording import JsonLinesWriter, Recorder
+    from codeloop.sandbox import exclude_from_git
+    from codeloop.transport import is_loopback, make_client
+
+    flags = {key: getattr(args, key) for key in FLAG_KEYS.values()}
+    config, _ = load_config(repo_root, flags, flag_names={v: k for k, v in FLAG_KEYS.items()})
+    api_key = os.environ.get(config.api_key_env) or None
+    if api_key is None and not is_loopback(config.base_url):
+        raise ConfigError(
+            f"no API key: set the environment variable {config.api_key_env} (named by "
+            f"api_key_env), or point --base-url at a local server such as "
+            f"http://127.0.0.1:8080/v1")
+    test_command = config.test_command or detect_test_command(repo_root)
+    settings = SessionSettings(
+        session_id=new_session_id(), task=args.task, test_command=test_command,
+        apply_at_end=args.apply, pinned_files=args.add, hidden_env=(config.api_key_env,))
+    secrets_ = (api_key,) if api_key else ()
+    events = EventStream()
+    exclude_from_git(repo_root, ".codeloop/")
+    recorder = Recorder(repo_root, settings.session_id, secrets_)
+    events.subscribe(recorder)
+    events.subscribe(JsonLinesWriter(sys.stdout, secrets_) if args.json else ProgressPrinter())
+    client = make_client(config.transport, config.base_url, config.model, api_key,
+                         config.max_output_tokens, config.request_timeout_s)
+    session = Session(repo_root, config, settings, client, events)
+    try:
+        return asyncio.run(_run_interruptible(session))
+    finally:
+        recorder.close()
+        if not args.json:
+            print(f"recording: {recorder.path}", file=sys.stderr)
+
+
+async def _run_interruptible(session: Session) -> int:
+    """Run the session; Ctrl-C or SIGTERM cancels it, and it still ends cleanly."""
+    loop = asyncio.get_running_loop()
+    runner = asyncio.ensure_future(session.run())
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, runner.cancel)
+    try:
+        return await runner
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,132 @@
+"""Layered configuration: defaults < user config < repo `.codeloop.toml` < CODELOOP_* < flags.
+
+Owns the list of keys, their types and validation, and test-command detection. It reads files and
+the environment but never touches the network or the repo's contents beyond a few marker files.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+TRANSPORTS = ("auto", "chat")
+EDIT_MODES = ("auto", "tools", "text")
+
+
+class ConfigError(Exception):
+    """A configuration problem the user must fix (exit code 2)."""
+
+
+@dataclass
+class Config:
+    """Every setting codeloop reads. The `.codeloop.toml.example` file documents each key."""
+
+    model: str = "gpt-4.1"
+    base_url: str = "https://api.openai.com/v1"
+    transport: str = "auto"
+    api_key_env: str = "OPENAI_API_KEY"
+    test_command: str = ""
+    test_timeout_s: float = 300.0
+    max_iterations: int = 8
+    edit_mode: str = "auto"
+    max_output_tokens: int = 8192
+    request_timeout_s: float = 120.0
+
+    @classmethod
+    def key_types(cls) -> dict[str, type]:
+        return {f.name: _KEY_TYPES[f.type] for f in fields(cls)}
+
+
+_KEY_TYPES: dict[str, type] = {"str": str, "float": float, "int": int}
+_CHOICES = {"transport": TRANSPORTS, "edit_mode": EDIT_MODES}
+
+
+def env_name(key: str) -> str:
+    return "CODELOOP_" + key.upper()
+
+
+def user_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "codeloop" / "config.toml"
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    """Check one value against its key's type; strings from the environment are parsed."""
+    expected = Config.key_types()[key]
+    if isinstance(value, str) and expected is not str:
+        try:
+            value = expected(value)
+        except ValueError:
+            raise ConfigError(
+                f"{where}: {key} must be {expected.__name__}, got {value!r}"
+            ) from None
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, expected) or isinstance(value, bool):
+        raise ConfigError(
+            f"{where}: {key} must be {expected.__name__}, got {type(value).__name__} {value!r}"
+        )
+    if key in _CHOICES and value not in _CHOICES[key]:
+        choices = ", ".join(_CHOICES[key])
+        raise ConfigError(f"{where}: {key} must be one of {choices}, got {value!r}")
+    if expected in (int, float) and value <= 0:
+        raise ConfigError(f"{where}: {key} must be positive, got {value!r}")
+    return value
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    known = Config.key_types()
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{path}: unknown key {key!r} (known keys: {', '.join(known)})")
+    return {key: _coerce(key, value, str(path)) for key, value in data.items()}
+
+
+def load_config(repo: Path, flags: dict[str, Any], flag_names: dict[str, str] | None = None
+                ) -> tuple[Config, dict[str, str]]:
+    """Merge every layer. Returns the config and, per key, where its value came from."""
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for path in (user_config_path(), repo / ".codeloop.toml"):
+        for key, value in _read_toml(path).items():
+            values[key], origin[key] = value, str(path)
+    for key in Config.key_types():
+        raw = os.environ.get(env_name(key))
+        if raw is not None:
+            values[key], origin[key] = _coerce(key, raw, env_name(key)), env_name(key)
+    for key, value in flags.items():
+        if value is not None:
+            flag = (flag_names or {}).get(key, "--" + key.replace("_", "-"))
+            values[key], origin[key] = _coerce(key, value, flag), flag
+    return Config(**values), origin
+
+
+_PYTEST = "python -m pytest -q"
+
+
+def detect_test_command(root: Path) -> str:
+    """The test command a developer would type for this project, judged by the files present."""
+    if any((root / name).exists() for name in ("pyproject.toml", "setup.py", "setup.cfg",
+                                                "pytest.ini", "tox.ini", "conftest.py")):
+        return _PYTEST
+    if (root / "package.json").is_file():
+        return "npm test"
+    if (root / "Cargo.toml").is_file():
+        return "cargo test"
+    if (root / "go.mod").is_file():
+        return "go test ./..."
+    if any(root.glob("test_*.py")) or any(root.glob("tests/test_*.py")):
+        return _PYTEST
+    raise ConfigError(
+        f"{root}: could not detect a test command (no pyproject.toml, package.json, Cargo.toml "
+        "or go.mod); set test_command in .codeloop.toml or pass --test-cmd"
+    )

@@ -1,0 +1,288 @@
+"""The typed events at the centre of codeloop, and the stream that carries them.
+
+The loop only produces these; printers, the recorder and (later) the TUI only consume them. The
+same dict form goes to the recording, to `--json` and to every other consumer. No I/O here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Event:
+    """Base of every event. `t` is seconds since the session started (monotonic clock)."""
+
+    type: ClassVar[str] = ""
+    t: float = field(default=0.0, kw_only=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        return {"type": self.type, "t": round(data.pop("t"), 6), **data}
+
+
+@dataclass
+class SessionStart(Event):
+    """First event of a session: what runs, where, with which settings (never secrets)."""
+
+    type: ClassVar[str] = "session.start"
+    session_id: str
+    task: str
+    repo: str
+    model: str
+    base_url: str
+    transport: str
+    edit_mode: str
+    test_command: str
+    max_iterations: int
+    version: str
+    format: int = FORMAT_VERSION
+
+
+@dataclass
+class SandboxReady(Event):
+    """The sandbox worktree exists on its own branch, at `base_commit` (HEAD + uncommitted work)."""
+
+    type: ClassVar[str] = "sandbox.ready"
+    path: str
+    branch: str
+    base_commit: str
+    head_commit: str
+    elapsed_ms: float
+
+
+@dataclass
+class TurnStart(Event):
+    """A turn begins: one model request and what follows from it."""
+
+    type: ClassVar[str] = "turn.start"
+    turn: int
+
+
+@dataclass
+class ModelRequest(Event):
+    """A request is about to be sent. `messages` holds only those new since the last request."""
+
+    type: ClassVar[str] = "model.request"
+    turn: int
+    messages: list[dict[str, Any]]
+    tools: list[str]
+
+
+@dataclass
+class ModelFirstByte(Event):
+    """The response headers arrived. `connect_ms` is 0 when the connection was reused."""
+
+    type: ClassVar[str] = "model.first_byte"
+    turn: int
+    status: int
+    request_bytes: int
+    connect_ms: float
+    reused: bool
+    ttfb_ms: float
+
+
+@dataclass
+class ModelTextDelta(Event):
+    """A piece of the model's visible text, as it arrived."""
+
+    type: ClassVar[str] = "model.text_delta"
+    turn: int
+    text: str
+
+
+@dataclass
+class ModelToolCall(Event):
+    """A complete tool call (arguments fully received; never emitted from partial deltas)."""
+
+    type: ClassVar[str] = "model.tool_call"
+    turn: int
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass
+class ModelRetry(Event):
+    """A request failed before any output and will be sent again after `delay_s`."""
+
+    type: ClassVar[str] = "model.retry"
+    turn: int
+    attempt: int
+    delay_s: float
+    reason: str
+
+
+@dataclass
+class ModelDone(Event):
+    """The reply is complete. Usage as the server reported it (cached tokens included)."""
+
+    type: ClassVar[str] = "model.done"
+    turn: int
+    finish_reason: str
+    text: str
+    usage: dict[str, int]
+    ttft_ms: float
+    decode_ms: float
+    tokens_per_s: float
+
+
+@dataclass
+class ToolResult(Event):
+    """A read-only tool (read_file, search, list_files) was answered."""
+
+    type: ClassVar[str] = "tool.result"
+    turn: int
+    call_id: str
+    name: str
+    output: str
+
+
+@dataclass
+class PatchProposed(Event):
+    """The reply carried edits: one unified diff per source (a tool call or a ```diff block)."""
+
+    type: ClassVar[str] = "patch.proposed"
+    turn: int
+    source: str
+    patch: str
+
+
+@dataclass
+class PatchApplied(Event):
+    """All edits of the reply were applied and committed as one commit on the sandbox branch."""
+
+    type: ClassVar[str] = "patch.applied"
+    turn: int
+    files: list[str]
+    commit: str
+    already_applied: list[str]
+    diffstat: str
+
+
+@dataclass
+class PatchRejected(Event):
+    """Nothing of the reply was applied; `reason` is what the model is told."""
+
+    type: ClassVar[str] = "patch.rejected"
+    turn: int
+    reason: str
+
+
+@dataclass
+class TestStart(Event):
+    """The test command starts in the sandbox (turn 0 is the baseline run)."""
+
+    type: ClassVar[str] = "test.start"
+    turn: int
+    command: str
+
+
+@dataclass
+class TestOutput(Event):
+    """A piece of the test command's combined output, as it was produced."""
+
+    type: ClassVar[str] = "test.output"
+    turn: int
+    text: str
+
+
+@dataclass
+class TestDone(Event):
+    """The test command finished (or was killed at its timeout). Output is bounded."""
+
+    type: ClassVar[str] = "test.done"
+    turn: int
+    exit_code: int
+    passed: bool
+    summary: str
+    counts: dict[str, int]
+    failures: list[dict[str, str]]
+    duration_ms: float
+    timed_out: bool
+    output: str
+
+
+@dataclass
+class TurnEnd(Event):
+    """A turn ended. `spans` holds its latency accounting in milliseconds."""
+
+    type: ClassVar[str] = "turn.end"
+    turn: int
+    outcome: str
+    spans: dict[str, float]
+
+
+@dataclass
+class ErrorEvent(Event):
+    """Something went wrong; `kind` says what (config, transport, sandbox, tests, interrupted)."""
+
+    type: ClassVar[str] = "error"
+    kind: str
+    message: str
+
+
+@dataclass
+class SessionEnd(Event):
+    """Last event of every session: outcome, exit code, final diff stat and totals."""
+
+    type: ClassVar[str] = "session.end"
+    outcome: str
+    exit_code: int
+    branch: str
+    diffstat: str
+    applied_to_worktree: bool
+    totals: dict[str, float]
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type: cls
+    for cls in (
+        SessionStart, SandboxReady, TurnStart, ModelRequest, ModelFirstByte, ModelTextDelta,
+        ModelToolCall, ModelRetry, ModelDone, ToolResult, PatchProposed, PatchApplied,
+        PatchRejected, TestStart, TestOutput, TestDone, TurnEnd, ErrorEvent, SessionEnd,
+    )
+}
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """Rebuild an event from its dict form; raises ValueError on an unknown type or bad fields."""
+    kind = data.get("type")
+    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ValueError(f"unknown event type {kind!r}")
+    fields = {k: v for k, v in data.items() if k != "type"}
+    try:
+        return cls(**fields)
+    except TypeError as exc:
+        raise ValueError(f"bad fields for event {kind!r}: {exc}") from None
+
+
+Subscriber = Callable[[Event], None]
+
+
+class EventStream:
+    """Stamps each event with the session clock and hands it to every subscriber, in order."""
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    def now(self) -> float:
+        """Seconds since the session started."""
+        return time.perf_counter() - self._start
+
+    def emit(self, event: Event) -> Event:
+        event.t = self.now()
+        for subscriber in self._subscribers:
+            subscriber(event)
+        return event

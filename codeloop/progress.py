@@ -1,0 +1,118 @@
+"""The headless human-readable printer: progress on stderr and the final summary.
+
+A consumer of events only; it decides nothing. Model text streams through as it arrives.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import IO
+
+from codeloop.events import (
+    ErrorEvent,
+    Event,
+    ModelDone,
+    ModelRetry,
+    ModelTextDelta,
+    ModelToolCall,
+    PatchApplied,
+    PatchRejected,
+    SandboxReady,
+    SessionEnd,
+    SessionStart,
+    TestDone,
+    TestStart,
+    ToolResult,
+    TurnEnd,
+    TurnStart,
+)
+
+SPAN_ORDER = ("prompt_ms", "connect_ms", "ttfb_ms", "ttft_ms", "decode_ms", "tools_ms",
+              "apply_ms", "test_ms", "retry_wait_ms", "overhead_ms")
+
+
+def format_spans(spans: dict[str, float]) -> str:
+    shown = [f"{key[:-3]} {spans[key]:.1f}" for key in SPAN_ORDER if key in spans]
+    text = " | ".join(shown) + " ms"
+    if spans.get("tokens_per_s"):
+        text += f" | {spans['tokens_per_s']:.0f} tok/s"
+    return text
+
+
+class ProgressPrinter:
+    """Writes what happens, as it happens, for a person watching a terminal or a CI log."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self._out = stream or sys.stderr
+        self._in_text = False
+
+    def _line(self, text: str) -> None:
+        if self._in_text:
+            self._out.write("\n")
+            self._in_text = False
+        self._out.write(text + "\n")
+        self._out.flush()
+
+    def __call__(self, event: Event) -> None:  # noqa: C901 - one branch per event type
+        if isinstance(event, ModelTextDelta):
+            self._out.write(event.text)
+            self._out.flush()
+            self._in_text = True
+        elif isinstance(event, SessionStart):
+            self._line(f"codeloop {event.version} · {event.model} via {event.transport} "
+                       f"({event.base_url}) · tests: {event.test_command}")
+            self._line(f"task: {event.task}")
+        elif isinstance(event, SandboxReady):
+            self._line(f"sandbox: {event.path} on branch {event.branch} "
+                       f"({event.elapsed_ms:.0f} ms)")
+        elif isinstance(event, TurnStart):
+            self._line(f"\n── turn {event.turn} ──")
+        elif isinstance(event, ModelRetry):
+            self._line(f"model: retry {event.attempt} in {event.delay_s:.1f}s ({event.reason})")
+        elif isinstance(event, ModelToolCall):
+            self._line(f"tool call: {event.name}")
+        elif isinstance(event, ModelDone):
+            usage = event.usage
+            self._line(f"model: {event.finish_reason}, {usage.get('prompt_tokens', 0)} prompt "
+                       f"({usage.get('cached_tokens', 0)} cached) + "
+                       f"{usage.get('completion_tokens', 0)} completion tokens")
+        elif isinstance(event, ToolResult):
+            self._line(f"{event.name}: {len(event.output)} chars returned")
+        elif isinstance(event, PatchApplied):
+            note = f" ({len(event.already_applied)} hunk(s) already applied)" \
+                if event.already_applied else ""
+            self._line(f"patch applied: {', '.join(event.files) or 'no change'} "
+                       f"→ {event.commit[:10]}{note}")
+        elif isinstance(event, PatchRejected):
+            self._line("patch rejected, nothing applied:\n  "
+                       + event.reason.replace("\n", "\n  "))
+        elif isinstance(event, TestStart):
+            self._line(("baseline tests: " if event.turn == 0 else "tests: ") + event.command)
+        elif isinstance(event, TestDone):
+            self._line(f"tests: {event.summary} ({event.duration_ms / 1000:.2f}s)")
+            for failure in event.failures[:10]:
+                self._line(f"  ✗ {failure['id']}: {failure['message'][:160]}")
+        elif isinstance(event, TurnEnd):
+            self._line(f"turn {event.turn}: {event.outcome} · {format_spans(event.spans)}")
+        elif isinstance(event, ErrorEvent):
+            self._line(f"error ({event.kind}): {event.message}")
+        elif isinstance(event, SessionEnd):
+            self._summary(event)
+
+    def _summary(self, event: SessionEnd) -> None:
+        totals = event.totals
+        self._line(f"\n══ {event.outcome} (exit {event.exit_code}) · {totals.get('turns', 0):.0f} "
+                   f"turn(s) · {totals.get('wall_ms', 0) / 1000:.2f}s")
+        self._line(f"tokens: {totals.get('prompt_tokens', 0):.0f} prompt "
+                   f"({totals.get('cached_tokens', 0):.0f} cached), "
+                   f"{totals.get('completion_tokens', 0):.0f} completion")
+        self._line(f"time: model {totals.get('model_ms', 0):.0f} ms, tests "
+                   f"{totals.get('test_ms', 0):.0f} ms, harness overhead "
+                   f"{totals.get('overhead_ms', 0):.1f} ms")
+        if event.diffstat:
+            self._line(event.diffstat)
+        if event.applied_to_worktree:
+            self._line("the changes were applied to your working tree")
+        elif event.branch:
+            self._line(f"the result is on branch {event.branch} (use --apply to apply it to "
+                       "your working tree)")

@@ -1,0 +1,188 @@
+"""What the model is told: system instructions, project context, the task, test feedback.
+
+Owns the wording and the layout of the conversation: a stable opening (system text, project
+instructions, repo map) followed by append-only turns. Reads files from the sandbox; never writes.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+from pathlib import Path
+
+from codeloop.testrun import TestResult, bound
+
+MAX_MAP_FILES = 400
+MAP_CHARS = 12_000
+FILE_CHARS = 24_000
+CONTEXT_FILES_CHARS = 60_000
+
+SYSTEM_TOOLS = """\
+You are codeloop, a coding agent working in a git sandbox of the user's repository. Your job is \
+to make the user's task done and the project's tests pass, with the smallest correct change.
+
+Edit files only with unified diffs: call the `apply_patch` tool, or write the diff in a fenced \
+```diff block. Use paths relative to the repository root (--- a/PATH, +++ b/PATH), hunks with \
+@@ headers and about 3 lines of unchanged context copied exactly from the file. Create a file \
+with --- /dev/null; delete one with +++ /dev/null. You may also use `read_file`, `search` and \
+`list_files` to look before you edit. After each patch the tests run and you get the result. \
+Do not change tests unless the task asks for it. When the task is done, reply without a patch."""
+
+SYSTEM_TEXT = """\
+You are codeloop, a coding agent working in a git sandbox of the user's repository. Your job is \
+to make the user's task done and the project's tests pass, with the smallest correct change.
+
+Edit files only with unified diffs in fenced ```diff blocks. Use paths relative to the \
+repository root (--- a/PATH, +++ b/PATH), hunks with @@ headers and about 3 lines of unchanged \
+context copied exactly from the file. Create a file with --- /dev/null; delete one with \
++++ /dev/null. Several files may be changed in one reply. After your reply the patch is applied \
+and the tests run; you get the result. Do not change tests unless the task asks for it. When \
+the task is done, reply without a diff."""
+
+
+def system_prompt(with_tools: bool) -> str:
+    return SYSTEM_TOOLS if with_tools else SYSTEM_TEXT
+
+
+def tracked_files(root: Path) -> list[str]:
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                         cwd=root, capture_output=True, text=True).stdout
+    return sorted(set(out.splitlines()))
+
+
+def _python_outline(path: Path) -> str:
+    try:
+        tree = ast.parse(path.read_bytes())
+    except (SyntaxError, ValueError, OSError):
+        return ""
+    names = []
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            names.append(f"class {node.name}")
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            names.append(f"def {node.name}")
+    return ", ".join(names)
+
+
+def repo_map(root: Path, files: list[str]) -> str:
+    """One line per file; Python files list their top-level classes and functions."""
+    lines = []
+    for rel in files[:MAX_MAP_FILES]:
+        outline = _python_outline(root / rel) if rel.endswith(".py") else ""
+        lines.append(f"{rel}: {outline}" if outline else rel)
+    if len(files) > MAX_MAP_FILES:
+        lines.append(f"... and {len(files) - MAX_MAP_FILES} more files")
+    return bound("\n".join(lines), MAP_CHARS, 1000)
+
+
+def _imported_modules(path: Path) -> list[str]:
+    try:
+        tree = ast.parse(path.read_bytes())
+    except (SyntaxError, ValueError, OSError):
+        return []
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append(node.module)
+            names.extend(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _module_file(files: set[str], module: str) -> str | None:
+    base = module.replace(".", "/")
+    for candidate in (f"{base}.py", f"{base}/__init__.py", f"src/{base}.py",
+                      f"src/{base}/__init__.py"):
+        if candidate in files:
+            return candidate
+    return None
+
+
+def files_for_failures(root: Path, result: TestResult, files: list[str]) -> list[str]:
+    """Repository files the failures point to: traceback locations, then what failing tests import.
+    """
+    known = set(files)
+    chosen: list[str] = []
+
+    def add(rel: str) -> None:
+        if rel in known and rel not in chosen:
+            chosen.append(rel)
+
+    texts = [f["details"] + "\n" + f["location"] for f in result.failures] or [result.output]
+    for text in texts:
+        for match in re.finditer(r"([\w./-]+\.py)(?::\d+|\", line \d+)", text):
+            path = match.group(1)
+            try:
+                path = str(Path(path).resolve().relative_to(root.resolve())) \
+                    if Path(path).is_absolute() else path
+            except ValueError:
+                continue
+            add(path)
+    for test_file in [c for c in chosen if "test" in Path(c).name]:
+        for module in _imported_modules(root / test_file):
+            if found := _module_file(known, module):
+                add(found)
+    return chosen
+
+
+def file_block(root: Path, rel: str) -> str:
+    text = (root / rel).read_text(encoding="utf-8", errors="replace")
+    return f"### {rel}\n```\n{bound(text, FILE_CHARS, 2000)}\n```"
+
+
+def files_section(root: Path, rels: list[str]) -> str:
+    blocks, used = [], 0
+    for rel in rels:
+        block = file_block(root, rel)
+        if used + len(block) > CONTEXT_FILES_CHARS:
+            blocks.append(f"(further files left out for size: {', '.join(rels[len(blocks):])})")
+            break
+        blocks.append(block)
+        used += len(block)
+    return "\n\n".join(blocks)
+
+
+def test_report(result: TestResult) -> str:
+    """The test result as the model reads it: failures with messages, not 10,000 lines."""
+    head = f"Test command result: {result.summary} (exit code {result.exit_code})."
+    if result.timed_out:
+        return head + "\nThe test run was killed at its timeout. Output so far:\n" + bound(
+            result.output, 4000, 4000)
+    if result.passed:
+        return head
+    if result.failures:
+        shown = result.failures[:20]
+        parts = [head, "Failing tests:"]
+        for failure in shown:
+            parts.append(f"- {failure['id']} ({failure['location']}): {failure['message']}\n"
+                         f"{failure['details']}")
+        if len(result.failures) > len(shown):
+            parts.append(f"... and {len(result.failures) - len(shown)} more failures")
+        return "\n".join(parts)
+    return head + "\nOutput:\n" + bound(result.output, 6000, 6000)
+
+
+def opening_messages(root: Path, task: str, baseline: TestResult, with_tools: bool,
+                     pinned_files: list[str]) -> list[dict[str, str]]:
+    """The first request: stable system text and project context, then the task."""
+    files = tracked_files(root)
+    context = []
+    agents = root / "AGENTS.md"
+    if agents.is_file():
+        context.append("Project instructions (AGENTS.md):\n"
+                       + bound(agents.read_text(encoding="utf-8", errors="replace"), 8000, 2000))
+    context.append("Repository map (files, top-level definitions):\n" + repo_map(root, files))
+    task_text = [f"Task: {task}", "", "Baseline test run before any change:",
+                 test_report(baseline)]
+    relevant = files_for_failures(root, baseline, files) + [
+        p for p in pinned_files if p in files]
+    if relevant:
+        task_text += ["", "Files the failures point to (current content):",
+                      files_section(root, list(dict.fromkeys(relevant)))]
+    return [
+        {"role": "system", "content": system_prompt(with_tools)},
+        {"role": "user", "content": "\n\n".join(context)},
+        {"role": "user", "content": "\n".join(task_text)},
+    ]

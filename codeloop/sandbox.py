@@ -1,0 +1,206 @@
+"""The git sandbox: a worktree of the user's repo on its own branch, outside the repo directory.
+
+Owns every git operation: the snapshot of HEAD plus uncommitted work (through a temporary index,
+so the user's index and working tree are never touched), the worktree, one commit per applied
+reply, the final diff, `--apply` onto the user's working tree, and `codeloop clean`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import git
+
+BRANCH_PREFIX = "codeloop/"
+_IDENTITY = {
+    "GIT_AUTHOR_NAME": "codeloop", "GIT_AUTHOR_EMAIL": "codeloop@localhost",
+    "GIT_COMMITTER_NAME": "codeloop", "GIT_COMMITTER_EMAIL": "codeloop@localhost",
+}
+
+
+class SandboxError(Exception):
+    """A git or sandbox problem, phrased for the user."""
+
+
+def _git(cwd: Path, *args: str, env: dict[str, str] | None = None, text_in: str | None = None,
+         check: bool = True) -> str:
+    """Run git with the sandbox's fixed identity; returns stdout."""
+    result = subprocess.run(
+        ["git", *args], cwd=cwd, input=text_in, capture_output=True, text=True,
+        env={**os.environ, **_IDENTITY, **(env or {})},
+    )
+    if check and result.returncode != 0:
+        raise SandboxError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def find_repo(start: Path) -> Path:
+    """The top of the git repository containing `start`, or a SandboxError saying what to do."""
+    result = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=start,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SandboxError(
+            f"{start} is not inside a git repository. codeloop works on a git sandbox of your "
+            "project: cd into the project, or run `git init && git add -A && git commit -m "
+            "initial` there first."
+        )
+    return Path(result.stdout.strip())
+
+
+def worktrees_home(repo_root: Path) -> Path:
+    """Where this repo's sandboxes live: under the user cache dir, never inside the repo."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    digest = hashlib.sha1(str(repo_root.resolve()).encode()).hexdigest()[:10]
+    return base / "codeloop" / "worktrees" / f"{repo_root.name}-{digest}"
+
+
+def exclude_from_git(repo_root: Path, pattern: str) -> None:
+    """Add `pattern` to the repo's `.git/info/exclude` once (keeps recordings out of git)."""
+    common = Path(_git(repo_root, "rev-parse", "--git-common-dir").strip())
+    exclude = (repo_root / common if not common.is_absolute() else common) / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    existing = exclude.read_text() if exclude.exists() else ""
+    if pattern not in existing.splitlines():
+        with exclude.open("a") as handle:
+            handle.write(("" if existing.endswith("\n") or not existing else "\n") + pattern + "\n")
+
+
+def snapshot(repo_root: Path) -> str:
+    """A commit of HEAD plus all uncommitted work (tracked and untracked-not-ignored).
+
+    Built in a temporary copy of the index, so the user's index and files stay as they are.
+    """
+    head = _git(repo_root, "rev-parse", "--verify", "-q", "HEAD", check=False).strip()
+    git_dir = Path(_git(repo_root, "rev-parse", "--absolute-git-dir").strip())
+    with tempfile.TemporaryDirectory(prefix="codeloop-index-") as tmp:
+        index = Path(tmp) / "index"
+        if (git_dir / "index").exists():
+            shutil.copyfile(git_dir / "index", index)
+        env = {"GIT_INDEX_FILE": str(index)}
+        _git(repo_root, "add", "-A", env=env)
+        tree = _git(repo_root, "write-tree", env=env).strip()
+    if head and _git(repo_root, "rev-parse", f"{head}^{{tree}}").strip() == tree:
+        return head
+    parents = ["-p", head] if head else []
+    return _git(repo_root, "commit-tree", tree, *parents,
+                "-m", "codeloop: snapshot of uncommitted work").strip()
+
+
+@dataclass
+class Sandbox:
+    """One session's worktree. Created once; every applied reply is a commit on `branch`."""
+
+    repo_root: Path
+    path: Path
+    branch: str
+    base_commit: str
+
+    @classmethod
+    def create(cls, repo_root: Path, session_id: str) -> Sandbox:
+        base = snapshot(repo_root)
+        path = worktrees_home(repo_root) / session_id
+        path.parent.mkdir(parents=True, exist_ok=True)
+        branch = BRANCH_PREFIX + session_id
+        _git(repo_root, "worktree", "add", "--quiet", "-b", branch, str(path), base)
+        return cls(repo_root, path, branch, base)
+
+    @cached_property
+    def repo(self) -> git.Repo:
+        """One GitPython handle for the session (its cat-file helpers are reused, then closed)."""
+        return git.Repo(self.path)
+
+    def close(self) -> None:
+        if "repo" in self.__dict__:
+            self.repo.close()
+
+    def head(self) -> str:
+        return self.repo.head.commit.hexsha
+
+    def commit_patch(self, patch_text: str, message: str) -> str:
+        """Apply a canonical diff with `git apply --index` (all files or none) and commit it."""
+        repo = self.repo
+        patch_file = Path(repo.git_dir) / "codeloop-turn.patch"
+        patch_file.write_text(patch_text, encoding="utf-8", errors="surrogateescape")
+        with repo.git.custom_environment(**_IDENTITY):
+            try:
+                repo.git.apply("--index", "--whitespace=nowarn", str(patch_file))
+            except git.GitCommandError as exc:
+                raise SandboxError(f"git apply refused the patch: {exc.stderr.strip()}") from None
+            repo.git.commit("-q", "--no-verify", "-m", message)
+        return repo.head.commit.hexsha
+
+    def reword_head(self, message: str) -> str:
+        """Replace the last commit's message (the test result is known only after the commit)."""
+        repo = self.repo
+        head = repo.head.commit
+        actor = git.Actor("codeloop", "codeloop@localhost")
+        commit = git.Commit.create_from_tree(
+            repo, head.tree, message, parent_commits=head.parents, head=True,
+            author=actor, committer=actor,
+        )
+        return commit.hexsha
+
+    def discard_uncommitted(self) -> None:
+        """Bring files back to the last commit (after an interrupt mid-turn)."""
+        _git(self.path, "reset", "-q", "--hard", "HEAD")
+
+    def diff(self) -> str:
+        return _git(self.path, "diff", "--binary", self.base_commit, "HEAD")
+
+    def diffstat(self) -> str:
+        return _git(self.path, "diff", "--stat", self.base_commit, "HEAD").rstrip()
+
+    def apply_to_worktree(self) -> list[str]:
+        """Apply the session's diff to the user's working tree; refuse if they touched the files.
+
+        Returns the files changed. The user's index is left alone.
+        """
+        files = [f for f in _git(self.path, "diff", "--name-only", "-z", self.base_commit,
+                                 "HEAD").split("\0") if f]
+        changed_meanwhile = []
+        for name in files:
+            at_base = subprocess.run(["git", "cat-file", "blob", f"{self.base_commit}:{name}"],
+                                     cwd=self.repo_root, capture_output=True)
+            before = at_base.stdout if at_base.returncode == 0 else None
+            user_file = self.repo_root / name
+            now = user_file.read_bytes() if user_file.is_file() else None
+            if now != before:
+                changed_meanwhile.append(name)
+        if changed_meanwhile:
+            raise SandboxError(
+                "not applied: you changed these files while codeloop ran: "
+                + ", ".join(changed_meanwhile)
+                + f". The result stays on branch {self.branch}; merge it yourself with "
+                f"`git diff {self.base_commit} {self.branch} | git apply`."
+            )
+        if files:
+            _git(self.repo_root, "apply", "--whitespace=nowarn", "-", text_in=self.diff())
+        return files
+
+
+def clean(repo_root: Path) -> list[str]:
+    """Remove every codeloop worktree and branch of this repo. Returns what was removed."""
+    removed: list[str] = []
+    listing = _git(repo_root, "worktree", "list", "--porcelain")
+    for block in listing.strip().split("\n\n"):
+        fields = dict(line.split(" ", 1) for line in block.splitlines() if " " in line)
+        if fields.get("branch", "").startswith("refs/heads/" + BRANCH_PREFIX):
+            _git(repo_root, "worktree", "remove", "--force", fields["worktree"])
+            removed.append(fields["worktree"])
+    _git(repo_root, "worktree", "prune")
+    refs = _git(repo_root, "for-each-ref", "--format=%(refname:short)",
+                "refs/heads/" + BRANCH_PREFIX)
+    for branch in refs.split():
+        _git(repo_root, "branch", "-q", "-D", branch)
+        removed.append(branch)
+    home = worktrees_home(repo_root)
+    if home.is_dir() and not any(home.iterdir()):
+        home.rmdir()
+    return removed

@@ -1,0 +1,194 @@
+"""Running the project's test command in the sandbox, and reading its results.
+
+Owns the process (its own process group, killed whole at the timeout or on cancel), bounded
+output (head and tail kept, the middle elided with a count), and for pytest the structured
+results from its JUnit XML: counts, failing test ids, short messages and locations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HEAD_CHARS = 12_000
+TAIL_CHARS = 12_000
+_PYTEST_CMD = re.compile(r"^\s*(\S*python[\d.]*\s+-m\s+pytest|\S*pytest|uv\s+run\s+pytest)(\s|$)")
+_SUMMARY = re.compile(
+    r"(?:\d+ (?:passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?)"
+    r"(?:, )?)+(?: in [\d.]+s)?"
+)
+_LOCATION = re.compile(r"^([^\s:][^:\n]*\.py):(\d+):", re.MULTILINE)
+
+
+class BoundedText:
+    """Keeps the first and last characters of a long text and counts what it drops."""
+
+    def __init__(self, head: int = HEAD_CHARS, tail: int = TAIL_CHARS) -> None:
+        self.head_limit, self.tail_limit = head, tail
+        self.head = ""
+        self.tail = ""
+        self.elided = 0
+
+    def add(self, text: str) -> str:
+        """Append; returns the part that went into the head (what may be shown live)."""
+        room = self.head_limit - len(self.head)
+        shown, rest = text[:max(room, 0)], text[max(room, 0):]
+        self.head += shown
+        if rest:
+            self.tail += rest
+            if len(self.tail) > self.tail_limit:
+                cut = len(self.tail) - self.tail_limit
+                self.elided += cut
+                self.tail = self.tail[cut:]
+        return shown
+
+    def text(self) -> str:
+        if not self.elided:
+            return self.head + self.tail
+        return f"{self.head}\n[... {self.elided} characters elided ...]\n{self.tail}"
+
+
+def bound(text: str, head: int = HEAD_CHARS, tail: int = TAIL_CHARS) -> str:
+    bounded = BoundedText(head, tail)
+    bounded.add(text)
+    return bounded.text()
+
+
+@dataclass
+class TestResult:
+    """What one run of the test command produced."""
+
+    exit_code: int
+    summary: str
+    counts: dict[str, int] = field(default_factory=dict)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    duration_ms: float = 0.0
+    timed_out: bool = False
+    output: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+def is_pytest(command: str) -> bool:
+    return bool(_PYTEST_CMD.match(command)) and not re.search(r"[;&|<>`$]", command)
+
+
+def _node_id(case: ET.Element) -> str:
+    file, name, classname = case.get("file", ""), case.get("name", ""), case.get("classname", "")
+    if not file:
+        return f"{classname}::{name}" if classname else name
+    module = file[:-3].replace("/", ".") if file.endswith(".py") else file
+    parts = [file]
+    if classname.startswith(module + "."):
+        parts.extend(classname[len(module) + 1:].split("."))
+    parts.append(name)
+    return "::".join(parts)
+
+
+def parse_junit(xml_text: str) -> tuple[dict[str, int], list[dict[str, str]]]:
+    """Counts and failures from pytest's JUnit XML (xunit1 family, which carries file/line)."""
+    root = ET.fromstring(xml_text)
+    counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
+    failures: list[dict[str, str]] = []
+    for case in root.iter("testcase"):
+        problem = case.find("failure")
+        kind = "failed"
+        if problem is None:
+            problem, kind = case.find("error"), "errors"
+        if problem is None:
+            counts["skipped" if case.find("skipped") is not None else "passed"] += 1
+            continue
+        counts[kind] += 1
+        details = (problem.text or "").strip()
+        locations = _LOCATION.findall(details)
+        location = f"{locations[-1][0]}:{locations[-1][1]}" if locations else (
+            f"{case.get('file')}:{int(case.get('line', '0')) + 1}" if case.get("file") else "")
+        failures.append({
+            "id": _node_id(case), "kind": kind, "message": problem.get("message", "")[:500],
+            "location": location, "details": bound(details, 3000, 1500),
+        })
+    return counts, failures
+
+
+def _summary_line(output: str) -> str:
+    for line in reversed(output.splitlines()):
+        match = _SUMMARY.search(line.strip("= "))
+        if match and match.group(0):
+            return match.group(0).strip()
+    return ""
+
+
+async def run_tests(command: str, cwd: Path, timeout_s: float,
+                    on_output: Callable[[str], None], hidden_env: tuple[str, ...] = ()
+                    ) -> TestResult:
+    """Run `command` in `cwd` in its own process group; kill the whole group at the timeout."""
+    started = time.perf_counter()
+    junit_dir = tempfile.TemporaryDirectory(prefix="codeloop-junit-")
+    junit = Path(junit_dir.name) / "report.xml"
+    full_command = command
+    if is_pytest(command):
+        full_command += f" --junitxml={junit} -o junit_family=xunit1"
+        if "--tb" not in command:
+            full_command += " --tb=short"
+    env = {k: v for k, v in os.environ.items() if k not in hidden_env}
+    env["PYTHONUNBUFFERED"] = "1"
+    process = await asyncio.create_subprocess_shell(
+        full_command, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        stdin=asyncio.subprocess.DEVNULL, start_new_session=True, env=env,
+    )
+    output = BoundedText()
+    timed_out = False
+
+    async def pump() -> None:
+        assert process.stdout is not None
+        while chunk := await process.stdout.read(65536):
+            if shown := output.add(chunk.decode("utf-8", "replace")):
+                on_output(shown)
+        await process.wait()
+
+    try:
+        await asyncio.wait_for(pump(), timeout_s)
+    except TimeoutError:
+        timed_out = True
+        _kill_group(process.pid)
+        await process.wait()
+    finally:
+        if process.returncode is None:
+            _kill_group(process.pid)
+            with contextlib.suppress(ProcessLookupError):
+                await process.wait()
+    text = output.text()
+    result = TestResult(exit_code=process.returncode if process.returncode is not None else -9,
+                        summary="", timed_out=timed_out, output=text,
+                        duration_ms=round((time.perf_counter() - started) * 1000, 3))
+    if junit.is_file():
+        with contextlib.suppress(ET.ParseError):
+            result.counts, result.failures = parse_junit(junit.read_text(encoding="utf-8"))
+    junit_dir.cleanup()
+    if timed_out:
+        result.summary = f"timed out after {timeout_s:g}s (process group killed)"
+    else:
+        result.summary = _summary_line(text) or _counts_summary(result)
+    return result
+
+
+def _counts_summary(result: TestResult) -> str:
+    if result.counts:
+        return ", ".join(f"{n} {k}" for k, n in result.counts.items() if n) or "no tests ran"
+    return f"exit code {result.exit_code}"
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)

@@ -1,0 +1,97 @@
+"""The tools offered to the model: `apply_patch` plus read-only looks at the sandbox.
+
+Owns the tool schemas (fixed, sorted by name, so the request prefix stays byte-stable) and the
+read-only tools' execution: read a file or a line range, search with `git grep`, list files.
+Nothing here writes to the sandbox; `apply_patch` is carried out by the loop.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from codeloop.patch import PatchError, check_path
+from codeloop.testrun import bound
+
+OUTPUT_CHARS = 20_000
+
+_SCHEMAS: list[dict[str, Any]] = [
+    {"name": "apply_patch",
+     "description": "Edit files with a unified diff (--- a/PATH, +++ b/PATH, @@ hunks with 3 "
+                    "lines of context). Use --- /dev/null to create a file and +++ /dev/null to "
+                    "delete one. Several files may be changed in one patch. The tests run after "
+                    "the patch is applied and their result is returned.",
+     "parameters": {"type": "object", "properties": {
+         "patch": {"type": "string", "description": "The unified diff."}},
+         "required": ["patch"]}},
+    {"name": "list_files",
+     "description": "List the repository's files under a directory (default: the root).",
+     "parameters": {"type": "object", "properties": {
+         "path": {"type": "string", "description": "A directory relative to the root."}},
+         "required": []}},
+    {"name": "read_file",
+     "description": "Read a file, or a range of its lines, with line numbers.",
+     "parameters": {"type": "object", "properties": {
+         "path": {"type": "string", "description": "File path relative to the root."},
+         "start_line": {"type": "integer", "description": "First line (1-based)."},
+         "end_line": {"type": "integer", "description": "Last line (inclusive)."}},
+         "required": ["path"]}},
+    {"name": "search",
+     "description": "Search the repository's files for a regular expression (git grep -n -E).",
+     "parameters": {"type": "object", "properties": {
+         "pattern": {"type": "string", "description": "Extended regular expression."},
+         "path": {"type": "string", "description": "Limit to this file or directory."}},
+         "required": ["pattern"]}},
+]
+READ_ONLY = ("list_files", "read_file", "search")
+
+
+def tool_schemas() -> list[dict[str, Any]]:
+    """The Chat Completions `tools` array, in a fixed order."""
+    return [{"type": "function", "function": schema} for schema in _SCHEMAS]
+
+
+def numbered(text: str, first: int = 1) -> str:
+    return "".join(f"{n:>5}  {line}" for n, line in
+                   enumerate(text.splitlines(keepends=True), first)).rstrip("\n") + "\n"
+
+
+def _git_lines(root: Path, *args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                            errors="replace")
+    if result.returncode not in (0, 1):
+        raise PatchError(result.stderr.strip() or f"git {args[0]} failed")
+    return result.stdout
+
+
+def run_read_only(root: Path, name: str, arguments: str) -> str:
+    """Answer one read-only tool call; errors come back as text for the model."""
+    try:
+        args = json.loads(arguments) if arguments.strip() else {}
+        if not isinstance(args, dict):
+            raise ValueError("arguments must be a JSON object")
+        if name == "read_file":
+            rel = check_path(root, str(args.get("path", "")))
+            path = root / rel
+            if not path.is_file():
+                return f"error: {rel} does not exist or is not a file"
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+            start = max(int(args.get("start_line") or 1), 1)
+            end = int(args.get("end_line") or len(lines))
+            return bound(f"{rel} (lines {start}-{min(end, len(lines))} of {len(lines)}):\n"
+                         + numbered("".join(lines[start - 1:end]), start), OUTPUT_CHARS, 2000)
+        if name == "search":
+            where = [check_path(root, args["path"])] if args.get("path") else []
+            found = _git_lines(root, "grep", "-n", "-I", "-E", "--untracked", "-e",
+                               str(args.get("pattern", "")), "--", *where)
+            return bound(found or "no matches", OUTPUT_CHARS, 2000)
+        if name == "list_files":
+            where = [check_path(root, args["path"])] if args.get("path") else []
+            listing = _git_lines(root, "ls-files", "--cached", "--others", "--exclude-standard",
+                                 "--", *where)
+            return bound(listing or "no files", OUTPUT_CHARS, 2000)
+    except (PatchError, ValueError, TypeError, KeyError) as exc:
+        return f"error: {exc}"
+    return f"error: unknown tool {name!r}"

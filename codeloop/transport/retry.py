@@ -1,0 +1,46 @@
+"""One retry policy around any ModelClient: failures before any output are retried.
+
+429, 5xx and connection errors back off exponentially with jitter, capped, honouring the server's
+Retry-After (up to two minutes). Billing and other 4xx failures, and failures after part of the
+reply was shown, are never silently re-sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+from codeloop.events import Event, ModelRetry
+from codeloop.transport import ModelClient, TransportError
+
+MAX_RETRIES = 2
+MAX_SERVER_DELAY_S = 120.0
+
+
+def backoff_delay(attempt: int, error: TransportError) -> float:
+    if error.retry_after is not None and 0 <= error.retry_after <= MAX_SERVER_DELAY_S:
+        return error.retry_after
+    return min(0.5 * 2 ** attempt, 8.0) * random.uniform(0.75, 1.0)
+
+
+async def stream_with_retries(client: ModelClient, turn: int, messages: list[dict[str, Any]],
+                              tools: list[dict[str, Any]], max_retries: int = MAX_RETRIES
+                              ) -> AsyncIterator[Event]:
+    """Yield the client's events; on a retryable failure before output, yield ModelRetry, retry."""
+    attempt = 0
+    while True:
+        try:
+            async for event in client.stream(turn, messages, tools):
+                yield event
+            return
+        except TransportError as error:
+            too_late = error.retry_after is not None and error.retry_after > MAX_SERVER_DELAY_S
+            if error.shown or not error.retryable or attempt >= max_retries or too_late:
+                raise
+            delay = backoff_delay(attempt, error)
+            attempt += 1
+            yield ModelRetry(turn=turn, attempt=attempt, delay_s=round(delay, 3),
+                             reason=str(error))
+            await asyncio.sleep(delay)
