@@ -1,0 +1,74 @@
+"""Shared fixtures: copies of the sandbox projects as real git repos, and running codeloop.
+
+Every session test runs the real `codeloop` as a subprocess against the scripted model server on
+127.0.0.1, with its caches and config pointed into the test's own tmp dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SANDBOX = ROOT / "sandbox"
+FIXES = Path(__file__).resolve().parent / "data" / "fixes"
+PYTEST_CMD = f"{sys.executable} -m pytest -q -p no:cacheprovider"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+        capture_output=True, text=True).stdout
+
+
+def make_repo(tmp_path: Path, project: str) -> Path:
+    """A committed git repo holding a copy of `sandbox/<project>`."""
+    repo = tmp_path / project
+    shutil.copytree(SANDBOX / project, repo,
+                    ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "initial")
+    return repo
+
+
+def fix_diff(project: str) -> str:
+    return (FIXES / f"{project}.diff").read_text()
+
+
+def tree_state(repo: Path) -> dict[str, bytes]:
+    """Every file of the working tree (codeloop's own recordings aside) plus the git index."""
+    state = {str(p.relative_to(repo)): p.read_bytes() for p in sorted(repo.rglob("*"))
+             if p.is_file() and ".git" not in p.relative_to(repo).parts
+             and ".codeloop" not in p.relative_to(repo).parts}
+    state["<index>"] = (repo / ".git" / "index").read_bytes()
+    state["<status>"] = git(repo, "status", "--porcelain").encode()
+    return state
+
+
+def read_recording(repo: Path) -> list[dict]:
+    files = sorted((repo / ".codeloop" / "sessions").glob("*.jsonl"))
+    assert len(files) == 1, files
+    return [json.loads(line) for line in files[0].read_text().splitlines()]
+
+
+@pytest.fixture
+def isolated_env(tmp_path: Path) -> dict[str, str]:
+    """An environment with no API key and codeloop's caches/config inside tmp_path."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CODELOOP_") and k != "OPENAI_API_KEY"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    return env
+
+
+def run_codeloop(repo: Path, env: dict[str, str], *args: str, timeout: float = 60
+                 ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "codeloop", *args], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=timeout)

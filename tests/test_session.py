@@ -1,0 +1,265 @@
+"""End-to-end sessions: `codeloop --task` as a subprocess against the scripted model server.
+
+Each test copies a sandbox project into a real git repo, scripts the model's replies, and checks
+what a user would see: exit code, the events, the sandbox branch, and the user's untouched repo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import (
+    PYTEST_CMD, fix_diff, git, make_repo, read_recording, run_codeloop, tree_state,
+)
+from tests.scripted_server import Reply, ScriptedModelServer, ToolCall
+
+
+def patch_call(diff: str) -> ToolCall:
+    return ToolCall("apply_patch", json.dumps({"patch": diff}))
+
+
+def session_args(server: ScriptedModelServer, *extra: str) -> list[str]:
+    return ["--task", "make the tests pass", "--base-url", server.base_url, "--model", "scripted",
+            "--test-cmd", PYTEST_CMD, *extra]
+
+
+def json_events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def sandbox_path(events: list[dict]) -> Path:
+    return Path(next(e for e in events if e["type"] == "sandbox.ready")["path"])
+
+
+def test_solved_in_one_turn_over_one_reused_connection(tmp_path, isolated_env):
+    repo = make_repo(tmp_path, "offbyone")
+    before = tree_state(repo)
+    replies = [Reply(text="Fixing the count.", tool_calls=[patch_call(fix_diff("offbyone"))])]
+    with ScriptedModelServer(replies) as server:
+        done = run_codeloop(repo, isolated_env, *session_args(server, "--json"))
+    assert done.returncode == 0, done.stderr
+    events = json_events(done.stdout)
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "session.start" and kinds[-1] == "session.end"
+    assert events[-1]["outcome"] == "passed" and events[-1]["exit_code"] == 0
+    assert "pager/paginate.py" in events[-1]["diffstat"]
+    baseline = next(e for e in events if e["type"] == "test.done" and e["turn"] == 0)
+    assert baseline["counts"]["failed"] == 2
+    assert {f["id"] for f in baseline["failures"]} == {
+        "tests/test_paginate.py::test_exact_multiple_page_count",
+        "tests/test_paginate.py::test_page_past_end_raises"}
+    turn_end = next(e for e in events if e["type"] == "turn.end")
+    for span in ("prompt_ms", "connect_ms", "ttfb_ms", "ttft_ms", "decode_ms", "apply_ms",
+                 "test_ms", "overhead_ms"):
+        assert span in turn_end["spans"]
+    # pre-connect at start-up, then the same connection for the request
+    assert server.connections == 1
+    first = server.chat_requests[0].body
+    assert first["stream"] is True and first["stream_options"] == {"include_usage": True}
+    assert [t["function"]["name"] for t in first["tools"]] == [
+        "apply_patch", "list_files", "read_file", "search"]
+    prompt_text = json.dumps(first["messages"])
+    assert "test_exact_multiple_page_count" in prompt_text  # the failing tests' output
+    assert "pager/paginate.py" in prompt_text  # the file the failures point to
+    # the sandbox branch holds the fix as one commit; the user's repo is byte-identical
+    branch = events[-1]["branch"]
+    assert "codeloop turn 1" in git(repo, "log", "-1", "--format=%B", branch)
+    assert "tests: 7 passed" in git(repo, "log", "-1", "--format=%B", branch)
+    assert tree_state(repo) == before
+    assert read_recording(repo) == events
+
+
+def test_solved_in_two_turns_after_a_hunk_that_does_not_apply(tmp_path, isolated_env):
+    repo = make_repo(tmp_path, "twomodules")
+    # the model misremembers a context line of the second file
+    wrong = fix_diff("twomodules").replace("def format_cents(cents: int)", "def fmt(cents)")
+    replies = [Reply(tool_calls=[patch_call(wrong)]),
+               Reply(text="Corrected.", tool_calls=[patch_call(fix_diff("twomodules"))])]
+    with ScriptedModelServer(replies) as server:
+        done = run_codeloop(repo, isolated_env, *session_args(server, "--json"))
+        requests = server.chat_requests
+    assert done.returncode == 0, done.stderr
+    events = json_events(done.stdout)
+    rejected = [e for e in events if e["type"] == "patch.rejected"]
+    assert len(rejected) == 1 and "hunk 1" in rejected[0]["reason"]
+    assert [e["turn"] for e in events if e["type"] == "patch.applied"] == [2]
+    # the model is told precisely, in the tool result of its apply_patch call
+    feedback = requests[1].body["messages"][-1]
+    assert feedback["role"] == "tool" and "NOT applied" in feedback["content"]
+    assert rejected[0]["reason"] in feedback["content"]
+    # turn 2's request is turn 1's plus what happened since: append-only history
+    assert requests[1].body["messages"][:len(requests[0].body["messages"])] == \
+        requests[0].body["messages"]
+    assert events[-1]["outcome"] == "passed"
+
+
+def test_new_file_from_a_fenced_diff_in_text_mode(tmp_path, isolated_env):
+    repo = make_repo(tmp_path, "newfile")
+    text = "Here is the module:\n\n```diff\n" + fix_diff("newfile") + "```\n"
+    with ScriptedModelServer([Reply(text=text)]) as server:
+        done = run_codeloop(repo, isolated_env,
+                            *session_args(server, "--json", "--edit-mode", "text"))
+        body = server.chat_requests[0].body
+    assert done.returncode == 0, done.stderr
+    assert "tools" not in body
+    events = json_events(done.stdout)
+    applied = next(e for e in events if e["type"] == "patch.applied")
+    assert applied["files"] == ["textkit/slug.py"]
+    assert (sandbox_path(events) / "textkit" / "slug.py").is_file()
+    assert not (repo / "textkit" / "slug.py").exists()
+
+
+def test_hostile_paths_are_rejected_and_nothing_is_written_outside(tmp_path, isolated_env):
+    repo = make_repo(tmp_path, "offbyone")
+    outside = tmp_path / "escaped.txt"
+    hostile = ("--- /dev/null\n+++ b/../../escaped.txt\n@@ -0,0 +1 @@\n+owned\n"
+               "--- /dev/null\n+++ b/.git/hooks/pre-commit\n@@ -0,0 +1 @@\n+owned\n")
+    absolute = f"--- /dev/null\n+++ {outside}\n@@ -0,0 +1 @@\n+owned\n"
+    replies = [Reply(tool_calls=[patch_call(hostile)]), Reply(tool_calls=[patch_call(absolute)])]
+    with ScriptedModelServer(replies) as server:
+        done = run_codeloop(repo, isolated_env,
+                            *session_args(server, "--json", "--max-iterations", "2"))
+    assert done.returncode == 1, done.stderr
+    events = json_events(done.stdout)
+    reasons = [e["reason"] for e in events if e["type"] == "patch.rejected"]
+    assert len(reasons) == 2
+    assert "'..'" in reasons[0] and ".git/" in reasons[0] and "absolute" in reasons[1]
+    assert not outside.exists()
+    assert not (repo / ".git" / "hooks" / "pre-commit").exists()
+    assert events[-1]["outcome"] == "max_iterations" and events[-1]["exit_code"] == 1
+    assert git(repo, "rev-parse", events[-1]["branch"]) == git(repo, "rev-parse", "HEAD")
+
+
+def test_uncommitted_work_is_in_the_sandbox_and_apply_brings_the_fix_home(tmp_path,
+                                                                          isolated_env):
+    repo = make_repo(tmp_path, "offbyone")
+    (repo / "NOTES.txt").write_text("untracked notes\n")
+    readme = repo / "README.md"
+    readme.write_text(readme.read_text() + "local edit\n")
+    before = tree_state(repo)
+    replies = [Reply(tool_calls=[patch_call(fix_diff("offbyone"))])]
+    with ScriptedModelServer(replies) as server:
+        done = run_codeloop(repo, isolated_env, *session_args(server, "--json", "--apply"))
+    assert done.returncode == 0, done.stderr
+    events = json_events(done.stdout)
+    sandbox = sandbox_path(events)
+    assert (sandbox / "NOTES.txt").read_text() == "untracked notes\n"
+    assert (sandbox / "README.md").read_text().endswith("local edit\n")
+    assert events[-1]["applied_to_worktree"] is True
+    assert "(total + per_page - 1) // per_page" in (repo / "pager" / "paginate.py").read_text()
+    after = tree_state(repo)
+    assert after["NOTES.txt"] == before["NOTES.txt"] and after["<index>"] == before["<index>"]
+    assert after["README.md"] == before["README.md"]
+
+
+def test_a_hanging_test_command_is_killed_at_its_timeout(tmp_path, isolated_env):
+    repo = make_repo(tmp_path, "offbyone")
+    pid_file = tmp_path / "grandchild.pid"
+    command = f"sh -c 'sleep 60 & echo $! > {pid_file}; wait'"
+    with ScriptedModelServer([Reply(text="I have nothing to change.")]) as server:
+        done = run_codeloop(repo, isolated_env, "--task", "x", "--base-url", server.base_url,
+                            "--test-cmd", command, "--test-timeout", "1", "--json")
+    assert done.returncode == 1, done.stderr
+    events = json_events(done.stdout)
+    baseline = next(e for e in events if e["type"] == "test.done")
+    assert baseline["timed_out"] is True and "timed out after 1s" in baseline["summary"]
+    assert events[-1]["outcome"] == "no_edits"
+    grandchild = int(pid_file.read_text())
+    try:
+        os.kill(grandchild, 0)
+        alive = Path(f"/proc/{grandchild}/stat").read_text().split()[2] != "Z"
+    except ProcessLookupError:
+        alive = False
+    assert not alive
+
+
+def test_a_dropped_connection_mid_stream_exits_3_with_a_valid_recording(tmp_path, isolated_env):
+    repo = make_repo(tmp_path, "offbyone")
+    replies = [Reply(text="I will now fix the page count in paginate.py", chunk_chars=3,
+                     drop_after_chunks=5)]
+    with ScriptedModelServer(replies) as server:
+        done = run_codeloop(repo, isolated_env, *session_args(server))
+    assert done.returncode == 3
+    assert "broke mid-stream" in done.stderr and "transport" in done.stderr
+    events = read_recording(repo)
+    assert events[-1]["type"] == "session.end" and events[-1]["outcome"] == "model_error"
+    assert any(e["type"] == "model.text_delta" for e in events)
+    assert not any(e["type"] == "model.retry" for e in events)  # output was shown: no re-send
+
+
+def test_rate_limit_is_retried_after_retry_after(tmp_path, isolated_env):
+    repo = make_repo(tmp_path, "offbyone")
+    replies = [Reply(status=429, retry_after=0.2, error_message="slow down"),
+               Reply(tool_calls=[patch_call(fix_diff("offbyone"))])]
+    with ScriptedModelServer(replies) as server:
+        done = run_codeloop(repo, isolated_env, *session_args(server, "--json"))
+    assert done.returncode == 0, done.stderr
+    retries = [e for e in json_events(done.stdout) if e["type"] == "model.retry"]
+    assert len(retries) == 1 and retries[0]["delay_s"] == 0.2 and "429" in retries[0]["reason"]
+
+
+def test_the_api_key_is_sent_but_never_recorded_or_printed(tmp_path, isolated_env):
+    repo = make_repo(tmp_path, "offbyone")
+    secret = "sk-test-" + "9f8e7d6c5b4a" * 3
+    env = {**isolated_env, "OPENAI_API_KEY": secret}
+    replies = [Reply(text=f"echoing {secret}",
+                     tool_calls=[patch_call(fix_diff("offbyone"))])]
+    with ScriptedModelServer(replies) as server:
+        done = run_codeloop(repo, env, *session_args(server, "--json"))
+        assert server.chat_requests[0].headers["authorization"] == f"Bearer {secret}"
+    assert done.returncode == 0, done.stderr
+    recording = next((repo / ".codeloop" / "sessions").glob("*.jsonl")).read_text()
+    assert secret not in recording and secret not in done.stdout and secret not in done.stderr
+    assert "[redacted]" in recording
+
+
+def test_recordings_stay_out_of_git(tmp_path, isolated_env):
+    repo = make_repo(tmp_path, "offbyone")
+    with ScriptedModelServer([Reply(text="Nothing to do.")]) as server:
+        done = run_codeloop(repo, isolated_env, *session_args(server))
+    assert done.returncode == 1, done.stderr
+    assert "recording:" in done.stderr and "no_edits" in done.stderr
+    assert git(repo, "status", "--porcelain") == ""
+    assert ".codeloop/" in (repo / ".git" / "info" / "exclude").read_text()
+
+
+def test_ctrl_c_stops_the_tests_and_leaves_the_sandbox_at_its_last_commit(tmp_path,
+                                                                           isolated_env):
+    repo = make_repo(tmp_path, "offbyone")
+    started = tmp_path / "started"
+    command = f"sh -c 'touch {started}; sleep 60'"
+    with ScriptedModelServer([]) as server:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "codeloop", "--task", "x", "--base-url", server.base_url,
+             "--test-cmd", command, "--json"],
+            cwd=repo, env=isolated_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        stdout, _ = process.communicate(timeout=20)
+    assert process.returncode == 130
+    events = json_events(stdout)
+    assert events[-1]["type"] == "session.end" and events[-1]["outcome"] == "interrupted"
+    sandbox = sandbox_path(events)
+    assert git(sandbox, "status", "--porcelain", "--untracked-files=no") == ""
+    assert subprocess.run(["pgrep", "-f", f"touch {started}; sleep 60"],
+                          capture_output=True).returncode == 1
+
+
+def test_clean_removes_the_session_worktree_and_branch(tmp_path, isolated_env):
+    repo = make_repo(tmp_path, "offbyone")
+    with ScriptedModelServer([Reply(text="Nothing to do.")]) as server:
+        run_codeloop(repo, isolated_env, *session_args(server))
+    assert "codeloop/" in git(repo, "branch", "--list", "codeloop/*")
+    cleaned = run_codeloop(repo, isolated_env, "clean")
+    assert cleaned.returncode == 0 and "removed" in cleaned.stdout
+    assert git(repo, "branch", "--list", "codeloop/*") == ""
+    assert len(git(repo, "worktree", "list").splitlines()) == 1
