@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     clean = commands.add_parser("clean", help="remove codeloop's sandbox worktrees and branches")
-    clean.add_argument("-C", "--repo", metavar="DIR", type=Path, default=None)
+    clean.add_argument("-C", "--repo", metavar="DIR", type=Path, default=argparse.SUPPRESS,
+                       help="run in this repository instead of the current directory")
     return parser
 
 

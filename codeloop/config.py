@@ -7,6 +7,7 @@ the environment but never touches the network or the repo's contents beyond a fe
 from __future__ import annotations
 
 import os
+import shutil
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -72,7 +73,7 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     if key in _CHOICES and value not in _CHOICES[key]:
         choices = ", ".join(_CHOICES[key])
         raise ConfigError(f"{where}: {key} must be one of {choices}, got {value!r}")
-    if expected in (int, float) and value <= 0:
+    if expected in (int, float) and not 0 < value < float("inf"):
         raise ConfigError(f"{where}: {key} must be positive, got {value!r}")
     return value
 
@@ -110,14 +111,13 @@ def load_config(repo: Path, flags: dict[str, Any], flag_names: dict[str, str] | 
     return Config(**values), origin
 
 
-_PYTEST = "python -m pytest -q"
-
-
 def detect_test_command(root: Path) -> str:
     """The test command a developer would type for this project, judged by the files present."""
+    python = "python" if shutil.which("python") else "python3"
+    pytest = f"{python} -m pytest -q"
     if any((root / name).exists() for name in ("pyproject.toml", "setup.py", "setup.cfg",
                                                 "pytest.ini", "tox.ini", "conftest.py")):
-        return _PYTEST
+        return pytest
     if (root / "package.json").is_file():
         return "npm test"
     if (root / "Cargo.toml").is_file():
@@ -125,7 +125,7 @@ def detect_test_command(root: Path) -> str:
     if (root / "go.mod").is_file():
         return "go test ./..."
     if any(root.glob("test_*.py")) or any(root.glob("tests/test_*.py")):
-        return _PYTEST
+        return pytest
     raise ConfigError(
         f"{root}: could not detect a test command (no pyproject.toml, package.json, Cargo.toml "
         "or go.mod); set test_command in .codeloop.toml or pass --test-cmd"

@@ -317,7 +317,7 @@ class Session:
         """Files the failures point to whose current content the model has not seen yet."""
         assert self.sandbox is not None and self.result is not None
         root = self.sandbox.path
-        wanted = prompt.files_for_failures(root, self.result, prompt.tracked_files(root))
+        wanted = prompt.files_for_failures(root, self.result)
         fresh = [rel for rel in wanted if self.shown_files.get(rel) != _digest(root / rel)]
         if not fresh:
             return ""

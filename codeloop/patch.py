@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -17,7 +18,7 @@ from unidiff import PatchSet
 from unidiff.errors import UnidiffParseError
 
 DEV_NULL = "/dev/null"
-_HUNK_HEADER = re.compile(r"^@@+ (?:-(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? )?@@+(.*)$")
+_HUNK_HEADER = re.compile(r"^@@(?:\s+-(\d+)(?:,\d+)?\s+\+(\d+)(?:,\d+)?)?\s*(?:@@+(.*))?$")
 _GIT_HEADER = re.compile(r"^diff --git ")
 _IGNORED_HEADERS = ("index ", "similarity index", "rename from", "rename to", "old mode",
                     "new mode", "Binary files", "diff --git ", "new file mode", "deleted file mode")
@@ -57,56 +58,66 @@ def _strip_prefix(raw: str) -> str:
     return path
 
 
-def repair(diff_text: str) -> str:
+def _is_file_header(lines: list[str], i: int) -> bool:
+    return (lines[i].startswith("--- ") and i + 1 < len(lines)
+            and lines[i + 1].startswith("+++ "))
+
+
+def _ends_hunk(lines: list[str], i: int) -> bool:
+    return bool(_HUNK_HEADER.match(lines[i]) or _is_file_header(lines, i)
+                or _GIT_HEADER.match(lines[i]))
+
+
+def _more_hunk_lines(lines: list[str], i: int) -> bool:
+    """Whether hunk lines follow the blank lines starting at `i` (before any header or prose)."""
+    while i < len(lines) and lines[i] == "":
+        i += 1
+    return i < len(lines) and lines[i][0] in " -+" and not _ends_hunk(lines, i)
+
+
+def repair(diff_text: str) -> tuple[str, list[bool]]:
     """Rewrite a model's diff as a strictly valid unified diff: exact counts, real headers.
 
-    Hunk start lines are kept when given (as a hint for placement) and become 1 when absent.
+    Returns the text and, per hunk, whether its header gave line numbers (a placement hint).
+    A blank line inside a hunk is a context line whose space was dropped, unless no more hunk
+    lines follow it.
     """
     lines = diff_text.replace("\r\n", "\n").split("\n")
     out: list[str] = []
+    numbered: list[bool] = []
     i = 0
     while i < len(lines):
         line = lines[i]
-        if line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ "):
+        if _is_file_header(lines, i):
             source, target = _strip_prefix(line[4:]), _strip_prefix(lines[i + 1][4:])
             out.append(f"--- {source if source == DEV_NULL else 'a/' + source}")
             out.append(f"+++ {target if target == DEV_NULL else 'b/' + target}")
             i += 2
             continue
         match = _HUNK_HEADER.match(line)
-        if match:
-            body: list[str] = []
+        if not match:
+            if line.startswith(_IGNORED_HEADERS):
+                out.append(line)
             i += 1
-            while i < len(lines):
-                item = lines[i]
-                if _HUNK_HEADER.match(item) or (
-                    item.startswith("--- ") and i + 1 < len(lines)
-                    and lines[i + 1].startswith("+++ ")
-                ) or _GIT_HEADER.match(item):
-                    break
-                if item == "":
-                    # a blank line inside a hunk is a blank context line whose space was dropped,
-                    # unless it is the trailing end of the diff text
-                    if all(rest == "" for rest in lines[i:]):
-                        break
-                    item = " "
-                elif item[0] not in " -+\\":
-                    break
-                body.append(item)
-                i += 1
-            old = sum(1 for b in body if b[0] in " -")
-            new = sum(1 for b in body if b[0] in " +")
-            old_start = int(match.group(1)) if match.group(1) else 1
-            new_start = int(match.group(2)) if match.group(2) else 1
-            if not match.group(1) and old == 0:
-                old_start = 0
-            out.append(f"@@ -{old_start},{old} +{new_start},{new} @@{match.group(3)}")
-            out.extend(body)
             continue
-        if line.startswith(_IGNORED_HEADERS):
-            out.append(line)
+        body: list[str] = []
         i += 1
-    return "\n".join(out) + "\n"
+        while i < len(lines) and not _ends_hunk(lines, i):
+            item = lines[i]
+            if item == "" and _more_hunk_lines(lines, i):
+                item = " "
+            elif not item or item[0] not in " -+\\":
+                break
+            body.append(item)
+            i += 1
+        old = sum(1 for b in body if b[0] in " -")
+        new = sum(1 for b in body if b[0] in " +")
+        numbered.append(match.group(1) is not None)
+        old_start = int(match.group(1) or 0)
+        new_start = int(match.group(2) or 0)
+        out.append(f"@@ -{old_start},{old} +{new_start},{new} @@{match.group(3) or ''}")
+        out.extend(body)
+    return "\n".join(out) + "\n", numbered
 
 
 def _norm(line: str) -> str:
@@ -176,14 +187,20 @@ def _apply_hunks(path: str, content: str, hunks: list[_Hunk]) -> tuple[str, list
         label = f"hunk {number} ({hunk.header})"
         old = [line[1:] for line in hunk.lines if line[0] in " -"]
         new = [line[1:] for line in hunk.lines if line[0] in " +"]
+        numbered = hunk.old_start is not None
         if old:
-            hint = hunk.old_start - 1 + delta if hunk.old_start else cursor
+            hint = hunk.old_start - 1 + delta if numbered else cursor
             pos = _locate(file_lines, old, hint)
         else:
-            hint = hunk.old_start + delta if hunk.old_start else len(file_lines)
-            pos = min(hint, len(file_lines))
-        if (pos is None or not old) and new and file_lines and (
-                _locate(file_lines, new, hint) is not None):
+            hint = hunk.old_start + delta if numbered else len(file_lines)
+            pos = min(max(hint, 0), len(file_lines))
+        only_adds = not any(line[0] == "-" for line in hunk.lines)
+        if new and file_lines and (
+            (pos is None and _locate(file_lines, new, hint) is not None)
+            or (only_adds and pos is not None and _find(
+                file_lines[pos:pos + len(new)], new, 0, _norm) == [0])
+            or (not old and _locate(file_lines, new, hint) is not None)
+        ):
             already.append(f"{path} {label}")
             continue
         if pos is None:
@@ -226,7 +243,7 @@ def check_path(root: Path, rel: str) -> str:
     return str(PurePosixPath(*parts))
 
 
-def _hunks_of(patched_file) -> list[_Hunk]:
+def _hunks_of(patched_file, numbered: Iterator[bool]) -> list[_Hunk]:
     hunks = []
     for hunk in patched_file:
         lines: list[str] = []
@@ -240,7 +257,8 @@ def _hunks_of(patched_file) -> list[_Hunk]:
             lines.append(line.line_type + line.value.rstrip("\n"))
         header = f"@@ -{hunk.source_start},{hunk.source_length} +{hunk.target_start}," \
                  f"{hunk.target_length} @@"
-        hunks.append(_Hunk(hunk.source_start or None, lines, header, no_eol_old, no_eol_new))
+        start = hunk.source_start if next(numbered, False) else None
+        hunks.append(_Hunk(start, lines, header, no_eol_old, no_eol_new))
     return hunks
 
 
@@ -256,14 +274,16 @@ def plan(root: Path, diffs: list[str]) -> list[FileEdit]:
     edits: dict[str, FileEdit] = {}
     errors: list[str] = []
     for diff_text in diffs:
+        repaired, numbered_list = repair(diff_text)
+        numbered = iter(numbered_list)
         try:
-            patch = PatchSet(repair(diff_text))
+            patch = PatchSet(repaired)
         except UnidiffParseError as exc:
             errors.append(f"malformed diff: {exc}")
             continue
-        if not patch:
-            errors.append("malformed diff: no '--- a/FILE' / '+++ b/FILE' header with hunks "
-                          "was found")
+        if not patch or any(not patched and not patched.is_removed_file for patched in patch):
+            errors.append("malformed diff: every file needs a '--- a/FILE' / '+++ b/FILE' "
+                          "header followed by at least one '@@' hunk")
             continue
         for patched in patch:
             source = _strip_prefix(patched.source_file)
@@ -276,7 +296,7 @@ def plan(root: Path, diffs: list[str]) -> list[FileEdit]:
                     content = _read(root, rel)
                     edits[rel] = FileEdit(rel, content, content)
                 edit = edits[rel]
-                _plan_file(edit, rel, edit.after, source, target, _hunks_of(patched))
+                _plan_file(edit, rel, edit.after, source, target, _hunks_of(patched, numbered))
             except PatchError as exc:
                 errors.append(str(exc))
     if errors:

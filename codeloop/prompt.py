@@ -91,39 +91,33 @@ def _imported_modules(path: Path) -> list[str]:
     return names
 
 
-def _module_file(files: set[str], module: str) -> str | None:
+def _module_file(root: Path, module: str) -> str | None:
     base = module.replace(".", "/")
     for candidate in (f"{base}.py", f"{base}/__init__.py", f"src/{base}.py",
                       f"src/{base}/__init__.py"):
-        if candidate in files:
+        if (root / candidate).is_file():
             return candidate
     return None
 
 
-def files_for_failures(root: Path, result: TestResult, files: list[str]) -> list[str]:
+def files_for_failures(root: Path, result: TestResult) -> list[str]:
     """Repository files the failures point to: traceback locations, then what failing tests import.
     """
-    known = set(files)
+    real_root = root.resolve()
     chosen: list[str] = []
-
-    def add(rel: str) -> None:
-        if rel in known and rel not in chosen:
-            chosen.append(rel)
-
     texts = [f["details"] + "\n" + f["location"] for f in result.failures] or [result.output]
     for text in texts:
         for match in re.finditer(r"([\w./-]+\.py)(?::\d+|\", line \d+)", text):
-            path = match.group(1)
-            try:
-                path = str(Path(path).resolve().relative_to(root.resolve())) \
-                    if Path(path).is_absolute() else path
-            except ValueError:
-                continue
-            add(path)
+            path = (root / match.group(1)).resolve()
+            if path.is_file() and path.is_relative_to(real_root):
+                rel = path.relative_to(real_root).as_posix()
+                if rel not in chosen and ".git" not in Path(rel).parts:
+                    chosen.append(rel)
     for test_file in [c for c in chosen if "test" in Path(c).name]:
         for module in _imported_modules(root / test_file):
-            if found := _module_file(known, module):
-                add(found)
+            found = _module_file(root, module)
+            if found and found not in chosen:
+                chosen.append(found)
     return chosen
 
 
@@ -176,8 +170,7 @@ def opening_messages(root: Path, task: str, baseline: TestResult, with_tools: bo
     context.append("Repository map (files, top-level definitions):\n" + repo_map(root, files))
     task_text = [f"Task: {task}", "", "Baseline test run before any change:",
                  test_report(baseline)]
-    relevant = files_for_failures(root, baseline, files) + [
-        p for p in pinned_files if p in files]
+    relevant = files_for_failures(root, baseline) + [p for p in pinned_files if p in files]
     if relevant:
         task_text += ["", "Files the failures point to (current content):",
                       files_section(root, list(dict.fromkeys(relevant)))]

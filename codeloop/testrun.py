@@ -8,6 +8,7 @@ results from its JUnit XML: counts, failing test ids, short messages and locatio
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import os
 import re
@@ -26,7 +27,8 @@ _SUMMARY = re.compile(
     r"(?:\d+ (?:passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?)"
     r"(?:, )?)+(?: in [\d.]+s)?"
 )
-_LOCATION = re.compile(r"^([^\s:][^:\n]*\.py):(\d+):", re.MULTILINE)
+_LOCATION = re.compile(r'^([^\s:][^:\n]*\.py):(\d+):|File "([^"\n]+\.py)", line (\d+)',
+                       re.MULTILINE)
 
 
 class BoundedText:
@@ -86,6 +88,8 @@ def is_pytest(command: str) -> bool:
 
 def _node_id(case: ET.Element) -> str:
     file, name, classname = case.get("file", ""), case.get("name", ""), case.get("classname", "")
+    if not classname:  # a collection error: pytest names the file itself
+        return file or name.replace(".", "/") + ".py"
     if not file:
         return f"{classname}::{name}" if classname else name
     module = file[:-3].replace("/", ".") if file.endswith(".py") else file
@@ -96,12 +100,26 @@ def _node_id(case: ET.Element) -> str:
     return "::".join(parts)
 
 
-def parse_junit(xml_text: str) -> tuple[dict[str, int], list[dict[str, str]]]:
+def _location(details: str, root: Path | None) -> str:
+    """The innermost `file:line` of a traceback that lies in the project (not a library)."""
+    found = []
+    for match in _LOCATION.finditer(details):
+        path, line = (match.group(1), match.group(2)) if match.group(1) else match.group(3, 4)
+        if Path(path).is_absolute():
+            if root is None or not Path(path).is_relative_to(root):
+                continue
+            path = str(Path(path).relative_to(root))
+        found.append(f"{path}:{line}")
+    return found[-1] if found else ""
+
+
+def parse_junit(xml_text: str, root: Path | None = None
+                ) -> tuple[dict[str, int], list[dict[str, str]]]:
     """Counts and failures from pytest's JUnit XML (xunit1 family, which carries file/line)."""
-    root = ET.fromstring(xml_text)
+    report = ET.fromstring(xml_text)
     counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
     failures: list[dict[str, str]] = []
-    for case in root.iter("testcase"):
+    for case in report.iter("testcase"):
         problem = case.find("failure")
         kind = "failed"
         if problem is None:
@@ -111,8 +129,7 @@ def parse_junit(xml_text: str) -> tuple[dict[str, int], list[dict[str, str]]]:
             continue
         counts[kind] += 1
         details = (problem.text or "").strip()
-        locations = _LOCATION.findall(details)
-        location = f"{locations[-1][0]}:{locations[-1][1]}" if locations else (
+        location = _location(details, root) or (
             f"{case.get('file')}:{int(case.get('line', '0')) + 1}" if case.get("file") else "")
         failures.append({
             "id": _node_id(case), "kind": kind, "message": problem.get("message", "")[:500],
@@ -150,11 +167,15 @@ async def run_tests(command: str, cwd: Path, timeout_s: float,
     output = BoundedText()
     timed_out = False
 
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
     async def pump() -> None:
         assert process.stdout is not None
         while chunk := await process.stdout.read(65536):
-            if shown := output.add(chunk.decode("utf-8", "replace")):
+            if shown := output.add(decoder.decode(chunk)):
                 on_output(shown)
+        if shown := output.add(decoder.decode(b"", final=True)):
+            on_output(shown)
         await process.wait()
 
     try:
@@ -174,7 +195,8 @@ async def run_tests(command: str, cwd: Path, timeout_s: float,
                         duration_ms=round((time.perf_counter() - started) * 1000, 3))
     if junit.is_file():
         with contextlib.suppress(ET.ParseError):
-            result.counts, result.failures = parse_junit(junit.read_text(encoding="utf-8"))
+            result.counts, result.failures = parse_junit(junit.read_text(encoding="utf-8"),
+                                                         cwd.resolve())
     junit_dir.cleanup()
     if timed_out:
         result.summary = f"timed out after {timeout_s:g}s (process group killed)"

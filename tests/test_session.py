@@ -15,7 +15,13 @@ import time
 from pathlib import Path
 
 from tests.conftest import (
-    PYTEST_CMD, fix_diff, git, make_repo, read_recording, run_codeloop, tree_state,
+    PYTEST_CMD,
+    fix_diff,
+    git,
+    make_repo,
+    read_recording,
+    run_codeloop,
+    tree_state,
 )
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall
 
