@@ -103,10 +103,17 @@ def test_solved_in_two_turns_after_a_hunk_that_does_not_apply(tmp_path, isolated
     assert requests[1].body["messages"][:len(requests[0].body["messages"])] == \
         requests[0].body["messages"]
     assert events[-1]["outcome"] == "passed"
+    assert server.connections == 1
+    # the recording carries only what is new per request: turn 2 starts with the model's reply
+    recorded = [e["messages"] for e in events if e["type"] == "model.request"]
+    assert [m["role"] for m in recorded[1]] == ["assistant", "tool"]
 
 
 def test_new_file_from_a_fenced_diff_in_text_mode(tmp_path, isolated_env):
     repo = make_repo(tmp_path, "newfile")
+    (repo / "AGENTS.md").write_text("Always keep functions under 20 lines.\n")
+    git(repo, "add", "AGENTS.md")
+    git(repo, "commit", "-q", "-m", "agents")
     text = "Here is the module:\n\n```diff\n" + fix_diff("newfile") + "```\n"
     with ScriptedModelServer([Reply(text=text)]) as server:
         done = run_codeloop(repo, isolated_env,
@@ -114,6 +121,9 @@ def test_new_file_from_a_fenced_diff_in_text_mode(tmp_path, isolated_env):
         body = server.chat_requests[0].body
     assert done.returncode == 0, done.stderr
     assert "tools" not in body
+    prompt_text = json.dumps(body["messages"])
+    assert "Always keep functions under 20 lines." in prompt_text
+    assert "tests/test_slug.py" in prompt_text and "textkit/normalize.py" in prompt_text
     events = json_events(done.stdout)
     applied = next(e for e in events if e["type"] == "patch.applied")
     assert applied["files"] == ["textkit/slug.py"]
@@ -246,13 +256,19 @@ def test_ctrl_c_stops_the_tests_and_leaves_the_sandbox_at_its_last_commit(tmp_pa
              "--test-cmd", command, "--json"],
             cwd=repo, env=isolated_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True)
+        assert process.stdout is not None
+        # events arrive through the pipe while the session runs, one complete object per line
+        seen = [json.loads(process.stdout.readline()) for _ in range(3)]
+        assert [e["type"] for e in seen] == ["session.start", "sandbox.ready", "test.start"]
         deadline = time.monotonic() + 30
         while not started.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
+        interrupted_at = time.monotonic()
         process.send_signal(signal.SIGINT)
-        stdout, _ = process.communicate(timeout=20)
+        rest, _ = process.communicate(timeout=20)
+        assert time.monotonic() - interrupted_at < 10
     assert process.returncode == 130
-    events = json_events(stdout)
+    events = seen + json_events(rest)
     assert events[-1]["type"] == "session.end" and events[-1]["outcome"] == "interrupted"
     sandbox = sandbox_path(events)
     assert git(sandbox, "status", "--porcelain", "--untracked-files=no") == ""
@@ -269,3 +285,54 @@ def test_clean_removes_the_session_worktree_and_branch(tmp_path, isolated_env):
     assert cleaned.returncode == 0 and "removed" in cleaned.stdout
     assert git(repo, "branch", "--list", "codeloop/*") == ""
     assert len(git(repo, "worktree", "list").splitlines()) == 1
+
+
+SLOPPY_DIFF = (
+    # no a/ b/ prefixes, hunk numbers far off, a blank context line without its space,
+    # trailing whitespace on a context line, CRLF line endings
+    "--- ledger/report.py\n+++ ledger/report.py\n@@ -90,9 +90,7 @@\n"
+    " def format_cents(cents: int) -> str:   \n"
+    '     """Format integer cents as money, e.g. ``1250 -> "12.50"``, ``-5 -> "-0.05"``."""\n'
+    "-    dollars, rest = divmod(cents, 100)\n-    return f\"{dollars}.{rest:02d}\"\n"
+    "+    sign = \"-\" if cents < 0 else \"\"\n"
+    "+    dollars, rest = divmod(abs(cents), 100)\n"
+    "+    return f\"{sign}{dollars}.{rest:02d}\"\n"
+    "\n\n"
+    " def totals_by_category(entries: list[Entry]) -> dict[str, int]:\n"
+).replace("\n", "\r\n")
+SLOPPY_SECOND = (
+    # a bare @@ header with wrong counts, in a second block of the same reply
+    "--- a/ledger/parse.py\n+++ b/ledger/parse.py\n@@ @@\n"
+    "-    return sign * (int(whole) * 100 + int(frac or \"0\"))\n"
+    "+    return sign * (int(whole) * 100 + int(frac.ljust(2, \"0\")))\n"
+)
+
+
+def test_a_sloppy_model_diff_with_the_usual_quirks_applies(tmp_path, isolated_env):
+    repo = make_repo(tmp_path, "twomodules")
+    text = f"Two fixes:\n```diff\n{SLOPPY_DIFF}```\nand\n```patch\n{SLOPPY_SECOND}```\n"
+    with ScriptedModelServer([Reply(text=text)]) as server:
+        done = run_codeloop(repo, isolated_env, *session_args(server, "--json"))
+    assert done.returncode == 0, done.stderr
+    events = json_events(done.stdout)
+    assert [e["source"] for e in events if e["type"] == "patch.proposed"] == ["text", "text"]
+    applied = next(e for e in events if e["type"] == "patch.applied")
+    assert sorted(applied["files"]) == ["ledger/parse.py", "ledger/report.py"]
+    report = (sandbox_path(events) / "ledger" / "report.py").read_bytes()
+    assert b"\r\n" not in report and b'sign = "-" if cents < 0 else ""\n' in report
+
+
+def test_the_connection_survives_a_test_run_longer_than_httpx_default_keepalive(
+        tmp_path, isolated_env):
+    repo = make_repo(tmp_path, "offbyone")
+    marker = tmp_path / "slow-once"
+    command = f"sh -c 'if [ ! -e {marker} ]; then touch {marker}; sleep 6; fi; {PYTEST_CMD}'"
+    replies = [Reply(tool_calls=[patch_call(fix_diff("offbyone"))])]
+    with ScriptedModelServer(replies) as server:
+        done = run_codeloop(repo, isolated_env, "--task", "x", "--base-url", server.base_url,
+                            "--test-cmd", command, "--json")
+        assert done.returncode == 0, done.stderr
+        # pre-connect at start-up, a 6 s baseline run, then the request on the same socket
+        assert server.connections == 1
+    first_byte = next(e for e in json_events(done.stdout) if e["type"] == "model.first_byte")
+    assert first_byte["reused"] is True and first_byte["connect_ms"] == 0
