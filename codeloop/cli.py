@@ -8,10 +8,8 @@ and `--version` stay instant.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import secrets
-import signal
 import sys
 import time
 from pathlib import Path
@@ -111,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_task(repo_root: Path, args: argparse.Namespace) -> int:
+    import asyncio
+
     from codeloop.config import detect_test_command, load_config
     from codeloop.events import EventStream
     from codeloop.loop import Session, SessionSettings
@@ -150,6 +150,9 @@ def run_task(repo_root: Path, args: argparse.Namespace) -> int:
 
 async def _run_interruptible(session: Session) -> int:
     """Run the session; Ctrl-C or SIGTERM cancels it, and it still ends cleanly."""
+    import asyncio
+    import signal
+
     loop = asyncio.get_running_loop()
     runner = asyncio.ensure_future(session.run())
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -167,19 +167,8 @@ class Session:
         spans: dict[str, float] = dict.fromkeys(SUMMED_SPANS, 0.0)
         self.totals["turns"] = turn
         self.events.emit(TurnStart(turn=turn))
-        # (c) the prompt: the opening once, then whatever the last turn appended
-        mark = time.perf_counter()
-        if turn == 1:
-            self.messages = prompt.opening_messages(
-                self.sandbox.path, self.settings.task, self.result, self.with_tools,
-                self.settings.pinned_files)
-            self._remember_shown(self.messages)
-        new_messages, self.sent = self.messages[self.sent:], len(self.messages)
-        spans["prompt_ms"] = _ms_since(mark)
-        self.events.emit(ModelRequest(turn=turn, messages=new_messages,
-                                      tools=[t["function"]["name"] for t in self.tools]))
-        # (d) the reply
-        reply = await self._stream(turn, spans)
+        # (c) the prompt and (d) the reply
+        reply = await self._ask(turn, spans)
         done = reply.done
         assert done is not None
         self._remember_reply(done, reply.calls)
@@ -205,6 +194,37 @@ class Session:
             raise StopLoop("no_edits")
         if outcome == "applied" and self.result.passed:
             raise StopLoop("passed")
+
+    async def _ask(self, turn: int, spans: dict[str, float]) -> _Reply:
+        """Build the request (the opening once, then what the last turn appended) and send it.
+
+        In `auto` edit mode, a server that refuses tools on the first request gets the same
+        request again without them, asking for ```diff blocks instead.
+        """
+        assert self.sandbox is not None and self.result is not None
+        mark = time.perf_counter()
+        if turn == 1:
+            self.messages = prompt.opening_messages(
+                self.sandbox.path, self.settings.task, self.result, self.with_tools,
+                self.settings.pinned_files)
+            self.sent = 0
+            self._remember_shown(self.messages)
+        new_messages, self.sent = self.messages[self.sent:], len(self.messages)
+        spans["prompt_ms"] += _ms_since(mark)
+        self.events.emit(ModelRequest(turn=turn, messages=new_messages,
+                                      tools=[t["function"]["name"] for t in self.tools]))
+        try:
+            return await self._stream(turn, spans)
+        except TransportError as exc:
+            refused = (turn == 1 and self.tools and self.config.edit_mode == "auto"
+                       and exc.status == 400 and "tool" in str(exc).lower())
+            if not refused:
+                raise
+            reason = str(exc)
+        self.with_tools, self.tools = False, []
+        self.events.emit(ErrorEvent(kind="fallback", message=f"the server refused tools "
+                                    f"({reason}); asking for ```diff blocks in text instead"))
+        return await self._ask(turn, spans)
 
     async def _stream(self, turn: int, spans: dict[str, float]) -> _Reply:
         reply = _Reply()

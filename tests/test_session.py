@@ -336,3 +336,50 @@ def test_the_connection_survives_a_test_run_longer_than_httpx_default_keepalive(
         assert server.connections == 1
     first_byte = next(e for e in json_events(done.stdout) if e["type"] == "model.first_byte")
     assert first_byte["reused"] is True and first_byte["connect_ms"] == 0
+
+
+def test_a_server_that_refuses_tools_gets_the_request_again_in_text_mode(tmp_path,
+                                                                          isolated_env):
+    repo = make_repo(tmp_path, "offbyone")
+    replies = [Reply(status=400, error_message='"auto" tool choice requires '
+                                               "--enable-auto-tool-choice to be set"),
+               Reply(text="```diff\n" + fix_diff("offbyone") + "```\n")]
+    with ScriptedModelServer(replies) as server:
+        done = run_codeloop(repo, isolated_env, *session_args(server, "--json"))
+        bodies = [r.body for r in server.chat_requests]
+    assert done.returncode == 0, done.stderr
+    assert "tools" in bodies[0] and "tools" not in bodies[1]
+    assert "```diff" in bodies[1]["messages"][0]["content"]
+    fallback = [e for e in json_events(done.stdout)
+                if e["type"] == "error" and e["kind"] == "fallback"]
+    assert len(fallback) == 1 and "enable-auto-tool-choice" in fallback[0]["message"]
+
+
+def test_an_unreachable_server_is_retried_then_exits_3(tmp_path, isolated_env):
+    repo = make_repo(tmp_path, "offbyone")
+    with ScriptedModelServer([]) as server:
+        base_url = server.base_url  # the port is closed once the server stops
+    done = run_codeloop(repo, isolated_env, "--task", "x", "--base-url", base_url,
+                        "--test-cmd", PYTEST_CMD, "--json")
+    assert done.returncode == 3
+    events = json_events(done.stdout)
+    assert len([e for e in events if e["type"] == "model.retry"]) == 2
+    assert "cannot reach" in events[-2]["message"] and events[-1]["outcome"] == "model_error"
+
+
+def test_apply_refuses_when_the_user_changed_the_same_file_meanwhile(tmp_path, isolated_env):
+    repo = make_repo(tmp_path, "offbyone")
+    user_file = repo / "pager" / "paginate.py"
+    # the baseline test run stands in for the user editing the file while codeloop works
+    command = f"sh -c 'echo \"# mine\" >> {user_file}; {PYTEST_CMD}'"
+    replies = [Reply(tool_calls=[patch_call(fix_diff("offbyone"))])]
+    with ScriptedModelServer(replies) as server:
+        done = run_codeloop(repo, isolated_env, "--task", "x", "--base-url", server.base_url,
+                            "--test-cmd", command, "--json", "--apply")
+    events = json_events(done.stdout)
+    assert events[-1]["outcome"] == "passed" and events[-1]["applied_to_worktree"] is False
+    refusal = next(e for e in events if e["type"] == "error" and e["kind"] == "apply")
+    assert "pager/paginate.py" in refusal["message"] and events[-1]["branch"] in \
+        refusal["message"]
+    assert user_file.read_text().endswith("# mine\n")
+    assert "return total // per_page + 1" in user_file.read_text()
