@@ -115,7 +115,7 @@ def run_task(repo_root: Path, args: argparse.Namespace) -> int:
     from codeloop.events import EventStream
     from codeloop.loop import Session, SessionSettings
     from codeloop.progress import ProgressPrinter
-    from codeloop.recording import JsonLinesWriter, Recorder
+    from codeloop.recording import Recorder
     from codeloop.sandbox import exclude_from_git
     from codeloop.transport import is_loopback, make_client
 
@@ -134,9 +134,11 @@ def run_task(repo_root: Path, args: argparse.Namespace) -> int:
     secrets_ = (api_key,) if api_key else ()
     events = EventStream()
     exclude_from_git(repo_root, ".codeloop/")
-    recorder = Recorder(repo_root, settings.session_id, secrets_)
+    recorder = Recorder(repo_root, settings.session_id, secrets_,
+                        mirror=sys.stdout if args.json else None)
     events.subscribe(recorder)
-    events.subscribe(JsonLinesWriter(sys.stdout, secrets_) if args.json else ProgressPrinter())
+    if not args.json:
+        events.subscribe(ProgressPrinter())
     client = make_client(config.transport, config.base_url, config.model, api_key,
                          config.max_output_tokens, config.request_timeout_s)
     session = Session(repo_root, config, settings, client, events)

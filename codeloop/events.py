@@ -6,7 +6,6 @@ same dict form goes to the recording, to `--json` and to every other consumer. N
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,8 @@ class Event:
     t: float = field(default=0.0, kw_only=True)
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        """The event as plain data (shallow: fields are already JSON-friendly values)."""
+        data = dict(self.__dict__)
         return {"type": self.type, "t": round(data.pop("t"), 6), **data}
 
 

@@ -24,26 +24,25 @@ def event_line(event: Event, secrets: tuple[str, ...] = ()) -> str:
     return line
 
 
-class JsonLinesWriter:
-    """An event subscriber writing one JSON object per line, flushed per event."""
+class Recorder:
+    """Writes the session to `<repo>/.codeloop/sessions/<session id>.jsonl`, one event per line.
 
-    def __init__(self, stream: IO[str], secrets: tuple[str, ...] = ()) -> None:
-        self._stream = stream
-        self._secrets = tuple(s for s in secrets if s)
+    `mirror` (stdout for `--json`) gets the very same lines; each event is serialised once.
+    """
 
-    def __call__(self, event: Event) -> None:
-        self._stream.write(event_line(event, self._secrets) + "\n")
-        self._stream.flush()
-
-
-class Recorder(JsonLinesWriter):
-    """Writes the session to `<repo>/.codeloop/sessions/<session id>.jsonl`."""
-
-    def __init__(self, repo_root: Path, session_id: str, secrets: tuple[str, ...] = ()) -> None:
+    def __init__(self, repo_root: Path, session_id: str, secrets: tuple[str, ...] = (),
+                 mirror: IO[str] | None = None) -> None:
         self.path = repo_root / SESSIONS_DIR / f"{session_id}.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("w", encoding="utf-8")
-        super().__init__(self._file, secrets)
+        self._streams = [self._file] + ([mirror] if mirror else [])
+        self._secrets = tuple(s for s in secrets if s)
+
+    def __call__(self, event: Event) -> None:
+        line = event_line(event, self._secrets) + "\n"
+        for stream in self._streams:
+            stream.write(line)
+            stream.flush()
 
     def close(self) -> None:
         self._file.close()

@@ -383,3 +383,22 @@ def test_apply_refuses_when_the_user_changed_the_same_file_meanwhile(tmp_path, i
         refusal["message"]
     assert user_file.read_text().endswith("# mine\n")
     assert "return total // per_page + 1" in user_file.read_text()
+
+
+def test_every_recorded_line_is_a_typed_event(tmp_path, isolated_env):
+    from codeloop.events import event_from_dict
+
+    repo = make_repo(tmp_path, "twomodules")
+    replies = [Reply(text="Looking first.", tool_calls=[
+        ToolCall("read_file", json.dumps({"path": "ledger/parse.py", "start_line": 18})),
+        ToolCall("search", json.dumps({"pattern": "def format_cents"}))]),
+        Reply(tool_calls=[patch_call(fix_diff("twomodules"))])]
+    with ScriptedModelServer(replies) as server:
+        done = run_codeloop(repo, isolated_env, *session_args(server))
+    assert done.returncode == 0, done.stderr
+    recorded = read_recording(repo)
+    assert [event_from_dict(e).to_dict() for e in recorded] == recorded
+    results = {e["name"]: e["output"] for e in recorded if e["type"] == "tool.result"}
+    assert "   18  " in results["read_file"] and "ledger/report.py:6:" in results["search"]
+    times = [e["t"] for e in recorded]
+    assert times == sorted(times)
