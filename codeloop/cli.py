@@ -20,6 +20,7 @@ from codeloop.config import EDIT_MODES, TRANSPORTS, Config, ConfigError, env_nam
 
 if TYPE_CHECKING:
     from codeloop.loop import Session
+    from codeloop.recording import Recorder
 
 # flag name -> config key, for the settings a flag can override
 FLAG_KEYS = {
@@ -54,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
                "3 model/transport error, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"codeloop {__version__}")
-    parser.add_argument("--task", metavar="TEXT", help="what to do; runs headless (no TTY needed)")
+    parser.add_argument("--task", metavar="TEXT",
+                        help="what to do; runs headless (no TTY needed). Without it, codeloop "
+                             "opens the interactive app")
+    parser.add_argument("--plain", action="store_true",
+                        help="interactive line REPL instead of the full-screen app")
     parser.add_argument("--json", action="store_true",
                         help="print the event stream as JSON lines on stdout instead of progress")
     parser.add_argument("--apply", action="store_true",
@@ -99,18 +104,31 @@ def main(argv: list[str] | None = None) -> int:
         removed = clean(repo_root)
         print("\n".join(f"removed {item}" for item in removed) or "nothing to clean")
         return 0
-    if not args.task:
-        return _error("nothing to do: pass --task TEXT (the interactive TUI is not part of "
-                      "this build yet)")
+    if not args.task and not args.plain and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return _error("no terminal for the interactive app: pass --task TEXT to run headless, "
+                      "or --plain for the line REPL")
     try:
-        return run_task(repo_root, args)
+        session, recorder = build_session(repo_root, args)
     except ConfigError as exc:
         return _error(str(exc))
+    try:
+        if args.task:
+            return run_headless(session)
+        if args.plain:
+            from codeloop.repl import run_repl
+
+            return run_repl(session)
+        from codeloop.tui.app import CodeloopApp
+
+        return CodeloopApp(session).run() or 0
+    finally:
+        recorder.close()
+        if not args.json:
+            print(f"recording: {recorder.path}", file=sys.stderr)
 
 
-def run_task(repo_root: Path, args: argparse.Namespace) -> int:
-    import asyncio
-
+def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, Recorder]:
+    """Config, key check, test command, recorder, printer and client, wired into a Session."""
     from codeloop.config import detect_test_command, load_config
     from codeloop.events import EventStream
     from codeloop.loop import Session, SessionSettings
@@ -129,7 +147,7 @@ def run_task(repo_root: Path, args: argparse.Namespace) -> int:
             f"http://127.0.0.1:8080/v1")
     test_command = config.test_command or detect_test_command(repo_root)
     settings = SessionSettings(
-        session_id=new_session_id(), task=args.task, test_command=test_command,
+        session_id=new_session_id(), task=args.task or "", test_command=test_command,
         apply_at_end=args.apply, pinned_files=args.add, hidden_env=(config.api_key_env,))
     secrets_ = (api_key,) if api_key else ()
     events = EventStream()
@@ -137,30 +155,27 @@ def run_task(repo_root: Path, args: argparse.Namespace) -> int:
     recorder = Recorder(repo_root, settings.session_id, secrets_,
                         mirror=sys.stdout if args.json else None)
     events.subscribe(recorder)
-    if not args.json:
+    if args.task and not args.json:
         events.subscribe(ProgressPrinter())
     client = make_client(config.transport, config.base_url, config.model, api_key,
                          config.max_output_tokens, config.request_timeout_s)
-    session = Session(repo_root, config, settings, client, events)
-    try:
-        return asyncio.run(_run_interruptible(session))
-    finally:
-        recorder.close()
-        if not args.json:
-            print(f"recording: {recorder.path}", file=sys.stderr)
+    return Session(repo_root, config, settings, client, events), recorder
 
 
-async def _run_interruptible(session: Session) -> int:
+def run_headless(session: Session) -> int:
     """Run the session; Ctrl-C or SIGTERM cancels it, and it still ends cleanly."""
     import asyncio
     import signal
 
-    loop = asyncio.get_running_loop()
-    runner = asyncio.ensure_future(session.run())
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, runner.cancel)
-    try:
-        return await runner
-    finally:
+    async def interruptible() -> int:
+        loop = asyncio.get_running_loop()
+        runner = asyncio.ensure_future(session.run())
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+            loop.add_signal_handler(signum, runner.cancel)
+        try:
+            return await runner
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    return asyncio.run(interruptible())

@@ -58,6 +58,23 @@ class SandboxReady(Event):
 
 
 @dataclass
+class UserMessage(Event):
+    """The user asked for something: the task, or a follow-up message in interactive use."""
+
+    type: ClassVar[str] = "user.message"
+    text: str
+
+
+@dataclass
+class Notice(Event):
+    """Something the user did or should know that is not a turn: an undo, an apply, a switch."""
+
+    type: ClassVar[str] = "notice"
+    kind: str
+    message: str
+
+
+@dataclass
 class TurnStart(Event):
     """A turn begins: one model request and what follows from it."""
 
@@ -241,14 +258,7 @@ class SessionEnd(Event):
     totals: dict[str, float]
 
 
-EVENT_TYPES: dict[str, type[Event]] = {
-    cls.type: cls
-    for cls in (
-        SessionStart, SandboxReady, TurnStart, ModelRequest, ModelFirstByte, ModelTextDelta,
-        ModelToolCall, ModelRetry, ModelDone, ToolResult, PatchProposed, PatchApplied,
-        PatchRejected, TestStart, TestOutput, TestDone, TurnEnd, ErrorEvent, SessionEnd,
-    )
-}
+EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in Event.__subclasses__()}
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:

@@ -26,6 +26,7 @@ from codeloop.events import (
     ModelRequest,
     ModelRetry,
     ModelToolCall,
+    Notice,
     PatchApplied,
     PatchProposed,
     PatchRejected,
@@ -38,8 +39,9 @@ from codeloop.events import (
     ToolResult,
     TurnEnd,
     TurnStart,
+    UserMessage,
 )
-from codeloop.patch import PatchError, diffstat, plan, render
+from codeloop.patch import PatchError, check_path, diffstat, plan, render
 from codeloop.sandbox import Sandbox, SandboxError
 from codeloop.testrun import TestResult, run_tests
 from codeloop.tools import READ_ONLY, run_read_only, tool_schemas
@@ -96,13 +98,39 @@ class Session:
         self.sent = 0
         self.result: TestResult | None = None
         self.shown_files: dict[str, str] = {}
+        self.pinned: list[str] = list(settings.pinned_files)
+        self.notes: list[str] = []
+        self.turn = 0
+        self._pending_user: str | None = None
+        self._started = time.perf_counter()
+        self._connecting: asyncio.Task[None] | None = None
         self.totals: dict[str, float] = {"turns": 0, "prompt_tokens": 0, "completion_tokens": 0,
                                          "cached_tokens": 0, "model_ms": 0.0, "test_ms": 0.0,
                                          "overhead_ms": 0.0}
 
     async def run(self) -> int:
-        """Run the whole session; always ends with a `session.end` event. Returns the exit code."""
-        started = time.perf_counter()
+        """Headless: the whole session for `settings.task`. Returns the exit code."""
+        outcome, exit_code, applied = "failed", EXIT_FAILED, False
+        try:
+            await self.open()
+            outcome = await self.ask(self.settings.task)
+            exit_code = EXIT_PASSED if self.result and self.result.passed else EXIT_FAILED
+            if self.settings.apply_at_end:
+                applied = self._apply_to_worktree()
+        except asyncio.CancelledError:
+            outcome, exit_code = "interrupted", EXIT_INTERRUPTED
+        except TransportError as exc:
+            outcome, exit_code = "model_error", EXIT_MODEL
+            self.events.emit(ErrorEvent(kind="transport", message=str(exc)))
+        except SandboxError as exc:
+            outcome, exit_code = "sandbox_error", EXIT_USAGE
+            self.events.emit(ErrorEvent(kind="sandbox", message=str(exc)))
+        await self.close(outcome, exit_code, applied)
+        return exit_code
+
+    async def open(self) -> None:
+        """(a) create the sandbox while the connection opens, (b) run the baseline tests."""
+        self._started = time.perf_counter()
         self.events.emit(SessionStart(
             session_id=self.settings.session_id, task=self.settings.task,
             repo=str(self.repo_root), model=self.config.model, base_url=self.config.base_url,
@@ -110,29 +138,43 @@ class Session:
             test_command=self.settings.test_command, max_iterations=self.config.max_iterations,
             version=__version__,
         ))
-        connecting = asyncio.create_task(self.client.connect())
-        outcome, exit_code, applied = "failed", EXIT_FAILED, False
+        self._connecting = asyncio.create_task(self.client.connect())
         try:
-            outcome = await self._steps()
-            exit_code = EXIT_PASSED if self.result and self.result.passed else EXIT_FAILED
-            if self.settings.apply_at_end:
-                applied = self._apply_to_worktree()
+            # checkout can take seconds, so it runs in a thread while we connect
+            self.sandbox = await asyncio.to_thread(Sandbox.create, self.repo_root,
+                                                   self.settings.session_id)
+            self.events.emit(SandboxReady(
+                path=str(self.sandbox.path), branch=self.sandbox.branch,
+                base_commit=self.sandbox.base_commit, head_commit=self.sandbox.head(),
+                elapsed_ms=_ms_since(self._started)))
+            self.result = await self._run_tests(0)
         except asyncio.CancelledError:
-            outcome, exit_code = "interrupted", EXIT_INTERRUPTED
-            self.events.emit(ErrorEvent(kind="interrupted", message="interrupted by the user; "
-                                        "the sandbox is at its last commit"))
-            if self.sandbox:
-                self.sandbox.discard_uncommitted()
-        except TransportError as exc:
-            outcome, exit_code = "model_error", EXIT_MODEL
-            self.events.emit(ErrorEvent(kind="transport", message=str(exc)))
-        except SandboxError as exc:
-            outcome, exit_code = "sandbox_error", EXIT_USAGE
-            self.events.emit(ErrorEvent(kind="sandbox", message=str(exc)))
-        finally:
-            connecting.cancel()
-            await self.client.aclose()
-        self.totals["wall_ms"] = round((time.perf_counter() - started) * 1000, 3)
+            self._interrupted()
+            raise
+
+    async def ask(self, text: str) -> str:
+        """Work on one user message: turns until the tests pass, the model stops proposing
+        edits, or `max_iterations` turns. Returns the outcome. Cancelling it (Ctrl-C) stops the
+        stream and the test process and leaves the sandbox at its last commit."""
+        self.events.emit(UserMessage(text=text))
+        self._pending_user = text
+        try:
+            for _ in range(self.config.max_iterations):
+                self.turn += 1
+                await self._turn(self.turn)
+        except StopLoop as stop:
+            return stop.outcome
+        except asyncio.CancelledError:
+            self._interrupted()
+            raise
+        return "max_iterations"
+
+    async def close(self, outcome: str, exit_code: int, applied: bool = False) -> None:
+        """End the session: the `session.end` event, the connection, git handles."""
+        if self._connecting is not None:
+            self._connecting.cancel()
+        await self.client.aclose()
+        self.totals["wall_ms"] = _ms_since(self._started)
         self.events.emit(SessionEnd(
             outcome=outcome, exit_code=exit_code,
             branch=self.sandbox.branch if self.sandbox else "",
@@ -141,25 +183,71 @@ class Session:
         ))
         if self.sandbox:
             self.sandbox.close()
-        return exit_code
 
-    async def _steps(self) -> str:
-        # (a) the sandbox: checkout can take seconds, so it runs in a thread while we connect
-        began = time.perf_counter()
-        self.sandbox = await asyncio.to_thread(Sandbox.create, self.repo_root,
-                                               self.settings.session_id)
-        self.events.emit(SandboxReady(
-            path=str(self.sandbox.path), branch=self.sandbox.branch,
-            base_commit=self.sandbox.base_commit, head_commit=self.sandbox.head(),
-            elapsed_ms=round((time.perf_counter() - began) * 1000, 3)))
-        # (b) the baseline
-        self.result = await self._run_tests(0)
-        try:
-            for turn in range(1, self.config.max_iterations + 1):
-                await self._turn(turn)
-        except StopLoop as stop:
-            return stop.outcome
-        return "max_iterations"
+    # commands from an interactive user (the TUI and the line REPL)
+
+    def undo(self) -> str:
+        """Sandbox back to the previous turn's commit; the model hears of it next time."""
+        assert self.sandbox is not None
+        head = self.sandbox.undo()
+        self.notes.append(f"The user undid your last change: the files are back at commit "
+                          f"{head[:10]}.")
+        self.events.emit(Notice(kind="undo", message=f"sandbox back at {head[:10]}"))
+        return head
+
+    def diff(self) -> str:
+        """The whole session's diff (base snapshot to the sandbox head)."""
+        assert self.sandbox is not None
+        return self.sandbox.diff()
+
+    def apply(self) -> list[str]:
+        """Apply the session's diff to the user's working tree, as `--apply` does."""
+        assert self.sandbox is not None
+        files = self.sandbox.apply_to_worktree()
+        self.events.emit(Notice(kind="apply", message="applied to your working tree: "
+                                + (", ".join(files) or "nothing to apply")))
+        return files
+
+    async def rerun_tests(self) -> TestResult:
+        """Run the tests now; the model sees the result with the next message."""
+        self.result = await self._run_tests(self.turn)
+        self.notes.append("The user re-ran the tests. " + prompt.test_report(self.result))
+        return self.result
+
+    def pin(self, rel: str) -> str:
+        """Put a file into the model's context (now if nothing was asked yet, else next time)."""
+        assert self.sandbox is not None
+        path = check_path(self.sandbox.path, rel)
+        if not (self.sandbox.path / path).is_file():
+            raise PatchError(f"{path}: no such file in the sandbox")
+        if path not in self.pinned:
+            self.pinned.append(path)
+        self.events.emit(Notice(kind="pin", message=f"pinned {path} into the context"))
+        return path
+
+    def set_model(self, name: str) -> None:
+        self.client.model = self.config.model = name
+        self.events.emit(Notice(kind="model", message=f"model is now {name}"))
+
+    def clear(self) -> None:
+        """Forget the conversation; the next message starts a fresh one on the current files."""
+        self.messages, self.sent, self.notes = [], 0, []
+        self.shown_files.clear()
+        self.events.emit(Notice(kind="clear", message="conversation cleared"))
+
+    def _interrupted(self) -> None:
+        """After a cancel: files back to the last commit, every tool call answered."""
+        self.events.emit(ErrorEvent(kind="interrupted", message="interrupted by the user; "
+                                    "the sandbox is at its last commit"))
+        if self.sandbox:
+            self.sandbox.discard_uncommitted()
+        self._pending_user = None
+        answered = {m.get("tool_call_id") for m in self.messages if m["role"] == "tool"}
+        for message in [m for m in self.messages if m.get("tool_calls")][-1:]:
+            for call in message["tool_calls"]:
+                if call["id"] not in answered:
+                    self.messages.append({"role": "tool", "tool_call_id": call["id"],
+                                          "content": "cancelled by the user"})
 
     async def _turn(self, turn: int) -> None:
         assert self.sandbox is not None and self.result is not None
@@ -203,12 +291,9 @@ class Session:
         """
         assert self.sandbox is not None and self.result is not None
         mark = time.perf_counter()
-        if turn == 1:
-            self.messages = prompt.opening_messages(
-                self.sandbox.path, self.settings.task, self.result, self.with_tools,
-                self.settings.pinned_files)
-            self.sent = 0
-            self._remember_shown(self.messages)
+        if self._pending_user is not None:
+            self._add_user_message(self._pending_user)
+            self._pending_user = None
         new_messages, self.sent = self.messages[self.sent:], len(self.messages)
         spans["prompt_ms"] += _ms_since(mark)
         self.events.emit(ModelRequest(turn=turn, messages=new_messages,
@@ -216,12 +301,15 @@ class Session:
         try:
             return await self._stream(turn, spans)
         except TransportError as exc:
-            refused = (turn == 1 and self.tools and self.config.edit_mode == "auto"
+            first = not any(m["role"] == "assistant" for m in self.messages)
+            refused = (first and self.tools and self.config.edit_mode == "auto"
                        and exc.status == 400 and "tool" in str(exc).lower())
             if not refused:
                 raise
             reason = str(exc)
         self.with_tools, self.tools = False, []
+        self.messages[0] = {"role": "system", "content": prompt.system_prompt(False)}
+        self.sent = 0
         self.events.emit(ErrorEvent(kind="fallback", message=f"the server refused tools "
                                     f"({reason}); asking for ```diff blocks in text instead"))
         return await self._ask(turn, spans)
@@ -345,6 +433,25 @@ class Session:
             self.shown_files[rel] = _digest(root / rel)
         return "Files the failures point to (current content):\n" + prompt.files_section(
             root, fresh)
+
+    def _add_user_message(self, text: str) -> None:
+        """The opening for the first message; later ones append, with what changed meanwhile."""
+        assert self.sandbox is not None and self.result is not None
+        if not self.messages:
+            self.messages = prompt.opening_messages(
+                self.sandbox.path, text, self.result, self.with_tools, self.pinned)
+            self._remember_shown(self.messages)
+            return
+        parts = [*self.notes, text]
+        fresh = [rel for rel in self.pinned
+                 if self.shown_files.get(rel) != _digest(self.sandbox.path / rel)]
+        if fresh:
+            parts.append("Pinned files (current content):\n"
+                         + prompt.files_section(self.sandbox.path, fresh))
+            for rel in fresh:
+                self.shown_files[rel] = _digest(self.sandbox.path / rel)
+        self.notes = []
+        self.messages.append({"role": "user", "content": "\n\n".join(parts)})
 
     def _remember_shown(self, messages: list[dict[str, Any]]) -> None:
         assert self.sandbox is not None

@@ -147,6 +147,13 @@ class Sandbox:
         )
         return commit.hexsha
 
+    def undo(self) -> str:
+        """Move the branch back to the previous turn's commit; returns the new head."""
+        if self.head() == self.base_commit:
+            raise SandboxError("nothing to undo: the sandbox is at the session's starting point")
+        _git(self.path, "reset", "-q", "--hard", "HEAD~1")
+        return self.head()
+
     def discard_uncommitted(self) -> None:
         """Bring files back to the last commit (after an interrupt mid-turn)."""
         _git(self.path, "reset", "-q", "--hard", "HEAD")

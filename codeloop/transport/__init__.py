@@ -37,6 +37,7 @@ class ModelClient(Protocol):
     """A connection to a model. One instance lives for the whole session."""
 
     name: str
+    model: str
 
     async def connect(self) -> None:
         """Open the connection ahead of the first request; never raises."""

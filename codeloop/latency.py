@@ -1,0 +1,147 @@
+"""The latency figures the panel shows, computed from events alone (no UI import).
+
+Owns the live timeline of the running turn (which phase it is in and how long each phase took so
+far), the per-turn spans of finished turns, the session statistics (median / p95 of TTFT, decode
+tokens/s, test time, harness overhead), the prompt-cache hit share per turn, and the display lag
+samples a front end reports.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from codeloop.events import (
+    Event,
+    ModelDone,
+    ModelFirstByte,
+    ModelRequest,
+    ModelRetry,
+    ModelTextDelta,
+    ModelToolCall,
+    PatchApplied,
+    PatchRejected,
+    TestDone,
+    TestStart,
+    TurnEnd,
+    TurnStart,
+)
+
+# the phases of a turn in the order they happen, with the span each one fills
+PHASES = (("prompt", "prompt_ms"), ("connect", "connect_ms"), ("first token", "ttft_ms"),
+          ("decode", "decode_ms"), ("apply", "apply_ms"), ("tests", "test_ms"),
+          ("overhead", "overhead_ms"))
+MAX_LAG_SAMPLES = 2000
+
+
+def percentile(values: list[float], share: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+@dataclass
+class TurnFigures:
+    """One turn as the panel draws it: span milliseconds, tokens/s, cache share."""
+
+    turn: int
+    spans: dict[str, float] = field(default_factory=dict)
+    phase: str = "prompt"
+    done: bool = False
+    tokens_per_s: float = 0.0
+    cache_share: float | None = None
+    retries: int = 0
+
+
+class LatencyModel:
+    """Consumes events; answers what the latency panel needs at any moment."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock  # seconds on the session clock (EventStream.now)
+        self.turns: list[TurnFigures] = []
+        self.current: TurnFigures | None = None
+        self.display_lag_ms: list[float] = []
+        self._phase_started = 0.0
+        self._turn_started = 0.0
+        self._request_sent = 0.0
+
+    def _enter(self, phase: str, at: float) -> None:
+        assert self.current is not None
+        self.current.phase = phase
+        self._phase_started = at
+
+    def __call__(self, event: Event) -> None:  # noqa: C901 - one branch per event type
+        if isinstance(event, TurnStart):
+            self.current = TurnFigures(turn=event.turn)
+            self.turns.append(self.current)
+            self._turn_started = event.t
+            self._enter("prompt", event.t)
+            return
+        turn = self.current
+        if turn is None or turn.done:
+            return
+        if isinstance(event, ModelRequest):
+            turn.spans["prompt_ms"] = (event.t - self._turn_started) * 1000
+            self._request_sent = event.t
+            self._enter("connect", event.t)
+        elif isinstance(event, ModelRetry):
+            turn.retries += 1
+        elif isinstance(event, ModelFirstByte):
+            turn.spans["connect_ms"] = event.connect_ms
+            self._enter("first token", event.t)
+        elif isinstance(event, ModelTextDelta | ModelToolCall) and turn.phase == "first token":
+            turn.spans["ttft_ms"] = (event.t - self._request_sent) * 1000 - turn.spans.get(
+                "connect_ms", 0.0)
+            self._enter("decode", event.t)
+        elif isinstance(event, ModelDone):
+            turn.spans["ttft_ms"], turn.spans["decode_ms"] = event.ttft_ms, event.decode_ms
+            turn.tokens_per_s = event.tokens_per_s
+            prompt_tokens = event.usage.get("prompt_tokens", 0)
+            if prompt_tokens:
+                turn.cache_share = event.usage.get("cached_tokens", 0) / prompt_tokens
+            self._enter("apply", event.t)
+        elif isinstance(event, PatchApplied | PatchRejected):
+            turn.spans["apply_ms"] = (event.t - self._phase_started) * 1000
+            self._enter("overhead", event.t)
+        elif isinstance(event, TestStart):
+            self._enter("tests", event.t)
+        elif isinstance(event, TestDone):
+            turn.spans["test_ms"] = event.duration_ms
+            self._enter("overhead", event.t)
+        elif isinstance(event, TurnEnd):
+            turn.spans = dict(event.spans)
+            turn.tokens_per_s = event.spans.get("tokens_per_s", turn.tokens_per_s)
+            turn.done = True
+            turn.phase = "done"
+
+    def live_spans(self) -> dict[str, float]:
+        """The running turn's spans, with the current phase counting up to now."""
+        turn = self.current
+        if turn is None:
+            return {}
+        spans = dict(turn.spans)
+        if not turn.done:
+            key = dict(PHASES).get(turn.phase)
+            if key:
+                spans[key] = spans.get(key, 0.0) + (self._clock() - self._phase_started) * 1000
+        return spans
+
+    def record_display_lag(self, ms: float) -> None:
+        self.display_lag_ms.append(ms)
+        if len(self.display_lag_ms) > MAX_LAG_SAMPLES:
+            del self.display_lag_ms[: MAX_LAG_SAMPLES // 2]
+
+    def stats(self) -> dict[str, tuple[float, float]]:
+        """Median and p95 per figure over the finished turns (and all display lag samples)."""
+        finished = [t for t in self.turns if t.done]
+        series = {
+            "ttft_ms": [t.spans.get("ttft_ms", 0.0) for t in finished],
+            "tokens_per_s": [t.tokens_per_s for t in finished if t.tokens_per_s],
+            "test_ms": [t.spans["test_ms"] for t in finished if t.spans.get("test_ms")],
+            "overhead_ms": [t.spans.get("overhead_ms", 0.0) for t in finished],
+            "display_lag_ms": self.display_lag_ms,
+        }
+        return {name: (statistics.median(values) if values else 0.0, percentile(values, 0.95))
+                for name, values in series.items()}

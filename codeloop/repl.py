@@ -1,0 +1,107 @@
+"""`codeloop --plain`: the interactive line REPL, for terminals where a full-screen app is unwanted.
+
+Owns the prompt (prompt-toolkit: history file, multi-line input with Ctrl+J, slash-command
+completion) and Ctrl-C handling; the model's text and one latency line per turn are printed by
+the same progress printer headless mode uses, on stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import Completer, Completion
+from prompt_toolkit.history import FileHistory
+from prompt_toolkit.key_binding import KeyBindings
+from prompt_toolkit.patch_stdout import patch_stdout
+
+from codeloop import commands
+from codeloop.history import state_dir
+from codeloop.loop import EXIT_FAILED, EXIT_PASSED, Session
+from codeloop.progress import ProgressPrinter
+from codeloop.transport import TransportError
+
+BANNER = ("codeloop line mode · Enter sends · Ctrl+J new line · Tab completes /commands · "
+          "Ctrl-C cancels a turn, or quits at the prompt · /help")
+
+
+class SlashCompleter(Completer):
+    def get_completions(self, document, complete_event):
+        text = document.text_before_cursor
+        if text.startswith("/") and " " not in text:
+            for name in commands.complete(text):
+                yield Completion(name, start_position=-len(text),
+                                 display_meta=commands.COMMANDS[name])
+
+
+def _keys() -> KeyBindings:
+    keys = KeyBindings()
+
+    @keys.add("enter")
+    def _send(event) -> None:
+        event.current_buffer.validate_and_handle()
+
+    @keys.add("c-j")
+    def _newline(event) -> None:
+        event.current_buffer.insert_text("\n")
+
+    return keys
+
+
+async def _cancellable(session: Session, coro) -> None:
+    """Run one turn's work; Ctrl-C cancels it and returns to the prompt."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(coro)
+    loop.add_signal_handler(signal.SIGINT, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        print("\ncancelled: the sandbox is at its last commit", flush=True)
+    except TransportError as exc:
+        print(f"\nmodel error: {exc}", flush=True)
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+async def _repl(session: Session) -> int:
+    session.events.subscribe(ProgressPrinter(sys.stdout))
+    history_file = state_dir() / "repl-history"
+    history_file.parent.mkdir(parents=True, exist_ok=True)
+    prompt = PromptSession(history=FileHistory(str(history_file)), multiline=True,
+                           key_bindings=_keys(), completer=SlashCompleter(),
+                           prompt_continuation="  ")
+    print(BANNER, flush=True)
+    opening = asyncio.ensure_future(session.open())  # pre-warm while the user types
+    outcome = "interactive"
+    while True:
+        try:
+            with patch_stdout():
+                line = (await prompt.prompt_async("› ")).strip()
+        except (KeyboardInterrupt, EOFError):
+            break
+        if not line:
+            continue
+        if line.startswith("/"):
+            await asyncio.shield(opening)
+            answer = await commands.run(session, line)
+            if answer.quit:
+                break
+            print(answer.text, flush=True)
+            continue
+        await _cancellable(session, _ask_after(opening, session, line))
+    if not opening.done():
+        opening.cancel()
+    exit_code = EXIT_PASSED if session.result and session.result.passed else EXIT_FAILED
+    await session.close(outcome, exit_code)
+    return exit_code
+
+
+async def _ask_after(opening: asyncio.Future, session: Session, text: str) -> None:
+    await asyncio.shield(opening)  # a Ctrl-C here cancels the turn, not the start-up
+    await session.ask(text)
+
+
+def run_repl(session: Session) -> int:
+    return asyncio.run(_repl(session))

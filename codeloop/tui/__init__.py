@@ -1,0 +1,4 @@
+"""The Textual front end: a consumer of the session's events and a producer of user commands.
+
+Nothing outside this package imports Textual.
+"""

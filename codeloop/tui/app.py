@@ -1,0 +1,251 @@
+"""The interactive Textual app: the loop's events on screen, the user's input back to it.
+
+Owns the screen layout, the mapping from events to transcript items, the message queue (the user
+can type while a turn runs), Ctrl-C (cancel the running turn; quit when idle) and slash commands.
+The session runs on the app's own event loop as a worker; nothing here decides anything the
+loop owns.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Footer
+from textual.worker import Worker
+
+from codeloop import commands
+from codeloop.edits import patch_argument
+from codeloop.events import (
+    ErrorEvent,
+    Event,
+    ModelDone,
+    ModelRetry,
+    ModelTextDelta,
+    ModelToolCall,
+    Notice,
+    PatchApplied,
+    PatchRejected,
+    SandboxReady,
+    TestDone,
+    TestStart,
+    ToolResult,
+    TurnEnd,
+    TurnStart,
+    UserMessage,
+)
+from codeloop.history import History
+from codeloop.latency import LatencyModel
+from codeloop.loop import EXIT_FAILED, EXIT_PASSED, Session
+from codeloop.progress import format_spans
+from codeloop.transport import TransportError
+from codeloop.tui.panel import LatencyPanel
+from codeloop.tui.prompt_input import PromptInput
+from codeloop.tui.status import StatusLine
+from codeloop.tui.transcript import Transcript
+
+KEYS_HELP = ("keys: Enter send · Ctrl+J new line · Up/Down history · Tab complete · "
+             "Ctrl+C cancel turn (quit when idle) · F2 latency panel")
+
+
+class CodeloopApp(App[int]):
+    """`codeloop` without `--task`: the full-screen interactive front end."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "codeloop"
+    BINDINGS = [
+        Binding("ctrl+c", "interrupt", "Cancel / quit", priority=True),
+        Binding("f2", "toggle_panel", "Latency panel"),
+        Binding("ctrl+d", "command('/diff')", "Diff"),
+        Binding("ctrl+u", "command('/undo')", "Undo"),
+    ]
+
+    def __init__(self, session: Session, history: History | None = None) -> None:
+        super().__init__()
+        self.session = session
+        self.history = history or History()
+        self.latency = LatencyModel(session.events.now)
+        self.queue: list[str] = []
+        self.busy: Worker | None = None
+        self.opened = False
+        self.exit_code = EXIT_FAILED
+        self._branch = ""
+        self._turn = 0
+        self._t0 = time.perf_counter()
+        session.events.subscribe(self.latency)
+        session.events.subscribe(self.on_session_event)
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield Transcript(on_display_lag=self.latency.record_display_lag, id="transcript")
+                yield PromptInput(self.history, id="input",
+                                  placeholder="Describe the task · /help for commands")
+            yield LatencyPanel(self.latency, id="panel")
+        yield StatusLine(id="status")
+        yield Footer()
+
+    @property
+    def transcript(self) -> Transcript:
+        return self.query_one(Transcript)
+
+    def on_mount(self) -> None:
+        self.query_one(PromptInput).focus()
+        self.set_interval(1.0, self.refresh_status)
+        self.refresh_status()
+        # pre-warm: sandbox, connection and baseline tests while the user types
+        self.busy = self.run_worker(self._open(), group="session")
+
+    async def _open(self) -> None:
+        try:
+            await self.session.open()
+            self.opened = True
+        except Exception as exc:  # noqa: BLE001 - shown to the user, the app stays up
+            self.transcript.add_text(f"could not start the session: {exc}", "error")
+        self.busy = None
+        self._next()
+
+    # the user's side
+
+    def on_prompt_input_submitted(self, message: PromptInput.Submitted) -> None:
+        text = message.text
+        if text.startswith("/"):
+            self.run_worker(self._command(text), group="command")
+            return
+        self.queue.append(text)
+        if self.busy is not None:
+            self.transcript.add_text(f"queued: {text}", "note")
+        self._next()
+
+    def _next(self) -> None:
+        if self.busy is None and self.opened and self.queue:
+            self.busy = self.run_worker(self._ask(self.queue.pop(0)), group="turn")
+        self.refresh_status()
+
+    async def _ask(self, text: str) -> None:
+        try:
+            await self.session.ask(text)
+        except TransportError as exc:
+            self.transcript.add_text(f"model error: {exc}", "error")
+        finally:
+            self.transcript.end_model()
+            self.busy = None
+        self._next()
+
+    async def _command(self, line: str) -> None:
+        if line.split(" ", 1)[0] == "/help":
+            self.transcript.add_text(commands.help_text(KEYS_HELP), "note")
+            return
+        answer = await commands.run(self.session, line)
+        if answer.quit:
+            await self.action_quit()
+        elif answer.is_diff:
+            self.transcript.add_diff("session diff", answer.text)
+        else:
+            self.transcript.add_text(answer.text, "note" if answer.ok else "error")
+        self.refresh_status()
+
+    def action_command(self, line: str) -> None:
+        self.run_worker(self._command(line), group="command")
+
+    def action_toggle_panel(self) -> None:
+        panel = self.query_one(LatencyPanel)
+        panel.display = not panel.display
+
+    async def action_interrupt(self) -> None:
+        """Ctrl-C: cancel the running turn (stream and tests); on an idle prompt, quit."""
+        if self.busy is not None and self.opened:
+            self.queue.clear()
+            self.busy.cancel()
+            self.busy = None
+            self.transcript.add_text("cancelled: the sandbox is at its last commit", "error")
+            return
+        await self.action_quit()
+
+    async def action_quit(self) -> None:
+        if self.busy is not None:
+            self.busy.cancel()
+        result = self.session.result
+        self.exit_code = EXIT_PASSED if result and result.passed else EXIT_FAILED
+        await self.session.close("interactive", self.exit_code)
+        self.exit(self.exit_code)
+
+    # the session's side: every event, on this loop
+
+    def on_session_event(self, event: Event) -> None:  # noqa: C901 - one branch per event
+        transcript = self.transcript
+        if isinstance(event, ModelTextDelta):
+            transcript.stream(event.text)
+        elif isinstance(event, UserMessage):
+            transcript.add_user(event.text)
+        elif isinstance(event, TurnStart):
+            self._turn = event.turn
+            transcript.begin_model()
+            self.refresh_status()
+        elif isinstance(event, ModelToolCall):
+            transcript.end_model()
+            self._show_tool_call(event)
+        elif isinstance(event, ModelDone):
+            transcript.end_model()
+        elif isinstance(event, ModelRetry):
+            transcript.add_text(f"retry {event.attempt} in {event.delay_s:.1f}s: {event.reason}",
+                                "error")
+        elif isinstance(event, ToolResult):
+            transcript.add_text(f"  {event.name} → {len(event.output.splitlines())} lines",
+                                "tool")
+        elif isinstance(event, PatchApplied):
+            note = f" · already present: {len(event.already_applied)}" \
+                if event.already_applied else ""
+            transcript.add_text(f"✓ patch applied to {', '.join(event.files) or 'nothing new'} "
+                                f"({event.commit[:10]}){note}", "ok")
+        elif isinstance(event, PatchRejected):
+            transcript.add_text("✗ patch rejected, nothing applied:\n" + event.reason, "error")
+        elif isinstance(event, TestStart):
+            transcript.add_text(f"running {event.command} …", "tool")
+        elif isinstance(event, TestDone):
+            self._show_tests(event)
+        elif isinstance(event, TurnEnd):
+            transcript.add_text(f"turn {event.turn}: {event.outcome} · "
+                                f"{format_spans(event.spans)}", "dim")
+            self.refresh_status()
+        elif isinstance(event, SandboxReady):
+            self._branch = event.branch
+            self.refresh_status()
+        elif isinstance(event, ErrorEvent) and event.kind != "interrupted":
+            transcript.add_text(f"{event.kind}: {event.message}", "error")
+        elif isinstance(event, Notice):
+            transcript.add_text(event.message, "note")
+
+    def _show_tool_call(self, event: ModelToolCall) -> None:
+        if event.name == "apply_patch":
+            try:
+                diff = patch_argument(event.arguments)
+            except ValueError:
+                diff = event.arguments
+            self.transcript.add_diff("apply_patch", diff, "tool")
+        else:
+            self.transcript.add_text(f"⚙ {event.name} {event.arguments}", "tool")
+
+    def _show_tests(self, event: TestDone) -> None:
+        style = "ok" if event.passed else "error"
+        summary = Text(("✓ " if event.passed else "✗ ") + f"tests: {event.summary} "
+                       f"({event.duration_ms / 1000:.2f}s)", style="bold")
+        for failure in event.failures[:15]:
+            summary.append(f"\n  {failure['id']}  ", style="bold")
+            summary.append(failure["message"].splitlines()[0] if failure["message"] else "")
+        self.transcript.add_folded("tests", Text(event.output), summary, style)
+
+    def refresh_status(self) -> None:
+        totals = self.session.totals
+        state = "working" if self.busy is not None else "ready"
+        if not self.opened:
+            state = "starting"
+        self.query_one(StatusLine).show(
+            model=self.session.config.model, transport=self.session.client.name,
+            branch=self._branch, turn=self._turn, prompt_tokens=totals["prompt_tokens"],
+            cached_tokens=totals["cached_tokens"], completion_tokens=totals["completion_tokens"],
+            seconds=time.perf_counter() - self._t0, state=state)
+

@@ -1,0 +1,154 @@
+"""The Textual app driven through Pilot against the scripted model server on 127.0.0.1.
+
+A real session (real sandbox worktree, real pytest runs) behind the real app, headless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from codeloop.config import Config
+from codeloop.events import EventStream
+from codeloop.history import History
+from codeloop.loop import Session, SessionSettings
+from codeloop.transport.chat import ChatCompletionsClient
+from codeloop.tui.app import CodeloopApp
+from codeloop.tui.panel import LatencyPanel
+from codeloop.tui.transcript import LiveMessage, Transcript, split_finished
+from tests.conftest import PYTEST_CMD, fix_diff, git, make_repo
+from tests.scripted_server import Reply, ScriptedModelServer, ToolCall
+
+
+@pytest.fixture(autouse=True)
+def _caches_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
+def make_app(repo, server: ScriptedModelServer, tmp_path) -> CodeloopApp:
+    config = Config(model="scripted", base_url=server.base_url, test_command=PYTEST_CMD)
+    client = ChatCompletionsClient(server.base_url, "scripted", None, 1024, 30.0)
+    settings = SessionSettings(session_id="tui-test", task="", test_command=PYTEST_CMD)
+    session = Session(repo, config, settings, client, EventStream())
+    return CodeloopApp(session, History(tmp_path / "history"))
+
+
+async def until(pilot, condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the app")
+        await pilot.pause(0.05)
+
+
+def transcript_text(app: CodeloopApp) -> str:
+    parts = []
+    for widget, _ in app.query_one(Transcript).items:
+        if isinstance(widget, LiveMessage):
+            parts.append(widget.text)
+        else:
+            parts.extend(str(static.render()) for static in widget.query("Static"))
+            if hasattr(widget, "render") and not widget.children:
+                parts.append(str(widget.render()))
+    return "\n".join(parts)
+
+
+async def type_and_send(pilot, text: str) -> None:
+    await pilot.press(*text)
+    await pilot.press("enter")
+
+
+def test_a_whole_turn_shows_in_the_transcript_and_on_the_latency_panel(tmp_path):
+    repo = make_repo(tmp_path, "offbyone")
+    reply = Reply(text="The count is off by one.\n\nHere is the fix:",
+                  tool_calls=[ToolCall("apply_patch", json.dumps({"patch": fix_diff("offbyone")}))])
+
+    async def scenario() -> None:
+        with ScriptedModelServer([reply]) as server:
+            app = make_app(repo, server, tmp_path)
+            async with app.run_test(size=(120, 40)) as pilot:
+                await until(pilot, lambda: app.opened)
+                await type_and_send(pilot, "fix the pager")
+                await until(pilot, lambda: app.latency.turns and app.latency.turns[-1].done
+                            and app.busy is None)
+                await pilot.pause(0.1)
+                text = transcript_text(app)
+                assert "fix the pager" in text
+                assert "The count is off by one." in text
+                assert "patch applied to pager/paginate.py" in text
+                assert "tests: 7 passed" in text
+                turn = app.latency.turns[-1]
+                assert turn.spans["test_ms"] > 0 and "overhead_ms" in turn.spans
+                panel = app.query_one(LatencyPanel)
+                rendered = app.console.export_text() if False else ""
+                figures = panel.render_figures(40)
+                with app.console.capture() as capture:
+                    app.console.print(figures)
+                rendered = capture.get()
+                assert "decode" in rendered and "tests" in rendered and "last turns" in rendered
+                assert "display lag" in rendered
+                await pilot.press("ctrl+c")  # idle: quits
+            assert app.return_value == 0
+
+    asyncio.run(scenario())
+
+
+def test_undo_resets_the_sandbox_commit(tmp_path):
+    repo = make_repo(tmp_path, "offbyone")
+    reply = Reply(tool_calls=[ToolCall("apply_patch",
+                                       json.dumps({"patch": fix_diff("offbyone")}))])
+
+    async def scenario() -> None:
+        with ScriptedModelServer([reply]) as server:
+            app = make_app(repo, server, tmp_path)
+            async with app.run_test(size=(100, 30)) as pilot:
+                await until(pilot, lambda: app.opened)
+                sandbox = app.session.sandbox
+                assert sandbox is not None
+                await type_and_send(pilot, "fix it")
+                await until(pilot, lambda: app.busy is None and app.session.turn == 1)
+                assert sandbox.head() != sandbox.base_commit
+                await type_and_send(pilot, "/undo")
+                await until(pilot, lambda: sandbox.head() == sandbox.base_commit)
+                assert "+ 1" in (sandbox.path / "pager" / "paginate.py").read_text()
+                assert git(sandbox.path, "status", "--porcelain", "--untracked-files=no") == ""
+                await until(pilot, lambda: "sandbox back at" in transcript_text(app))
+
+    asyncio.run(scenario())
+
+
+def test_ctrl_c_cancels_a_turn_mid_stream_and_the_app_stays_usable(tmp_path):
+    repo = make_repo(tmp_path, "offbyone")
+    slow = Reply(text="word " * 400, chunk_chars=5)
+    fix = Reply(text="Fixed.", tool_calls=[ToolCall("apply_patch",
+                                                    json.dumps({"patch": fix_diff("offbyone")}))])
+
+    async def scenario() -> None:
+        with ScriptedModelServer([slow, fix], tokens_per_s=100) as server:
+            app = make_app(repo, server, tmp_path)
+            async with app.run_test(size=(100, 30)) as pilot:
+                await until(pilot, lambda: app.opened)
+                await type_and_send(pilot, "explain at length")
+                await until(pilot, lambda: "word word" in transcript_text(app))
+                await pilot.press("ctrl+c")
+                await until(pilot, lambda: app.busy is None)
+                assert app.is_running
+                assert "cancelled" in transcript_text(app)
+                await type_and_send(pilot, "now fix it")
+                await until(pilot, lambda: app.session.result is not None
+                            and app.session.result.passed, timeout=60)
+                messages = server.chat_requests[-1].body["messages"]
+                assert messages[-1]["role"] == "user" and "now fix it" in messages[-1]["content"]
+
+    asyncio.run(scenario())
+
+
+def test_finished_blocks_split_outside_code_fences():
+    assert split_finished("para one\n\npara two") == ("para one\n\n", "para two")
+    assert split_finished("```py\nx = 1\n\ny = 2\n") == ("", "```py\nx = 1\n\ny = 2\n")
+    assert split_finished("```py\nx = 1\n```\nafter") == ("```py\nx = 1\n```\n", "after")
+    assert split_finished("no newline yet") == ("", "no newline yet")
