@@ -146,10 +146,14 @@ def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, R
             f"api_key_env), or point --base-url at a local server such as "
             f"http://127.0.0.1:8080/v1")
     test_command = config.test_command or detect_test_command(repo_root)
+    # every API key in the environment stays out of the tests and out of any recording
+    key_vars = tuple(sorted({config.api_key_env} | {
+        name for name in os.environ if name.endswith(("_API_KEY", "_API_TOKEN"))}))
     settings = SessionSettings(
         session_id=new_session_id(), task=args.task or "", test_command=test_command,
-        apply_at_end=args.apply, pinned_files=args.add, hidden_env=(config.api_key_env,))
-    secrets_ = (api_key,) if api_key else ()
+        apply_at_end=args.apply, pinned_files=args.add, hidden_env=key_vars)
+    secrets_ = tuple(os.environ[name] for name in key_vars
+                     if len(os.environ.get(name, "")) >= 8)
     events = EventStream()
     exclude_from_git(repo_root, ".codeloop/")
     recorder = Recorder(repo_root, settings.session_id, secrets_,

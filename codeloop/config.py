@@ -54,10 +54,10 @@ def user_config_path() -> Path:
     return Path(base) / "codeloop" / "config.toml"
 
 
-def _coerce(key: str, value: Any, where: str) -> Any:
-    """Check one value against its key's type; strings from the environment are parsed."""
+def _coerce(key: str, value: Any, where: str, parse: bool = False) -> Any:
+    """Check one value against its key's type; `parse` turns environment strings into numbers."""
     expected = Config.key_types()[key]
-    if isinstance(value, str) and expected is not str:
+    if parse and isinstance(value, str) and expected is not str:
         try:
             value = expected(value)
         except ValueError:
@@ -103,7 +103,8 @@ def load_config(repo: Path, flags: dict[str, Any], flag_names: dict[str, str] | 
     for key in Config.key_types():
         raw = os.environ.get(env_name(key))
         if raw is not None:
-            values[key], origin[key] = _coerce(key, raw, env_name(key)), env_name(key)
+            values[key] = _coerce(key, raw, env_name(key), parse=True)
+            origin[key] = env_name(key)
     for key, value in flags.items():
         if value is not None:
             flag = (flag_names or {}).get(key, "--" + key.replace("_", "-"))

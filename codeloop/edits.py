@@ -10,7 +10,7 @@ import json
 import re
 from dataclasses import dataclass
 
-_FENCE = re.compile(r"^```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:^```[ \t]*$|\Z)", re.MULTILINE | re.DOTALL)
+_FENCE = re.compile(r"^```[ \t]*([\w+-]*)[^\n]*\n(.*?)(^```[ \t]*$|\Z)", re.MULTILINE | re.DOTALL)
 _DIFF_LANGS = {"diff", "patch", "udiff"}
 
 
@@ -26,11 +26,16 @@ def _looks_like_diff(body: str) -> bool:
     return bool(re.search(r"^--- .*\n\+\+\+ ", body, re.MULTILINE)) and "@@" in body
 
 
-def diffs_in_text(text: str) -> list[str]:
-    """Unified diffs in fenced blocks (```diff, ```patch, or an untagged block that is a diff)."""
+def diffs_in_text(text: str, cut_off: bool = False) -> list[str]:
+    """Unified diffs in fenced blocks (```diff, ```patch, or an untagged block that is a diff).
+
+    A last block left unclosed counts, unless the reply was cut off at the token limit.
+    """
     found = []
     for match in _FENCE.finditer(text):
-        lang, body = match.group(1).lower(), match.group(2)
+        lang, body, closed = match.group(1).lower(), match.group(2), bool(match.group(3))
+        if cut_off and not closed:
+            continue
         if (lang in _DIFF_LANGS or not lang) and _looks_like_diff(body):
             found.append(body)
     return found

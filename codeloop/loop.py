@@ -105,8 +105,9 @@ class Session:
         self._started = time.perf_counter()
         self._connecting: asyncio.Task[None] | None = None
         self.totals: dict[str, float] = {"turns": 0, "prompt_tokens": 0, "completion_tokens": 0,
-                                         "cached_tokens": 0, "model_ms": 0.0, "test_ms": 0.0,
-                                         "overhead_ms": 0.0}
+                                         "cached_tokens": 0, "model_ms": 0.0,
+                                         "baseline_test_ms": 0.0,
+                                         **dict.fromkeys((*SUMMED_SPANS, "overhead_ms"), 0.0)}
 
     async def run(self) -> int:
         """Headless: the whole session for `settings.task`. Returns the exit code."""
@@ -125,6 +126,9 @@ class Session:
         except SandboxError as exc:
             outcome, exit_code = "sandbox_error", EXIT_USAGE
             self.events.emit(ErrorEvent(kind="sandbox", message=str(exc)))
+        except Exception as exc:  # noqa: BLE001 - a bug must still end the recording cleanly
+            outcome, exit_code = "internal_error", EXIT_FAILED
+            self.events.emit(ErrorEvent(kind="internal", message=f"{type(exc).__name__}: {exc}"))
         await self.close(outcome, exit_code, applied)
         return exit_code
 
@@ -140,9 +144,15 @@ class Session:
         ))
         self._connecting = asyncio.create_task(self.client.connect())
         try:
-            # checkout can take seconds, so it runs in a thread while we connect
-            self.sandbox = await asyncio.to_thread(Sandbox.create, self.repo_root,
-                                                   self.settings.session_id)
+            # checkout can take seconds, so it runs in a thread while we connect; a cancel
+            # waits for it, so the branch it creates is known and reported
+            creating = asyncio.ensure_future(asyncio.to_thread(
+                Sandbox.create, self.repo_root, self.settings.session_id))
+            try:
+                self.sandbox = await asyncio.shield(creating)
+            except asyncio.CancelledError:
+                self.sandbox = await creating
+                raise
             self.events.emit(SandboxReady(
                 path=str(self.sandbox.path), branch=self.sandbox.branch,
                 base_commit=self.sandbox.base_commit, head_commit=self.sandbox.head(),
@@ -273,10 +283,13 @@ class Session:
             outcome, feedback = "cut_off", ("Your reply was cut off at the output token limit. "
                                             "Send a shorter reply: only the patch.")
         # (h) feed back
+        mark = time.perf_counter()
         self._feed_back(reply.calls, tool_answers, proposals, feedback)
+        spans["prompt_ms"] += _ms_since(mark)
         spans["overhead_ms"] = round(_ms_since(began) - sum(spans[k] for k in SUMMED_SPANS), 3)
         spans["tokens_per_s"] = done.tokens_per_s
-        self.totals["overhead_ms"] = round(self.totals["overhead_ms"] + spans["overhead_ms"], 3)
+        for key in (*SUMMED_SPANS, "overhead_ms"):
+            self.totals[key] = round(self.totals.get(key, 0.0) + spans[key], 3)
         self.events.emit(TurnEnd(turn=turn, outcome=outcome, spans=spans))
         if outcome == "no_edits":
             raise StopLoop("no_edits")
@@ -337,7 +350,8 @@ class Session:
         return reply
 
     def _remember_reply(self, done: ModelDone, calls: list[ModelToolCall]) -> None:
-        message: dict[str, Any] = {"role": "assistant", "content": done.text or None}
+        message: dict[str, Any] = {"role": "assistant",
+                                   "content": done.text or (None if calls else "")}
         if calls:
             message["tool_calls"] = [
                 {"id": c.call_id, "type": "function",
@@ -364,7 +378,8 @@ class Session:
             else:
                 answers[call.call_id] = (f"error: there is no tool named {call.name!r}; use "
                                          "apply_patch, read_file, search or list_files")
-        proposals += [ProposedEdit("text", diff) for diff in diffs_in_text(done.text)]
+        proposals += [ProposedEdit("text", diff) for diff in
+                      diffs_in_text(done.text, cut_off=done.finish_reason == "length")]
         for proposal in proposals:
             self.events.emit(PatchProposed(turn=turn, source=proposal.source,
                                            patch=proposal.diff))
@@ -402,9 +417,11 @@ class Session:
             self.sandbox.reword_head(f"codeloop turn {turn}: {stat.splitlines()[-1]}\n\n"
                                      f"tests: {self.result.summary}")
             spans["apply_ms"] += _ms_since(mark)
+        mark = time.perf_counter()  # the feedback is the next request's prompt
         notes.append(prompt.test_report(self.result))
         if not self.result.passed:
             notes.append(self._files_to_show())
+        spans["prompt_ms"] += _ms_since(mark)
         return "applied" if changed else "unchanged", "\n\n".join(n for n in notes if n)
 
     async def _run_tests(self, turn: int) -> TestResult:
@@ -414,7 +431,8 @@ class Session:
             self.settings.test_command, self.sandbox.path, self.config.test_timeout_s,
             lambda text: self.events.emit(TestOutput(turn=turn, text=text)),
             hidden_env=self.settings.hidden_env)
-        self.totals["test_ms"] = round(self.totals["test_ms"] + result.duration_ms, 3)
+        if turn == 0:
+            self.totals["baseline_test_ms"] = result.duration_ms
         self.events.emit(TestDone(
             turn=turn, exit_code=result.exit_code, passed=result.passed, summary=result.summary,
             counts=result.counts, failures=result.failures, duration_ms=result.duration_ms,
@@ -471,7 +489,8 @@ class Session:
             elif patch_calls and call.call_id == patch_calls[0]:
                 content = feedback
             else:
-                content = f"Applied together with the patch of call {patch_calls[0]}."
+                content = (f"Handled together with the patch of call {patch_calls[0]}; "
+                           "see its result.")
             self.messages.append({"role": "tool", "tool_call_id": call.call_id,
                                   "content": content})
         if feedback and not patch_calls:

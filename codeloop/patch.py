@@ -69,7 +69,7 @@ def _ends_hunk(lines: list[str], i: int) -> bool:
 
 
 def _more_hunk_lines(lines: list[str], i: int) -> bool:
-    """Whether hunk lines follow the blank lines starting at `i` (before any header or prose)."""
+    """Whether hunk lines follow from `i` on, past blank lines (before any header or prose)."""
     while i < len(lines) and lines[i] == "":
         i += 1
     return i < len(lines) and lines[i][0] in " -+" and not _ends_hunk(lines, i)
@@ -79,8 +79,8 @@ def repair(diff_text: str) -> tuple[str, list[bool]]:
     """Rewrite a model's diff as a strictly valid unified diff: exact counts, real headers.
 
     Returns the text and, per hunk, whether its header gave line numbers (a placement hint).
-    A blank line inside a hunk is a context line whose space was dropped, unless no more hunk
-    lines follow it.
+    A line inside a hunk without its leading marker (often a blank line) is a context line whose
+    space was dropped, as long as more hunk lines follow it.
     """
     lines = diff_text.replace("\r\n", "\n").split("\n")
     out: list[str] = []
@@ -104,8 +104,8 @@ def repair(diff_text: str) -> tuple[str, list[bool]]:
         i += 1
         while i < len(lines) and not _ends_hunk(lines, i):
             item = lines[i]
-            if item == "" and _more_hunk_lines(lines, i):
-                item = " "
+            if (not item or item[0] not in " -+\\") and _more_hunk_lines(lines, i + 1):
+                item = " " + item  # a context line whose leading space was dropped
             elif not item or item[0] not in " -+\\":
                 break
             body.append(item)
@@ -199,7 +199,6 @@ def _apply_hunks(path: str, content: str, hunks: list[_Hunk]) -> tuple[str, list
             (pos is None and _locate(file_lines, new, hint) is not None)
             or (only_adds and pos is not None and _find(
                 file_lines[pos:pos + len(new)], new, 0, _norm) == [0])
-            or (not old and _locate(file_lines, new, hint) is not None)
         ):
             already.append(f"{path} {label}")
             continue
@@ -284,6 +283,10 @@ def plan(root: Path, diffs: list[str]) -> list[FileEdit]:
         if not patch or any(not patched and not patched.is_removed_file for patched in patch):
             errors.append("malformed diff: every file needs a '--- a/FILE' / '+++ b/FILE' "
                           "header followed by at least one '@@' hunk")
+            continue
+        if any(len(hunk) == 0 for patched in patch for hunk in patched):
+            errors.append("malformed diff: a hunk has no lines (every line of a hunk starts "
+                          "with ' ', '-' or '+')")
             continue
         for patched in patch:
             source = _strip_prefix(patched.source_file)

@@ -106,9 +106,8 @@ class ProgressPrinter:
         self._line(f"tokens: {totals.get('prompt_tokens', 0):.0f} prompt "
                    f"({totals.get('cached_tokens', 0):.0f} cached), "
                    f"{totals.get('completion_tokens', 0):.0f} completion")
-        self._line(f"time: model {totals.get('model_ms', 0):.0f} ms, tests "
-                   f"{totals.get('test_ms', 0):.0f} ms, harness overhead "
-                   f"{totals.get('overhead_ms', 0):.1f} ms")
+        self._line(f"time in turns: {format_spans(totals)} (baseline tests "
+                   f"{totals.get('baseline_test_ms', 0):.0f} ms)")
         if event.diffstat:
             self._line(event.diffstat)
         if event.applied_to_worktree:

@@ -170,7 +170,9 @@ def opening_messages(root: Path, task: str, baseline: TestResult, with_tools: bo
     context.append("Repository map (files, top-level definitions):\n" + repo_map(root, files))
     task_text = [f"Task: {task}", "", "Baseline test run before any change:",
                  test_report(baseline)]
-    relevant = files_for_failures(root, baseline) + [p for p in pinned_files if p in files]
+    mentioned = [f for f in files if f in task][:10]  # paths the task names
+    relevant = files_for_failures(root, baseline) + [
+        p for p in [*pinned_files, *mentioned] if p in files]
     if relevant:
         task_text += ["", "Files the failures point to (current content):",
                       files_section(root, list(dict.fromkeys(relevant)))]

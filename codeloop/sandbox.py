@@ -29,11 +29,10 @@ class SandboxError(Exception):
     """A git or sandbox problem, phrased for the user."""
 
 
-def _git(cwd: Path, *args: str, env: dict[str, str] | None = None, text_in: str | None = None,
-         check: bool = True) -> str:
+def _git(cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
     """Run git with the sandbox's fixed identity; returns stdout."""
     result = subprocess.run(
-        ["git", *args], cwd=cwd, input=text_in, capture_output=True, text=True,
+        ["git", *args], cwd=cwd, capture_output=True, text=True, errors="replace",
         env={**os.environ, **_IDENTITY, **(env or {})},
     )
     if check and result.returncode != 0:
@@ -89,7 +88,7 @@ def snapshot(repo_root: Path) -> str:
     if head and _git(repo_root, "rev-parse", f"{head}^{{tree}}").strip() == tree:
         return head
     parents = ["-p", head] if head else []
-    return _git(repo_root, "commit-tree", tree, *parents,
+    return _git(repo_root, "commit-tree", "--no-gpg-sign", tree, *parents,
                 "-m", "codeloop: snapshot of uncommitted work").strip()
 
 
@@ -133,7 +132,11 @@ class Sandbox:
                 repo.git.apply("--index", "--whitespace=nowarn", str(patch_file))
             except git.GitCommandError as exc:
                 raise SandboxError(f"git apply refused the patch: {exc.stderr.strip()}") from None
-            repo.git.commit("-q", "--no-verify", "-m", message)
+            try:
+                repo.git.commit("-q", "--no-verify", "--no-gpg-sign", "-m", message)
+            except git.GitCommandError as exc:
+                self.discard_uncommitted()
+                raise SandboxError(f"git commit failed: {exc.stderr.strip()}") from None
         return repo.head.commit.hexsha
 
     def reword_head(self, message: str) -> str:
@@ -188,7 +191,13 @@ class Sandbox:
                 f"`git diff {self.base_commit} {self.branch} | git apply`."
             )
         if files:
-            _git(self.repo_root, "apply", "--whitespace=nowarn", "-", text_in=self.diff())
+            diff = subprocess.run(["git", "diff", "--binary", self.base_commit, "HEAD"],
+                                  cwd=self.path, capture_output=True, check=True).stdout
+            applied = subprocess.run(["git", "apply", "--whitespace=nowarn", "-"],
+                                     cwd=self.repo_root, input=diff, capture_output=True)
+            if applied.returncode != 0:
+                raise SandboxError("git apply failed on your working tree: "
+                                   + applied.stderr.decode("utf-8", "replace").strip())
         return files
 
 

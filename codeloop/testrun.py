@@ -12,6 +12,7 @@ import codecs
 import contextlib
 import os
 import re
+import shlex
 import signal
 import tempfile
 import time
@@ -155,7 +156,7 @@ async def run_tests(command: str, cwd: Path, timeout_s: float,
     junit = Path(junit_dir.name) / "report.xml"
     full_command = command
     if is_pytest(command):
-        full_command += f" --junitxml={junit} -o junit_family=xunit1"
+        full_command += f" --junitxml={shlex.quote(str(junit))} -o junit_family=xunit1"
         if "--tb" not in command:
             full_command += " --tb=short"
     env = {k: v for k, v in os.environ.items() if k not in hidden_env}

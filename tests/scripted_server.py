@@ -75,6 +75,9 @@ class Reply:
     stall_s: float = 0.0
     ping_every: int = 0
     cached_tokens: int | None = None
+    finish_reason: str | None = None  # default: "tool_calls" with tool calls, else "stop"
+    hold_open_s: float = 0.0  # after [DONE], keep the body open this long before ending it
+    raw_events: list[str] = field(default_factory=list)  # extra `data:` payloads sent first
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Reply:
@@ -291,6 +294,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 
         self._write_chunk(event(delta({"role": "assistant", "content": None})))
+        for payload in reply.raw_events:
+            self._write_chunk(f"data: {payload}\n\n".encode())
         first_piece_at: float | None = None
         delay = 1.0 / owner.tokens_per_s if owner.tokens_per_s else 0.0
         sent = 0
@@ -326,7 +331,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "predicted_per_token_ms": predicted_ms / sent if sent else 0.0,
             "predicted_per_second": sent * 1000.0 / predicted_ms if predicted_ms > 0 else 0.0,
         }
-        finish = "tool_calls" if reply.tool_calls else "stop"
+        finish = reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
         self._write_chunk(event(delta({}, finish), timings=timings))
         if include_usage:
             usage = {
@@ -338,6 +343,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             # llama.cpp repeats `timings` on this final chunk as well.
             self._write_chunk(event([], usage=usage, timings=timings))
         self._write_chunk(b"data: [DONE]\n\n")
+        if reply.hold_open_s > 0:
+            self.wfile.flush()
+            time.sleep(reply.hold_open_s)
         self.wfile.write(b"0\r\n\r\n")
 
 

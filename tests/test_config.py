@@ -179,8 +179,8 @@ def test_unknown_key_in_user_config_names_the_user_file(isolated: Path, repo: Pa
     assert str(path) in str(info.value)
 
 
-@pytest.mark.parametrize("line", ['max_iterations = "many"', "max_iterations = 2.5",
-                                  "max_iterations = true"])
+@pytest.mark.parametrize("line", ['max_iterations = "many"', 'max_iterations = "5"',
+                                  "max_iterations = 2.5", "max_iterations = true"])
 def test_wrong_type_in_repo_config_names_key_and_file(repo: Path, line: str) -> None:
     path = repo_config(repo, line + "\n")
     with pytest.raises(ConfigError) as info:

@@ -307,3 +307,29 @@ def test_diff_for_missing_file_not_from_dev_null_is_refused(make_repo: MakeRepo)
     with pytest.raises(PatchError, match=r"^missing\.py: the file does not exist; .*/dev/null"):
         plan(root, [diff])
     assert not (root / "missing.py").exists()
+
+
+def test_a_context_line_without_its_leading_space_is_still_context(apply: Apply) -> None:
+    # the model dropped the space before "line 3" in the middle of the hunk
+    diff = "--- a/f.txt\n+++ b/f.txt\n@@ -1,5 +1,5 @@\n line 1\n-line 2\n+LINE 2\nline 3\n" \
+           "-line 4\n+LINE 4\n line 5\n"
+    root, _ = apply({"f.txt": TEN}, [diff])
+    assert _read(root, "f.txt") == TEN.replace(b"line 2\n", b"LINE 2\n").replace(
+        b"line 4\n", b"LINE 4\n")
+
+
+def test_a_marker_less_line_that_is_not_in_the_file_rejects_the_whole_hunk(
+        make_repo: MakeRepo) -> None:
+    root = make_repo({"f.txt": TEN})
+    diff = "--- a/f.txt\n+++ b/f.txt\n@@ -1,5 +1,5 @@\n line 1\n-line 2\n+LINE 2\nnot here\n" \
+           "-line 4\n+LINE 4\n"
+    with pytest.raises(PatchError, match="hunk 1"):
+        plan(root, [diff])
+    assert _read(root, "f.txt") == TEN
+
+
+def test_a_context_free_addition_is_not_mistaken_for_already_applied(apply: Apply) -> None:
+    diff = "--- a/f.txt\n+++ b/f.txt\n@@ -0,0 +1,1 @@\n+line 5\n"
+    root, edits = apply({"f.txt": TEN}, [diff])
+    assert edits[0].already_applied == []
+    assert _read(root, "f.txt") == b"line 5\n" + TEN

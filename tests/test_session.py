@@ -402,3 +402,52 @@ def test_every_recorded_line_is_a_typed_event(tmp_path, isolated_env):
     assert "   18  " in results["read_file"] and "ledger/report.py:6:" in results["search"]
     times = [e["t"] for e in recorded]
     assert times == sorted(times)
+
+
+def test_a_diff_cut_off_at_the_token_limit_is_not_applied(tmp_path, isolated_env):
+    repo = make_repo(tmp_path, "offbyone")
+    cut = "```diff\n" + fix_diff("offbyone")[:-40]  # no closing fence, the diff truncated
+    replies = [Reply(text=cut, finish_reason="length")]
+    with ScriptedModelServer(replies) as server:
+        done = run_codeloop(repo, isolated_env,
+                            *session_args(server, "--json", "--max-iterations", "1"))
+    events = json_events(done.stdout)
+    assert not [e for e in events if e["type"] in ("patch.applied", "patch.proposed")]
+    assert next(e for e in events if e["type"] == "turn.end")["outcome"] == "cut_off"
+
+
+def test_a_malformed_stream_chunk_is_a_transport_error_with_a_clean_end(tmp_path, isolated_env):
+    repo = make_repo(tmp_path, "offbyone")
+    replies = [Reply(text="x", raw_events=["[1, 2]"]) for _ in range(3)]
+    with ScriptedModelServer(replies) as server:
+        done = run_codeloop(repo, isolated_env, *session_args(server, "--json"))
+    assert done.returncode == 3
+    events = json_events(done.stdout)
+    assert len([e for e in events if e["type"] == "model.retry"]) == 2  # nothing shown yet
+    assert "malformed chunk" in events[-2]["message"]
+    assert events[-1]["type"] == "session.end" and events[-1]["outcome"] == "model_error"
+
+
+def test_a_server_holding_the_body_open_after_done_does_not_fail_the_turn(tmp_path,
+                                                                         isolated_env):
+    repo = make_repo(tmp_path, "offbyone")
+    replies = [Reply(tool_calls=[patch_call(fix_diff("offbyone"))], hold_open_s=30)]
+    with ScriptedModelServer(replies) as server:
+        done = run_codeloop(repo, isolated_env,
+                            *session_args(server, "--json", "--request-timeout", "60"))
+    assert done.returncode == 0, done.stderr
+    done_event = next(e for e in json_events(done.stdout) if e["type"] == "model.done")
+    assert done_event["decode_ms"] < 10_000  # drained for at most a moment, not 30 s
+
+
+def test_every_api_key_in_the_environment_is_hidden_from_the_tests(tmp_path, isolated_env):
+    repo = make_repo(tmp_path, "offbyone")
+    other = "gsk-other-" + "7a6b5c4d" * 3
+    env = {**isolated_env, "GROQ_API_KEY": other}
+    command = f"sh -c 'echo key=$GROQ_API_KEY; {PYTEST_CMD}'"
+    with ScriptedModelServer([Reply(text="Nothing to do.")]) as server:
+        done = run_codeloop(repo, env, "--task", "x", "--base-url", server.base_url,
+                            "--test-cmd", command, "--json")
+    assert '"key=\\n' in done.stdout  # the variable is empty inside the test command
+    assert other not in done.stdout
+    assert other not in next((repo / ".codeloop" / "sessions").glob("*.jsonl")).read_text()

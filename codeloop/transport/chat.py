@@ -7,6 +7,7 @@ pool; the pool keeps idle connections for minutes so a long test run does not co
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from codeloop.transport import TransportError
 from codeloop.transport.sse import SSEParser
 
 KEEPALIVE_EXPIRY_S = 600.0
+DRAIN_S = 2.0
 _MAX_COMPLETION_HOSTS = ("api.openai.com", "api.cerebras.ai", "api.groq.com", "openrouter.ai")
 _BILLING_CODES = ("insufficient_quota", "billing", "credit", "spend")
 
@@ -161,15 +163,27 @@ class ChatCompletionsClient:
                                  connect_ms=clock.connect_ms(),
                                  reused=clock.connect_ms() == 0.0, ttfb_ms=_ms(sent, headers_at))
             parser = SSEParser()
+            chunks = response.aiter_raw()
             try:
-                async for chunk in response.aiter_raw():
+                while True:
+                    try:
+                        # once [DONE] arrived, drain to EOF (so the connection is reused) but
+                        # never hang on a server that keeps the body open
+                        chunk = await (asyncio.wait_for(anext(chunks), DRAIN_S) if reply.done
+                                       else anext(chunks))
+                    except StopAsyncIteration:
+                        break
                     for _, data in parser.feed(chunk):
                         for event in reply.on_data(turn, data):
                             yield event
                 for _, data in parser.flush():
                     for event in reply.on_data(turn, data):
                         yield event
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, TimeoutError) as exc:
+                if reply.complete:
+                    for event in reply.finish(turn, sent):
+                        yield event
+                    return
                 raise TransportError(
                     f"the connection to {self.base_url} broke mid-stream ({type(exc).__name__}: "
                     f"{exc}) after {reply.pieces} pieces of the reply",
@@ -216,8 +230,10 @@ class _ReplyState:
         try:
             chunk = json.loads(data)
         except ValueError:
-            raise TransportError(f"the server sent malformed JSON in the stream: {data[:200]!r}",
-                                 retryable=True, shown=self.pieces > 0) from None
+            chunk = None
+        if not isinstance(chunk, dict):
+            raise TransportError(f"the server sent a malformed chunk in the stream: "
+                                 f"{data[:200]!r}", retryable=True, shown=self.pieces > 0)
         if error := chunk.get("error"):
             message = error.get("message", error) if isinstance(error, dict) else error
             raise TransportError(f"the server reported an error mid-stream: {message}",
@@ -240,7 +256,7 @@ class _ReplyState:
                 self._token()
             for call in delta.get("tool_calls") or ():
                 self._token()
-                slot = self.calls.setdefault(int(call.get("index", 0)),
+                slot = self.calls.setdefault(int(call.get("index") or 0),
                                              {"id": "", "name": "", "arguments": ""})
                 slot["id"] = call.get("id") or slot["id"]
                 function = call.get("function") or {}

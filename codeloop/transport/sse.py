@@ -34,9 +34,9 @@ class SSEParser:
             if value.startswith(b" "):
                 value = value[1:]
             if name == b"data":
-                self._data.append(value.decode("utf-8"))
+                self._data.append(value.decode("utf-8", "replace"))
             elif name == b"event":
-                self._event = value.decode("utf-8")
+                self._event = value.decode("utf-8", "replace")
         return out
 
     def flush(self) -> list[tuple[str, str]]:

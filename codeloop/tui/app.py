@@ -9,6 +9,7 @@ loop owns.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from rich.text import Text
 from textual.app import App, ComposeResult
@@ -54,13 +55,11 @@ KEYS_HELP = ("keys: Enter send · Ctrl+J new line · Up/Down history · Tab comp
 class CodeloopApp(App[int]):
     """`codeloop` without `--task`: the full-screen interactive front end."""
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "codeloop"
     BINDINGS = [
         Binding("ctrl+c", "interrupt", "Cancel / quit", priority=True),
         Binding("f2", "toggle_panel", "Latency panel"),
-        Binding("ctrl+d", "command('/diff')", "Diff"),
-        Binding("ctrl+u", "command('/undo')", "Undo"),
     ]
 
     def __init__(self, session: Session, history: History | None = None) -> None:
@@ -147,9 +146,6 @@ class CodeloopApp(App[int]):
         else:
             self.transcript.add_text(answer.text, "note" if answer.ok else "error")
         self.refresh_status()
-
-    def action_command(self, line: str) -> None:
-        self.run_worker(self._command(line), group="command")
 
     def action_toggle_panel(self) -> None:
         panel = self.query_one(LatencyPanel)

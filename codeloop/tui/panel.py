@@ -83,7 +83,7 @@ class LatencyPanel(Static):
                 row.append_text(stacked_bar(turn.spans, max(width - 10, 10), scale))
                 row.append(f" {cache}", style="dim")
                 parts.append(row)
-            parts.append(Text("     bar: turn time · right: prompt-cache hit", style="dim"))
+            parts.append(Text("    bar: turn time · %: cache hit", style="dim"))
         stats = model.stats()
         table = Table.grid(padding=(0, 1))
         table.add_column()

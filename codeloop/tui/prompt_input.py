@@ -1,9 +1,10 @@
 """The input box: Enter sends, Shift+Enter or Ctrl+J starts a new line, Up/Down walk the
-history, Tab completes a slash command."""
+history, Tab completes a slash command. History persists across sessions."""
 
 from __future__ import annotations
 
 from textual import events
+from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import TextArea
 
@@ -13,6 +14,12 @@ from codeloop.history import History
 
 class PromptInput(TextArea):
     """A multi-line TextArea that submits on Enter."""
+
+    BINDINGS = [
+        Binding("enter", "submit", "Send", priority=True),
+        Binding("ctrl+j", "newline", "New line", priority=True),
+        Binding("shift+enter", "newline", "New line", show=False, priority=True),
+    ]
 
     class Submitted(Message):
         def __init__(self, text: str) -> None:
@@ -28,18 +35,20 @@ class PromptInput(TextArea):
         self.text = text
         self.move_cursor(self.document.end)
 
+    def action_submit(self) -> None:
+        text = self.text.strip()
+        if text:
+            self.input_history.add(self.text)
+            self.text = ""
+            self.post_message(self.Submitted(text))
+
+    def action_newline(self) -> None:
+        self.insert("\n")
+
     async def _on_key(self, event: events.Key) -> None:
         key = event.key
         handled = True
-        if key == "enter":
-            text = self.text.strip()
-            if text:
-                self.input_history.add(self.text)
-                self.text = ""
-                self.post_message(self.Submitted(text))
-        elif key in ("ctrl+j", "shift+enter"):
-            self.insert("\n")
-        elif key == "tab" and self.text.startswith("/"):
+        if key == "tab" and self.text.startswith("/"):
             matches = complete(self.text)
             if len(matches) == 1:
                 self._replace_all(matches[0] + " ")
