@@ -18,7 +18,7 @@ from codeloop.loop import Session, SessionSettings
 from codeloop.transport.chat import ChatCompletionsClient
 from codeloop.tui.app import CodeloopApp
 from codeloop.tui.panel import LatencyPanel
-from codeloop.tui.transcript import LiveMessage, Transcript, split_finished
+from codeloop.tui.transcript import Transcript, split_finished
 from tests.conftest import PYTEST_CMD, fix_diff, git, make_repo
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall
 
@@ -46,15 +46,7 @@ async def until(pilot, condition, timeout: float = 30.0) -> None:
 
 
 def transcript_text(app: CodeloopApp) -> str:
-    parts = []
-    for widget, _ in app.query_one(Transcript).items:
-        if isinstance(widget, LiveMessage):
-            parts.append(widget.text)
-        else:
-            parts.extend(str(static.render()) for static in widget.query("Static"))
-            if hasattr(widget, "render") and not widget.children:
-                parts.append(str(widget.render()))
-    return "\n".join(parts)
+    return app.query_one(Transcript).plain_text()
 
 
 async def type_and_send(pilot, text: str) -> None:
@@ -84,7 +76,6 @@ def test_a_whole_turn_shows_in_the_transcript_and_on_the_latency_panel(tmp_path)
                 turn = app.latency.turns[-1]
                 assert turn.spans["test_ms"] > 0 and "overhead_ms" in turn.spans
                 panel = app.query_one(LatencyPanel)
-                rendered = app.console.export_text() if False else ""
                 figures = panel.render_figures(40)
                 with app.console.capture() as capture:
                     app.console.print(figures)

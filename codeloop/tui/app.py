@@ -49,7 +49,7 @@ from codeloop.tui.status import StatusLine
 from codeloop.tui.transcript import Transcript
 
 KEYS_HELP = ("keys: Enter send · Ctrl+J new line · Up/Down history · Tab complete · "
-             "Ctrl+C cancel turn (quit when idle) · F2 latency panel")
+             "Ctrl+C cancel turn (quit when idle) · F2 latency panel · Ctrl+O test output")
 
 
 class CodeloopApp(App[int]):
@@ -60,6 +60,7 @@ class CodeloopApp(App[int]):
     BINDINGS = [
         Binding("ctrl+c", "interrupt", "Cancel / quit", priority=True),
         Binding("f2", "toggle_panel", "Latency panel"),
+        Binding("ctrl+o", "toggle_output", "Test output"),
     ]
 
     def __init__(self, session: Session, history: History | None = None) -> None:
@@ -141,11 +142,16 @@ class CodeloopApp(App[int]):
         answer = await commands.run(self.session, line)
         if answer.quit:
             await self.action_quit()
+        elif line.split(" ", 1)[0] == "/clear":
+            self.transcript.clear_all()
         elif answer.is_diff:
             self.transcript.add_diff("session diff", answer.text)
         else:
             self.transcript.add_text(answer.text, "note" if answer.ok else "error")
         self.refresh_status()
+
+    def action_toggle_output(self) -> None:
+        self.transcript.toggle_fold()
 
     def action_toggle_panel(self) -> None:
         panel = self.query_one(LatencyPanel)
@@ -232,7 +238,7 @@ class CodeloopApp(App[int]):
         for failure in event.failures[:15]:
             summary.append(f"\n  {failure['id']}  ", style="bold")
             summary.append(failure["message"].splitlines()[0] if failure["message"] else "")
-        self.transcript.add_folded("tests", Text(event.output), summary, style)
+        self.transcript.add_folded(summary, event.output, style)
 
     def refresh_status(self) -> None:
         totals = self.session.totals

@@ -1,14 +1,13 @@
 """The live latency panel: the running turn's timeline and the session's figures.
 
-Draws what `codeloop.latency.LatencyModel` computes, ten times a second while shown.
+Draws what `codeloop.latency.LatencyModel` computes, ten times a second while a turn runs, in
+place (plain Rich Text lines, no re-layout), so watching it costs the stream nothing.
 """
 
 from __future__ import annotations
 
-from rich.console import Group
-from rich.table import Table
 from rich.text import Text
-from textual.widgets import Static
+from textual.widget import Widget
 
 from codeloop.latency import PHASES, LatencyModel
 
@@ -16,10 +15,12 @@ REFRESH_S = 0.1
 LAST_TURNS = 12
 PHASE_STYLES = {"prompt": "magenta", "connect": "yellow", "first token": "red",
                 "decode": "green", "apply": "cyan", "tests": "blue", "overhead": "bright_black"}
+STATS = (("TTFT ms", "ttft_ms"), ("decode t/s", "tokens_per_s"), ("tests ms", "test_ms"),
+         ("overhead ms", "overhead_ms"), ("display lag", "display_lag_ms"))
 
 
 def _ms(value: float) -> str:
-    return f"{value / 1000:.2f}s" if value >= 10_000 else f"{value:.1f}"
+    return f"{value / 1000:.2f} s" if value >= 10_000 else f"{value:.1f} ms"
 
 
 def stacked_bar(spans: dict[str, float], width: int, scale_ms: float) -> Text:
@@ -30,71 +31,67 @@ def stacked_bar(spans: dict[str, float], width: int, scale_ms: float) -> Text:
     for phase, key in PHASES:
         value = spans.get(key, 0.0)
         cells = round(width * value / scale_ms)
-        if value > 0 and cells == 0:
-            cells = 1 if value / scale_ms > 0.002 else 0
+        if value > 0 and cells == 0 and value / scale_ms > 0.002:
+            cells = 1
         bar.append("█" * cells, style=PHASE_STYLES[phase])
+    bar.truncate(width)
     return bar
 
 
-class LatencyPanel(Static):
+class LatencyPanel(Widget):
     """Where every millisecond of each turn went."""
 
     def __init__(self, model: LatencyModel, **kwargs) -> None:
         super().__init__(**kwargs)
         self.model = model
+        self._drawn_turns = -1
 
     def on_mount(self) -> None:
         self.set_interval(REFRESH_S, self.redraw)
-        self.redraw()
 
     def redraw(self) -> None:
-        if self.display:
-            self.update(self.render_figures(max(self.size.width - 4, 20)))
+        """Repaint while a turn runs, or once when a turn has just finished."""
+        current = self.model.current
+        finished = sum(t.done for t in self.model.turns)
+        if self.display and (current is not None and not current.done
+                             or finished != self._drawn_turns):
+            self._drawn_turns = finished
+            self.refresh()
 
-    def render_figures(self, width: int) -> Group:
+    def render(self) -> Text:
+        return self.render_figures(max(self.content_region.width - 1, 16))
+
+    def render_figures(self, width: int) -> Text:
         model = self.model
-        parts: list = []
+        out = Text()
         current = model.current
-        title = Text("latency", style="bold")
+        out.append("latency", style="bold")
         if current is None:
-            parts += [title, Text("no turn yet", style="dim")]
+            out.append("\nno turn yet\n", style="dim")
         else:
-            state = "done" if current.done else current.phase
-            title.append(f"  turn {current.turn} · {state}", style="dim")
-            parts.append(title)
+            out.append(f"  turn {current.turn} · {'done' if current.done else current.phase}\n",
+                       style="dim")
             spans = model.live_spans()
-            wall = sum(spans.get(key, 0.0) for _, key in PHASES)
-            parts.append(stacked_bar(spans, width, wall))
-            table = Table.grid(padding=(0, 1))
-            table.add_column()
-            table.add_column(justify="right")
+            out.append_text(stacked_bar(spans, width, sum(spans.get(k, 0.0) for _, k in PHASES)))
+            out.append("\n")
             for phase, key in PHASES:
                 active = not current.done and current.phase == phase
-                label = Text(("▶ " if active else "  ") + phase, style=PHASE_STYLES[phase])
-                table.add_row(label, _ms(spans.get(key, 0.0)) + " ms")
-            parts.append(table)
+                label = ("▶ " if active else "  ") + phase
+                out.append(f"{label:<13}", style=PHASE_STYLES[phase])
+                out.append(f"{_ms(spans.get(key, 0.0)):>11}\n")
         finished = [t for t in model.turns if t.done][-LAST_TURNS:]
         if finished:
-            parts.append(Text("\nlast turns", style="bold"))
+            out.append("\nlast turns", style="bold")
+            out.append(" · cache hit\n", style="dim")
             scale = max(sum(t.spans.get(k, 0.0) for _, k in PHASES) for t in finished)
             for turn in finished:
                 cache = f"{turn.cache_share:>4.0%}" if turn.cache_share is not None else "   –"
-                row = Text(f"{turn.turn:>3} ", style="dim")
-                row.append_text(stacked_bar(turn.spans, max(width - 10, 10), scale))
-                row.append(f" {cache}", style="dim")
-                parts.append(row)
-            parts.append(Text("    bar: turn time · %: cache hit", style="dim"))
+                out.append(f"{turn.turn:>3} ", style="dim")
+                out.append_text(stacked_bar(turn.spans, max(width - 10, 6), scale))
+                out.append(f" {cache}\n", style="dim")
+        out.append(f"\n{'session':<11}{'median':>7}{'p95':>7}\n", style="bold")
         stats = model.stats()
-        table = Table.grid(padding=(0, 1))
-        table.add_column()
-        table.add_column(justify="right")
-        table.add_column(justify="right")
-        table.add_row(Text("session", style="bold"), Text("median", style="dim"),
-                      Text("p95", style="dim"))
-        for label, key, unit in (("TTFT", "ttft_ms", "ms"), ("decode", "tokens_per_s", "tok/s"),
-                                 ("tests", "test_ms", "ms"), ("overhead", "overhead_ms", "ms"),
-                                 ("display lag", "display_lag_ms", "ms")):
+        for label, key in STATS:
             median, p95 = stats[key]
-            table.add_row(label, f"{median:.1f} {unit}", f"{p95:.1f}")
-        parts += [Text(""), table]
-        return Group(*parts)
+            out.append(f"{label:<11}{median:>7.1f}{p95:>7.1f}\n")
+        return out

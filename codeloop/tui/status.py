@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widgets import Static
+from textual.widget import Widget
 
 
-class StatusLine(Static):
-    """One line, refreshed once a second and on every turn boundary."""
+class StatusLine(Widget):
+    """One line, refreshed once a second and on every turn boundary (in place, no re-layout)."""
+
+    line = Text()
+
+    def render(self) -> Text:
+        return self.line
 
     def show(self, *, model: str, transport: str, branch: str, turn: int, prompt_tokens: float,
              cached_tokens: float, completion_tokens: float, seconds: float, state: str) -> None:
@@ -17,4 +22,5 @@ class StatusLine(Static):
         line.append(f" {model} · {transport} · {branch or 'sandbox…'} · turn {turn} · "
                     f"tokens {prompt_tokens:,.0f}{cached} + {completion_tokens:,.0f} · "
                     f"{seconds:,.0f}s")
-        self.update(line)
+        self.line = line
+        self.refresh()

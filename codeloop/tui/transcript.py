@@ -1,28 +1,36 @@
 """The transcript: what was said and done, with the model's reply streamed live.
 
-Owns the streaming strategy that keeps up with thousands of tokens a second: tokens are only
-buffered as they arrive; a ~30 Hz flush renders each *finished* Markdown block once into a
-RichLog (pre-rendered lines, never re-laid out) and shows the unfinished block as plain text.
-Every finished item is one cheap widget, and past MAX_ITEMS the oldest move into one archive log,
-so a 100-turn session lays out as fast as the first.
+Owns the rendering strategy that keeps up with thousands of tokens a second. The whole transcript
+is ONE line-based scroll view: every item is rendered to lines once (again only on resize or
+when its fold is toggled), so the screen never re-lays out while text streams and a 100-turn
+session costs what the first turn did. Tokens are only buffered as they arrive; a ~30 Hz flush
+renders each *finished* Markdown block once and shows the unfinished block as plain text.
 """
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from rich.console import Group, RenderableType
 from rich.markdown import Markdown
+from rich.style import Style
 from rich.syntax import Syntax
 from rich.text import Text
-from textual.containers import Vertical, VerticalScroll
-from textual.widget import Widget
-from textual.widgets import Collapsible, RichLog, Static
+from textual import events
+from textual.color import Color, ColorParseError
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
-FLUSH_S = 1 / 30
-MAX_ITEMS = 120
+FLUSH_S = 1 / 60
+LINE_CACHE = 4000
 CODE_THEME = "ansi_dark"
+# item kind -> theme variable giving its colour ("" = the default text colour)
+KIND_COLOURS = {"user": "accent", "tool": "secondary", "ok": "success", "error": "error"}
+MUTED = ("note", "dim")
 
 
 def split_finished(text: str) -> tuple[str, str]:
@@ -51,78 +59,201 @@ def markdown(text: str) -> Markdown:
     return Markdown(text, code_theme=CODE_THEME, inline_code_theme=CODE_THEME)
 
 
-class LiveMessage(Vertical):
-    """The model's reply while it streams: rendered finished blocks, plus the open block."""
+@dataclass
+class Item:
+    """One entry of the transcript; `summary` (when set) is what shows while it is folded."""
 
-    def __init__(self) -> None:
-        super().__init__(classes="item model")
-        self.blocks = RichLog(wrap=True, markup=False, auto_scroll=False, min_width=20)
-        self.tail = Static("", classes="tail")
-        self.text = ""
-
-    def compose(self):
-        yield self.blocks
-        yield self.tail
+    kind: str
+    renderable: RenderableType
+    text: str
+    summary: RenderableType | None = None
+    folded: bool = True
+    strips: list[Strip] = field(default_factory=list)
+    width: int = -1
 
 
-class Transcript(VerticalScroll):
-    """The scrolling record of the session."""
+class Transcript(ScrollView, can_focus=False):
+    """The scrolling record of the session, as pre-rendered lines."""
 
     def __init__(self, on_display_lag: Callable[[float], None] | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.archive = RichLog(wrap=True, markup=False, auto_scroll=False, min_width=20,
-                               classes="archive")
-        self.items: list[tuple[Widget, RenderableType]] = []
-        self.live: LiveMessage | None = None
+        self.items: list[Item] = []
+        self._lines: list[Strip] = []
+        self._starts: list[int] = []
+        self._live: Item | None = None
+        self._live_lines: list[Strip] = []
+        self._tail_lines: list[Strip] = []
+        self._unrendered = ""
         self._pending: list[str] = []
         self._pending_since = 0.0
-        self._unrendered = ""
         self._on_display_lag = on_display_lag
-
-    def compose(self):
-        yield self.archive
+        self._width = 0
+        self.follow = True  # keep the newest line in view
+        self._line_style = Style()
+        self._shown_since: float | None = None
+        # rendered screen lines by source strip; the strip is kept so its id stays unique
+        self._line_cache: dict[tuple, tuple[Strip, Strip]] = {}
 
     def on_mount(self) -> None:
-        self.anchor()
-        self.archive.display = False
         self.set_interval(FLUSH_S, self.flush)
 
-    def _add(self, widget: Widget, archived: RenderableType) -> None:
-        self.items.append((widget, archived))
-        self.mount(widget)
-        while len(self.items) > MAX_ITEMS:
-            old, renderable = self.items.pop(0)
-            self.archive.display = True
-            self.archive.write(renderable)
-            old.remove()
+    # rendering
 
-    def add_text(self, text: str | Text, classes: str = "note") -> None:
+    def _strips(self, renderable: RenderableType, style: Style | None = None) -> list[Strip]:
+        console = self.app.console
+        options = console.options.update_width(self._width)
+        lines = console.render_lines(renderable, options, style=style, pad=False)
+        strips = Strip.from_lines(lines)
+        for strip in strips:
+            strip.adjust_cell_length(self._width)
+        return strips
+
+    def _style(self, kind: str) -> Style | None:
+        """The item's colour from the app's theme, so dark and light themes both read well."""
+        if kind in MUTED:
+            return Style(dim=True)
+        value = self.app.get_css_variables().get(KIND_COLOURS.get(kind, ""))
+        try:
+            return Style(color=Color.parse(value).rich_color) if value else None
+        except ColorParseError:
+            return None
+
+    def _item_lines(self, item: Item) -> list[Strip]:
+        if item.width != self._width:
+            shown = item.summary if item.folded and item.summary is not None else item.renderable
+            item.strips = [*self._strips(shown, self._style(item.kind)),
+                           Strip.blank(self._width)]
+            item.width = self._width
+        return item.strips
+
+    def _rebuild(self) -> None:
+        self._lines, self._starts = [], []
+        for item in self.items:
+            self._starts.append(len(self._lines))
+            self._lines.extend(self._item_lines(item))
+        if self._live is not None:
+            finished = self._live.text[:len(self._live.text) - len(self._unrendered)]
+            self._live_lines = self._strips(markdown(finished)) if finished else []
+            self._tail_lines = self._strips(Text(self._unrendered)) if self._unrendered else []
+        self._resize_virtual()
+
+    def _resize_virtual(self) -> None:
+        """Grow the scrollable height. Only a change that shows or hides the scrollbar needs a
+        screen re-layout; otherwise just this widget and its scrollbar repaint."""
+        total = len(self._lines) + len(self._live_lines) + len(self._tail_lines)
+        height = self.scrollable_content_region.height
+        size = Size(self._width, total)
+        old = self.virtual_size
+        if old.width != size.width or (old.height > height) != (total > height):
+            self.virtual_size = size
+            if self.follow:
+                self.call_after_refresh(self.scroll_end, animate=False, immediate=True)
+        else:
+            self.set_reactive(Transcript.virtual_size, size)
+            if self.show_vertical_scrollbar:
+                self.vertical_scrollbar.window_virtual_size = total
+            if self.follow:
+                self.scroll_to(y=max(0, total - height), animate=False, immediate=True)
+        self.refresh()
+
+    def on_mouse_scroll_up(self) -> None:
+        self.follow = False  # the user looks back: stop following the tail
+
+    def on_mouse_scroll_down(self) -> None:
+        self.call_after_refresh(self._follow_if_at_end)
+
+    def _follow_if_at_end(self) -> None:
+        self.follow = self.scroll_y >= self.max_scroll_y - 1
+
+    def on_resize(self, event: events.Resize) -> None:
+        width = self.scrollable_content_region.width
+        if width != self._width and width > 0:
+            self._width = width
+            self._rebuild()
+
+    def render_lines(self, crop):
+        """Compose this frame's lines; a flush waiting to be seen is on screen now."""
+        self._line_style = self.rich_style  # once per frame, not once per line
+        lines = super().render_lines(crop)
+        if self._shown_since is not None and self._on_display_lag is not None:
+            self._on_display_lag((time.perf_counter() - self._shown_since) * 1000)
+            self._shown_since = None
+        return lines
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        index = scroll_y + y
+        style = self._line_style
+        for block in (self._lines, self._live_lines, self._tail_lines):
+            if index < len(block):
+                strip = block[index]
+                break
+            index -= len(block)
+        else:
+            return Strip.blank(self.size.width, style)
+        key = (id(strip), scroll_x, self.size.width, style)
+        cached = self._line_cache.get(key)
+        if cached is None:
+            if len(self._line_cache) > LINE_CACHE:
+                self._line_cache.clear()
+            line = strip.crop_extend(scroll_x, scroll_x + self.size.width, style)
+            cached = self._line_cache[key] = (strip, line.apply_style(style))
+        return cached[1]
+
+    # items
+
+    def _add(self, item: Item) -> None:
+        self.items.append(item)
+        if self._width > 0:
+            self._starts.append(len(self._lines))
+            self._lines.extend(self._item_lines(item))
+            self._resize_virtual()
+
+    def add_text(self, text: str | Text, kind: str = "note") -> None:
         renderable = text if isinstance(text, Text) else Text(text)
-        self._add(Static(renderable, classes=f"item {classes}"), renderable)
+        self._add(Item(kind, renderable, renderable.plain))
 
     def add_user(self, text: str) -> None:
-        renderable = Text.assemble(("› ", "bold"), text)
-        self._add(Static(renderable, classes="item user"), renderable)
+        self._add(Item("user", Text.assemble(("› ", "bold"), text), text))
 
-    def add_diff(self, title: str, diff: str, classes: str = "patch") -> None:
+    def add_diff(self, title: str, diff: str, kind: str = "patch") -> None:
         syntax = Syntax(diff.rstrip("\n"), "diff", theme=CODE_THEME, word_wrap=True)
-        heading = Text(title, style="bold")
-        self._add(Static(Group(heading, syntax), classes=f"item {classes}"),
-                  Group(heading, syntax))
+        self._add(Item(kind, Group(Text(title, style="bold"), syntax), f"{title}\n{diff}"))
 
-    def add_folded(self, title: str, body: RenderableType, summary: RenderableType,
-                   classes: str) -> None:
+    def add_folded(self, summary: Text, body: str, kind: str) -> None:
         """An item whose details sit behind a fold (e.g. a test run's full output)."""
-        fold = Collapsible(Static(body), title="output", collapsed=True)
-        widget = Vertical(Static(summary), fold, classes=f"item {classes}")
-        self._add(widget, Group(Text(title, style="bold"), summary))
+        folded = Text.assemble(summary, ("\n  ▶ output (click, or Ctrl+O)", "dim"))
+        unfolded = Group(Text.assemble(summary, ("\n  ▼ output", "dim")), Text(body))
+        self._add(Item(kind, unfolded, f"{summary.plain}\n{body}", summary=folded))
+
+    def toggle_fold(self, item: Item | None = None) -> None:
+        """Open or close a fold: the given item, else the latest foldable one."""
+        if item is None:
+            item = next((i for i in reversed(self.items) if i.summary is not None), None)
+        if item is None or item.summary is None:
+            return
+        item.folded, item.width = not item.folded, -1
+        self._rebuild()
+
+    def on_click(self, event: events.Click) -> None:
+        line = self.scroll_offset.y + event.y
+        index = bisect.bisect_right(self._starts, line) - 1
+        if 0 <= index < len(self.items) and self.items[index].summary is not None:
+            self.toggle_fold(self.items[index])
+
+    def plain_text(self) -> str:
+        """Everything shown so far as plain text (the live reply included)."""
+        parts = [item.text for item in self.items]
+        if self._live is not None:
+            parts.append(self._live.text + "".join(self._pending))
+        return "\n".join(parts)
 
     # the streamed reply
 
     def begin_model(self) -> None:
         self.end_model()
-        self.live = LiveMessage()
-        self._add(self.live, Text(""))
+        self._live = Item("model", Text(""), "")
+        self._unrendered = ""
 
     def stream(self, text: str) -> None:
         """Called per token: only buffers (rendering happens on the flush timer)."""
@@ -131,42 +262,41 @@ class Transcript(VerticalScroll):
         self._pending.append(text)
 
     def flush(self) -> None:
-        if not self._pending or self.live is None:
+        live = self._live
+        if not self._pending or live is None or self._width <= 0:
             return
         arrived = self._pending_since
         chunk = "".join(self._pending)
         self._pending.clear()
-        self.live.text += chunk
-        finished, rest = split_finished(self._unrendered + chunk)
+        live.text += chunk
+        finished, self._unrendered = split_finished(self._unrendered + chunk)
         if finished:
-            self.live.blocks.write(markdown(finished))
-        self._unrendered = rest
-        self.live.tail.update(Text(rest))
-        if self._on_display_lag is not None:
-            report = self._on_display_lag
-            self.call_after_refresh(lambda: report((time.perf_counter() - arrived) * 1000))
+            self._live_lines.extend(self._strips(markdown(finished)))
+        self._tail_lines = self._strips(Text(self._unrendered)) if self._unrendered else []
+        self._resize_virtual()
+        if self._shown_since is None:
+            self._shown_since = arrived  # the oldest token not yet on screen
 
     def end_model(self) -> None:
-        """The reply is complete: render what is left, keep one widget for the whole message."""
-        if self.live is None:
-            return
+        """The reply is complete: it becomes one item, its lines already rendered."""
         self.flush()
-        live = self.live
-        if self._unrendered.strip():
-            live.blocks.write(markdown(self._unrendered))
+        live, self._live = self._live, None
+        if live is None:
+            return
+        if self._unrendered.strip() and self._width > 0:
+            self._live_lines.extend(self._strips(markdown(self._unrendered)))
         self._unrendered = ""
-        live.tail.remove()
-        if not live.text.strip():
-            live.display = False
-        for index, (widget, _) in enumerate(self.items):
-            if widget is live:
-                self.items[index] = (live, markdown(live.text))
-        self.live = None
+        lines, self._live_lines, self._tail_lines = self._live_lines, [], []
+        if not (live.text + "".join(self._pending)).strip():
+            self._resize_virtual()
+            return
+        live.renderable = markdown(live.text)
+        if self._width > 0:
+            live.strips, live.width = [*lines, Strip.blank(self._width)], self._width
+        self._add(live)
 
     def clear_all(self) -> None:
         self.end_model()
-        for widget, _ in self.items:
-            widget.remove()
         self.items.clear()
-        self.archive.clear()
-        self.archive.display = False
+        self._rebuild()
+
