@@ -61,7 +61,8 @@ class ProgressPrinter:
         elif isinstance(event, SessionStart):
             self._line(f"codeloop {event.version} · {event.model} via {event.transport} "
                        f"({event.base_url}) · tests: {event.test_command}")
-            self._line(f"task: {event.task}")
+            if event.task:
+                self._line(f"task: {event.task}")
         elif isinstance(event, SandboxReady):
             self._line(f"sandbox: {event.path} on branch {event.branch} "
                        f"({event.elapsed_ms:.0f} ms)")

@@ -41,7 +41,11 @@ def _keys() -> KeyBindings:
 
     @keys.add("enter")
     def _send(event) -> None:
-        event.current_buffer.validate_and_handle()
+        buffer = event.current_buffer
+        state = buffer.complete_state
+        if state and (state.current_completion or len(state.completions) == 1):
+            buffer.apply_completion(state.current_completion or state.completions[0])
+        buffer.validate_and_handle()
 
     @keys.add("c-j")
     def _newline(event) -> None:

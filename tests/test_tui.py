@@ -18,6 +18,7 @@ from codeloop.loop import Session, SessionSettings
 from codeloop.transport.chat import ChatCompletionsClient
 from codeloop.tui.app import CodeloopApp
 from codeloop.tui.panel import LatencyPanel
+from codeloop.tui.prompt_input import PromptInput
 from codeloop.tui.transcript import Transcript, split_finished
 from tests.conftest import PYTEST_CMD, fix_diff, git, make_repo
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall
@@ -143,3 +144,61 @@ def test_finished_blocks_split_outside_code_fences():
     assert split_finished("```py\nx = 1\n\ny = 2\n") == ("", "```py\nx = 1\n\ny = 2\n")
     assert split_finished("```py\nx = 1\n```\nafter") == ("```py\nx = 1\n```\n", "after")
     assert split_finished("no newline yet") == ("", "no newline yet")
+
+
+def test_a_message_typed_during_a_turn_is_queued_and_runs_next(tmp_path):
+    repo = make_repo(tmp_path, "offbyone")
+    slow = Reply(text="thinking " * 80, chunk_chars=9)
+    fix = Reply(tool_calls=[ToolCall("apply_patch", json.dumps({"patch": fix_diff("offbyone")}))],
+                chunk_chars=400)
+
+    async def scenario() -> None:
+        with ScriptedModelServer([slow, fix], tokens_per_s=25) as server:
+            app = make_app(repo, server, tmp_path)
+            async with app.run_test(size=(100, 30)) as pilot:
+                await until(pilot, lambda: app.opened)
+                await type_and_send(pilot, "look around")
+                await until(pilot, lambda: "thinking" in transcript_text(app))
+                app.query_one(PromptInput).text = "then fix it"
+                await pilot.press("enter")
+                assert app.queue == ["then fix it"]
+                assert "queued: then fix it" in transcript_text(app)
+                await until(pilot, lambda: app.session.result is not None
+                            and app.session.result.passed, timeout=60)
+                contents = [m["content"] for m in server.chat_requests[-1].body["messages"]
+                            if m["role"] == "user"]
+                assert contents[-1].endswith("then fix it")
+
+    asyncio.run(scenario())
+
+
+def test_history_tab_completion_and_the_panel_key(tmp_path):
+    repo = make_repo(tmp_path, "offbyone")
+    History(tmp_path / "history").add("an older task")
+
+    async def scenario() -> None:
+        with ScriptedModelServer([]) as server:
+            app = make_app(repo, server, tmp_path)
+            async with app.run_test(size=(100, 30)) as pilot:
+                field = app.query_one(PromptInput)
+                await pilot.press("up")
+                assert field.text == "an older task"
+                field.text = ""
+                await pilot.press("/", "u", "n", "tab")
+                assert field.text == "/undo "
+                panel = app.query_one(LatencyPanel)
+                assert panel.display
+                await pilot.press("f2")
+                assert not panel.display
+
+    asyncio.run(scenario())
+
+
+def test_history_persists_across_sessions(tmp_path):
+    first = History(tmp_path / "history")
+    first.add("fix the parser\nand its tests")
+    first.add("second")
+    again = History(tmp_path / "history")
+    assert again.previous() == "second"
+    assert again.previous() == "fix the parser\nand its tests"
+    assert again.following() == "second"
