@@ -48,6 +48,8 @@ from codeloop.tui.prompt_input import PromptInput
 from codeloop.tui.status import StatusLine
 from codeloop.tui.transcript import Transcript
 
+# commands that touch the sandbox or run tests: one thing at a time, and Ctrl+C cancels them
+IDLE_ONLY = ("/test", "/undo", "/apply", "/clear", "/diff")
 KEYS_HELP = ("keys: Enter send · Ctrl+J new line · Up/Down history · Tab complete · "
              "Ctrl+C cancel turn (quit when idle) · F2 latency panel · Ctrl+O test output")
 
@@ -113,7 +115,14 @@ class CodeloopApp(App[int]):
     def on_prompt_input_submitted(self, message: PromptInput.Submitted) -> None:
         text = message.text
         if text.startswith("/"):
-            self.run_worker(self._command(text), group="command")
+            name = text.split(" ", 1)[0]
+            if name in IDLE_ONLY and (self.busy is not None or not self.opened):
+                self.transcript.add_text(f"{name} waits for the running turn: wait for it, or "
+                                         "Ctrl+C to cancel it", "error")
+            elif name in IDLE_ONLY:
+                self.busy = self.run_worker(self._command(text), group="turn")
+            else:
+                self.run_worker(self._command(text), group="command")
             return
         self.queue.append(text)
         if self.busy is not None:
@@ -139,7 +148,11 @@ class CodeloopApp(App[int]):
         if line.split(" ", 1)[0] == "/help":
             self.transcript.add_text(commands.help_text(KEYS_HELP), "note")
             return
-        answer = await commands.run(self.session, line)
+        try:
+            answer = await commands.run(self.session, line)
+        finally:
+            if line.split(" ", 1)[0] in IDLE_ONLY:
+                self.busy = None
         if answer.quit:
             await self.action_quit()
         elif line.split(" ", 1)[0] == "/clear":
@@ -148,7 +161,7 @@ class CodeloopApp(App[int]):
             self.transcript.add_diff("session diff", answer.text)
         else:
             self.transcript.add_text(answer.text, "note" if answer.ok else "error")
-        self.refresh_status()
+        self._next()
 
     def action_toggle_output(self) -> None:
         self.transcript.toggle_fold()
