@@ -256,10 +256,14 @@ class Transcript(ScrollView, can_focus=False):
         self._unrendered = ""
 
     def stream(self, text: str) -> None:
-        """Called per token: only buffers (rendering happens on the flush timer)."""
+        """Called per token: buffers, and flushes itself once the batch is a frame old (the
+        timer covers slow streams; this covers a busy loop delaying the timer)."""
+        now = time.perf_counter()
         if not self._pending:
-            self._pending_since = time.perf_counter()
+            self._pending_since = now
         self._pending.append(text)
+        if now - self._pending_since >= FLUSH_S:
+            self.flush()
 
     def flush(self) -> None:
         live = self._live
