@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from codeloop import __version__
-from codeloop.config import EDIT_MODES, TRANSPORTS, Config, ConfigError, env_name
+from codeloop.config import EDIT_MODES, TRANSPORTS, Config, ConfigError, env_name, parse_bool
 
 if TYPE_CHECKING:
     from codeloop.loop import Session
@@ -28,7 +28,7 @@ FLAG_KEYS = {
     "--api-key-env": "api_key_env", "--test-cmd": "test_command",
     "--test-timeout": "test_timeout_s", "--max-iterations": "max_iterations",
     "--edit-mode": "edit_mode", "--max-output-tokens": "max_output_tokens",
-    "--request-timeout": "request_timeout_s",
+    "--request-timeout": "request_timeout_s", "--responses-store": "responses_store",
 }
 _FLAG_HELP = {
     "model": "model name sent to the server",
@@ -41,6 +41,8 @@ _FLAG_HELP = {
     "edit_mode": f"how edits are asked for: {', '.join(EDIT_MODES)}",
     "max_output_tokens": "cap on tokens per reply",
     "request_timeout_s": "seconds to wait for the next byte of a reply",
+    "responses_store": "Responses over HTTP: let the server keep the conversation (store=true) "
+                       "and send only new items (true/false)",
 }
 
 
@@ -72,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     types = Config.key_types()
     for flag, key in FLAG_KEYS.items():
         parser.add_argument(
-            flag, dest=key, type=types[key], default=None,
+            flag, dest=key, type=parse_bool if types[key] is bool else types[key], default=None,
             metavar=key.upper().removesuffix("_S"),
             help=f"{_FLAG_HELP[key]} [{env_name(key)}; default: {getattr(defaults, key)!r}]",
         )
@@ -162,7 +164,8 @@ def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, R
     if args.task and not args.json:
         events.subscribe(ProgressPrinter())
     client = make_client(config.transport, config.base_url, config.model, api_key,
-                         config.max_output_tokens, config.request_timeout_s)
+                         config.max_output_tokens, config.request_timeout_s,
+                         config.responses_store)
     return Session(repo_root, config, settings, client, events), recorder
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-TRANSPORTS = ("auto", "chat")
+TRANSPORTS = ("auto", "chat", "responses-http", "responses-ws")
 EDIT_MODES = ("auto", "tools", "text")
 
 
@@ -35,13 +35,24 @@ class Config:
     edit_mode: str = "auto"
     max_output_tokens: int = 8192
     request_timeout_s: float = 120.0
+    responses_store: bool = False
 
     @classmethod
     def key_types(cls) -> dict[str, type]:
         return {f.name: _KEY_TYPES[f.type] for f in fields(cls)}
 
 
-_KEY_TYPES: dict[str, type] = {"str": str, "float": float, "int": int}
+_KEY_TYPES: dict[str, type] = {"str": str, "float": float, "int": int, "bool": bool}
+_TRUTH = {"true": True, "1": True, "yes": True, "on": True,
+          "false": False, "0": False, "no": False, "off": False}
+
+
+def parse_bool(text: str) -> bool:
+    """`true/false`, `1/0`, `yes/no`, `on/off` (for environment variables and flags)."""
+    try:
+        return _TRUTH[text.strip().lower()]
+    except KeyError:
+        raise ValueError(f"not a boolean: {text!r}") from None
 _CHOICES = {"transport": TRANSPORTS, "edit_mode": EDIT_MODES}
 
 
@@ -59,14 +70,14 @@ def _coerce(key: str, value: Any, where: str, parse: bool = False) -> Any:
     expected = Config.key_types()[key]
     if parse and isinstance(value, str) and expected is not str:
         try:
-            value = expected(value)
+            value = parse_bool(value) if expected is bool else expected(value)
         except ValueError:
             raise ConfigError(
                 f"{where}: {key} must be {expected.__name__}, got {value!r}"
             ) from None
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, expected) or isinstance(value, bool):
+    if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
         raise ConfigError(
             f"{where}: {key} must be {expected.__name__}, got {type(value).__name__} {value!r}"
         )

@@ -103,6 +103,7 @@ class ModelFirstByte(Event):
     connect_ms: float
     reused: bool
     ttfb_ms: float
+    upload_ms: float = 0.0
 
 
 @dataclass
@@ -127,13 +128,26 @@ class ModelToolCall(Event):
 
 @dataclass
 class ModelRetry(Event):
-    """A request failed before any output and will be sent again after `delay_s`."""
+    """A request failed and will be sent again after `delay_s`. `restart` is true when part of
+    the reply had already been shown: the turn restarts visibly, it is never silently re-sent."""
 
     type: ClassVar[str] = "model.retry"
     turn: int
     attempt: int
     delay_s: float
     reason: str
+    restart: bool = False
+
+
+@dataclass
+class TransportChange(Event):
+    """The connection to the model changed: `kind` is fallback, reconnect, resend, rotate,
+    restore or warmup; `transport` is the wire now in use."""
+
+    type: ClassVar[str] = "transport.change"
+    kind: str
+    transport: str
+    message: str
 
 
 @dataclass
@@ -148,6 +162,9 @@ class ModelDone(Event):
     ttft_ms: float
     decode_ms: float
     tokens_per_s: float
+    gap_p50_ms: float = 0.0
+    gap_p95_ms: float = 0.0
+    client_us_per_token: float = 0.0
 
 
 @dataclass

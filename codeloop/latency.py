@@ -24,6 +24,7 @@ from codeloop.events import (
     PatchRejected,
     TestDone,
     TestStart,
+    TransportChange,
     TurnEnd,
     TurnStart,
 )
@@ -66,6 +67,7 @@ class LatencyModel:
         self._phase_started = 0.0
         self._turn_started = 0.0
         self._request_sent = 0.0
+        self.transport_changes: list[TransportChange] = []
 
     def _enter(self, phase: str, at: float) -> None:
         assert self.current is not None
@@ -73,6 +75,9 @@ class LatencyModel:
         self._phase_started = at
 
     def __call__(self, event: Event) -> None:  # noqa: C901 - one branch per event type
+        if isinstance(event, TransportChange):
+            self.transport_changes.append(event)
+            return
         if isinstance(event, TurnStart):
             self.current = TurnFigures(turn=event.turn)
             self.turns.append(self.current)

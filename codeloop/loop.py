@@ -37,6 +37,7 @@ from codeloop.events import (
     TestOutput,
     TestStart,
     ToolResult,
+    TransportChange,
     TurnEnd,
     TurnStart,
     UserMessage,
@@ -142,7 +143,7 @@ class Session:
             test_command=self.settings.test_command, max_iterations=self.config.max_iterations,
             version=__version__,
         ))
-        self._connecting = asyncio.create_task(self.client.connect())
+        self._connecting = asyncio.create_task(self._prepare_model())
         try:
             # checkout can take seconds, so it runs in a thread while we connect; a cancel
             # waits for it, so the branch it creates is known and reported
@@ -161,6 +162,15 @@ class Session:
         except asyncio.CancelledError:
             self._interrupted()
             raise
+
+    async def _prepare_model(self) -> None:
+        """Connect, and warm the server up where the wire supports it, while the sandbox is
+        being made and the baseline runs."""
+        await self.client.connect()
+        note = await self.client.warm_up(prompt.system_prompt(self.with_tools), self.tools)
+        if note:
+            self.events.emit(TransportChange(kind="warmup", transport=self.client.name,
+                                             message=note))
 
     async def ask(self, text: str) -> str:
         """Work on one user message: turns until the tests pass, the model stops proposing
@@ -309,6 +319,8 @@ class Session:
             self._pending_user = None
         new_messages, self.sent = self.messages[self.sent:], len(self.messages)
         spans["prompt_ms"] += _ms_since(mark)
+        if self._connecting is not None and not self._connecting.done():
+            await asyncio.shield(self._connecting)  # never race the warm-up on one socket
         self.events.emit(ModelRequest(turn=turn, messages=new_messages,
                                       tools=[t["function"]["name"] for t in self.tools]))
         try:

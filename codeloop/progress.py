@@ -23,6 +23,7 @@ from codeloop.events import (
     TestDone,
     TestStart,
     ToolResult,
+    TransportChange,
     TurnEnd,
     TurnStart,
 )
@@ -69,7 +70,10 @@ class ProgressPrinter:
         elif isinstance(event, TurnStart):
             self._line(f"\n── turn {event.turn} ──")
         elif isinstance(event, ModelRetry):
-            self._line(f"model: retry {event.attempt} in {event.delay_s:.1f}s ({event.reason})")
+            what = "the turn restarts" if event.restart else f"retry {event.attempt}"
+            self._line(f"model: {what} in {event.delay_s:.1f}s ({event.reason})")
+        elif isinstance(event, TransportChange):
+            self._line(f"transport ({event.kind}): {event.transport}: {event.message}")
         elif isinstance(event, ModelToolCall):
             self._line(f"tool call: {event.name}")
         elif isinstance(event, ModelDone):

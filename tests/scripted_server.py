@@ -1,19 +1,34 @@
-"""Scripted model server: a local test double for an OpenAI-compatible chat endpoint.
+"""Scripted model server: a local test double for OpenAI-compatible model endpoints.
 
-This module owns a small, standard-library-only HTTP/1.1 server that speaks the
-Chat Completions streaming wire format the way llama.cpp's ``llama-server`` does
-(``data: <json>`` SSE events, one per HTTP chunk, ``timings`` on the finish chunk,
-an optional ``choices: []`` usage chunk, then ``data: [DONE]``).  Tests hand it a
-list of :class:`Reply` objects; each ``POST /v1/chat/completions`` consumes the
-next one.  Replies can also misbehave on purpose: HTTP errors with Retry-After,
-stalls before the headers, SSE ping comments, pacing, and abrupt connection drops.
+This module owns a small, standard-library-only HTTP/1.1 server that speaks three wire formats on
+one port, all answered from one shared script of :class:`Reply` objects (each generating request,
+whatever its protocol, consumes the next one):
 
-Every request is recorded (:class:`RecordedRequest`) and accepted TCP connections
-are counted, so tests can assert on headers, bodies and connection reuse.
+* ``POST /v1/chat/completions``: Chat Completions SSE the way llama.cpp's ``llama-server`` sends
+  it (``data: <json>`` events, one per HTTP chunk, ``timings`` on the finish chunk, an optional
+  ``choices: []`` usage chunk, then ``data: [DONE]``).
+* ``POST /v1/responses`` with ``"stream": true``: OpenAI Responses SSE (``event: <type>`` +
+  ``data: <json>``, one per HTTP chunk, ``sequence_number`` on every event, no ``[DONE]``).
+* ``GET /v1/responses`` with ``Upgrade: websocket``: the Responses API WebSocket mode (RFC 6455,
+  one JSON event per text message, ``response.create`` client messages, a connection-local
+  ``previous_response_id`` cache, optional ``generate: false`` warm-ups).
+
+Replies can also misbehave on purpose: HTTP errors with Retry-After (``error`` events on a
+WebSocket), stalls before the first byte, SSE ping comments (WebSocket pings), pacing, abrupt
+connection drops and, on a WebSocket, a server-initiated close (1001) after a reply.  Switches on
+:class:`ScriptedModelServer` turn the Responses API or its WebSocket mode off (to test a client's
+fall-back), add warm-up and ``store`` semantics, emulate a network round trip (``rtt_s``) and
+serve TLS (``ssl_context``; :func:`self_signed_context` makes one with the ``openssl`` CLI).
+
+Every request is recorded (:class:`RecordedRequest`; WebSocket messages with method ``"WS"``) and
+accepted TCP connections and WebSocket upgrades are counted, so tests can assert on headers,
+bodies and connection reuse.
 
 Standalone use (manual testing, benchmarks)::
 
     python -m tests.scripted_server --script replies.json [--port N] [--tokens-per-s X]
+        [--no-responses] [--no-websocket] [--warmup] [--store] [--rtt-s S]
+        [--tls | --certfile CERT --keyfile KEY]
 
 where ``replies.json`` is a JSON list of objects holding :class:`Reply` fields
 (``tool_calls`` as a list of ``{"name": ..., "arguments": ..., "id": ...}``).
@@ -22,22 +37,31 @@ where ``replies.json`` is a JSON list of objects holding :class:`Reply` fields
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import hashlib
 import http.server
 import json
+import os
 import secrets
+import shutil
 import signal
 import socket
 import socketserver
+import ssl
 import string
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 EXHAUSTED_TEXT = "(scripted server: no more replies)"
 MODEL_ID = "scripted"
+RESPONSES_PATH = "/v1/responses"
 
 _ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
@@ -51,6 +75,16 @@ _ERROR_TYPES: dict[int, str] = {
     503: "unavailable_error",
 }
 
+# `error.code` of a WebSocket `error` event for a scripted failure status (else the error type).
+_ERROR_CODES: dict[int, str] = {
+    401: "invalid_api_key",
+    429: "rate_limit_exceeded",
+    500: "server_error",
+    503: "server_is_overloaded",
+}
+
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
 
 @dataclass
 class ToolCall:
@@ -63,7 +97,7 @@ class ToolCall:
 
 @dataclass
 class Reply:
-    """What the server answers to one chat request."""
+    """What the server answers to one generating request (chat or responses, HTTP or WS)."""
 
     text: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
@@ -78,6 +112,7 @@ class Reply:
     finish_reason: str | None = None  # default: "tool_calls" with tool calls, else "stop"
     hold_open_s: float = 0.0  # after [DONE], keep the body open this long before ending it
     raw_events: list[str] = field(default_factory=list)  # extra `data:` payloads sent first
+    close_after: bool = False  # then close: WS close 1001, HTTP `Connection: close`
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Reply:
@@ -95,16 +130,42 @@ class Reply:
 
 @dataclass
 class RecordedRequest:
-    """One HTTP request as the server received it."""
+    """One HTTP request (or one WebSocket message, method "WS") as the server received it."""
 
     method: str
     path: str
-    headers: dict[str, str]  # lower-cased names
+    headers: dict[str, str]  # lower-cased names (a WS message: those of its upgrade request)
     body: dict | None  # parsed JSON body or None
 
 
 class _DropConnection(Exception):
     """Raised inside the handler once the socket was closed on purpose."""
+
+
+class _PeerGone(Exception):
+    """The WebSocket peer closed, vanished or broke the protocol; stop serving it."""
+
+
+@dataclass
+class _ApiError:
+    """An OpenAI-style request error: HTTP JSON body or WebSocket `error` event."""
+
+    status: int
+    code: str
+    message: str
+    param: str | None = None
+
+    def http_body(self) -> bytes:
+        err = {"message": self.message, "type": "invalid_request_error", "param": self.param,
+               "code": self.code}
+        return _dumps({"error": err}).encode()
+
+    def ws_event(self) -> dict[str, Any]:
+        err: dict[str, Any] = {"type": "invalid_request_error", "code": self.code,
+                               "message": self.message}
+        if self.param is not None:
+            err["param"] = self.param
+        return {"type": "error", "status": self.status, "error": err}
 
 
 def _split(text: str, size: int) -> list[str]:
@@ -121,9 +182,17 @@ def _is_chat_path(path: str) -> bool:
     return path.split("?", 1)[0].rstrip("/") == "/v1/chat/completions"
 
 
+def _is_responses_path(path: str) -> bool:
+    return path.split("?", 1)[0].rstrip("/") == RESPONSES_PATH
+
+
 def _completion_id() -> str:
     alphabet = string.ascii_letters + string.digits
     return "chatcmpl-" + "".join(secrets.choice(alphabet) for _ in range(32))
+
+
+def _object_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(24)}"
 
 
 def _error_body(status: int, message: str) -> bytes:
@@ -132,6 +201,270 @@ def _error_body(status: int, message: str) -> bytes:
     return _dumps({"error": {"code": status, "message": message, "type": err_type}}).encode()
 
 
+def _reply_error_event(reply: Reply) -> dict[str, Any]:
+    """The WebSocket `error` event for a Reply with status != 200."""
+    status = reply.status
+    fallback = "server_error" if status >= 500 else "invalid_request_error"
+    err_type = _ERROR_TYPES.get(status, fallback)
+    err: dict[str, Any] = {
+        "type": err_type,
+        "code": _ERROR_CODES.get(status, err_type),
+        "message": reply.error_message,
+    }
+    if reply.retry_after is not None:
+        err["headers"] = {"retry-after": f"{reply.retry_after:g}"}
+    return {"type": "error", "status": status, "error": err}
+
+
+def _unknown_parameter(name: str) -> _ApiError:
+    return _ApiError(400, "unknown_parameter", f"Unknown parameter: '{name}'.", name)
+
+
+# --------------------------------------------------------------------------- Responses events
+def _response_plan(
+    owner: ScriptedModelServer,
+    reply: Reply,
+    *,
+    resp_id: str,
+    model: str,
+    previous_id: str | None,
+    input_tokens: int,
+    warmup: bool = False,
+) -> list[tuple[str, Any]]:
+    """All events of one streamed response, in order, without sequence numbers.
+
+    Each entry is ``(kind, payload)``: kind "event" (a status/item event), "piece" (one delta of
+    generated output, counted for pacing, pings, drops and `output_tokens`), "raw" (a raw text
+    payload from ``Reply.raw_events``) or "terminal" (``response.completed``/``.incomplete``).
+    """
+    created_at = int(time.time())
+
+    def response(status: str, output: list[dict], usage: dict | None) -> dict[str, Any]:
+        return {
+            "id": resp_id,
+            "object": "response",
+            "created_at": created_at,
+            "status": status,
+            "model": model,
+            "previous_response_id": previous_id,
+            "output": output,
+            "usage": usage,
+        }
+
+    started = response("in_progress", [], None)
+    plan: list[tuple[str, Any]] = [("event", {"type": "response.created", "response": started})]
+    output: list[dict] = []
+    pieces = 0
+    if not warmup:
+        plan.append(("event", {"type": "response.in_progress", "response": started}))
+        plan.extend(("raw", payload) for payload in reply.raw_events)
+        if reply.text:
+            index, item_id = len(output), _object_id("msg")
+            where = {"item_id": item_id, "output_index": index, "content_index": 0}
+            plan.append(("event", {
+                "type": "response.output_item.added",
+                "output_index": index,
+                "item": {"id": item_id, "type": "message", "status": "in_progress",
+                         "role": "assistant", "content": []},
+            }))
+            empty_part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
+            plan.append(("event", {"type": "response.content_part.added", **where,
+                                   "part": empty_part}))
+            for piece in _split(reply.text, reply.chunk_chars):
+                plan.append(("piece", {"type": "response.output_text.delta", **where,
+                                       "delta": piece, "logprobs": []}))
+                pieces += 1
+            part = {"type": "output_text", "annotations": [], "logprobs": [], "text": reply.text}
+            plan.append(("event", {"type": "response.output_text.done", **where,
+                                   "text": reply.text, "logprobs": []}))
+            plan.append(("event", {"type": "response.content_part.done", **where, "part": part}))
+            item = {"id": item_id, "type": "message", "status": "completed",
+                    "role": "assistant", "content": [part]}
+            plan.append(("event", {"type": "response.output_item.done", "output_index": index,
+                                   "item": item}))
+            output.append(item)
+        for call in reply.tool_calls:
+            index, item_id = len(output), _object_id("fc")
+            call_id = call.id or owner._next_call_id()
+            item = {"id": item_id, "type": "function_call", "status": "in_progress",
+                    "call_id": call_id, "name": call.name, "arguments": ""}
+            plan.append(("event", {"type": "response.output_item.added", "output_index": index,
+                                   "item": item}))
+            where = {"item_id": item_id, "output_index": index}
+            for piece in _split(call.arguments, reply.chunk_chars):
+                if piece:
+                    plan.append(("piece", {"type": "response.function_call_arguments.delta",
+                                           **where, "delta": piece}))
+                    pieces += 1
+            plan.append(("event", {"type": "response.function_call_arguments.done", **where,
+                                   "name": call.name, "arguments": call.arguments}))
+            item = {**item, "status": "completed", "arguments": call.arguments}
+            plan.append(("event", {"type": "response.output_item.done", "output_index": index,
+                                   "item": item}))
+            output.append(item)
+
+    cached = 0 if warmup else reply.cached_tokens or 0
+    usage = {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": pieces,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": input_tokens + pieces,
+    }
+    reason = {"length": "max_output_tokens", "content_filter": "content_filter"}.get(
+        "" if warmup else reply.finish_reason or ""
+    )
+    final = response("incomplete" if reason else "completed", output, usage)
+    if reason:
+        final["incomplete_details"] = {"reason": reason}
+    kind = "response.incomplete" if reason else "response.completed"
+    plan.append(("terminal", {"type": kind, "response": final}))
+    return plan
+
+
+class _Sink:
+    """Where a Responses event stream goes: SSE chunks on HTTP, text messages on a WebSocket."""
+
+    def event(self, obj: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def raw(self, payload: str) -> None:
+        raise NotImplementedError
+
+    def ping(self) -> None:
+        raise NotImplementedError
+
+    def drop(self) -> None:
+        raise NotImplementedError
+
+
+def _play(
+    owner: ScriptedModelServer, reply: Reply, plan: list[tuple[str, Any]], sink: _Sink
+) -> None:
+    """Send a planned response: sequence numbers, pacing, pings and drops as the Reply says."""
+    delay = 1.0 / owner.tokens_per_s if owner.tokens_per_s else 0.0
+    drop_at = reply.drop_after_chunks
+    seq = sent = 0
+    for kind, payload in plan:
+        if kind == "raw":
+            sink.raw(payload)
+            continue
+        if drop_at is not None and sent >= drop_at and kind in ("piece", "terminal"):
+            sink.drop()
+        if kind == "piece" and sent and delay:
+            time.sleep(delay)
+        sink.event({**payload, "sequence_number": seq})
+        seq += 1
+        if kind == "piece":
+            sent += 1
+            if reply.ping_every > 0 and sent % reply.ping_every == 0:
+                sink.ping()
+            if drop_at is not None and sent >= drop_at:
+                sink.drop()
+
+
+# --------------------------------------------------------------------------- WebSocket framing
+class _WebSocket:
+    """Server side of RFC 6455 framing (no extensions) over an accepted, upgraded connection."""
+
+    def __init__(self, rfile: Any, wfile: Any) -> None:
+        self.rfile = rfile
+        self.wfile = wfile
+        self.close_sent = False
+
+    def _read(self, n: int) -> bytes:
+        data = self.rfile.read(n) if n else b""
+        if len(data) < n:
+            raise _PeerGone("connection closed mid-frame")
+        return data
+
+    def send_frame(self, opcode: int, payload: bytes = b"") -> None:
+        n = len(payload)
+        if n < 126:
+            header = bytes((0x80 | opcode, n))
+        elif n < 1 << 16:
+            header = bytes((0x80 | opcode, 126)) + n.to_bytes(2, "big")
+        else:
+            header = bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big")
+        self.wfile.write(header + payload)
+
+    def send_text(self, text: str) -> None:
+        self.send_frame(0x1, text.encode())
+
+    def close(self, code: int, reason: str = "") -> None:
+        if not self.close_sent:
+            self.close_sent = True
+            self.send_frame(0x8, code.to_bytes(2, "big") + reason.encode()[:120])
+
+    def _fail(self, code: int, reason: str) -> None:
+        with contextlib.suppress(OSError):
+            self.close(code, reason)
+        raise _PeerGone(reason)
+
+    def read_frame(self) -> tuple[bool, int, bytes]:
+        b0, b1 = self._read(2)
+        fin, opcode, length = bool(b0 & 0x80), b0 & 0x0F, b1 & 0x7F
+        if length == 126:
+            length = int.from_bytes(self._read(2), "big")
+        elif length == 127:
+            length = int.from_bytes(self._read(8), "big")
+        if b0 & 0x70:
+            self._fail(1002, "reserved bits set")
+        if not b1 & 0x80:
+            self._fail(1002, "client frames must be masked")
+        if opcode >= 0x8 and (not fin or length > 125):
+            self._fail(1002, "bad control frame")
+        mask = self._read(4)
+        data = self._read(length)
+        if length:
+            key = int.from_bytes((mask * (length // 4 + 1))[:length], "big")
+            data = (int.from_bytes(data, "big") ^ key).to_bytes(length, "big")
+        return fin, opcode, data
+
+    def recv_message(self) -> str | None:
+        """The next whole data message (fragments joined); answers pings; None on a close."""
+        parts: list[bytes] = []
+        message_opcode: int | None = None
+        while True:
+            fin, opcode, data = self.read_frame()
+            if opcode == 0x9:  # ping
+                self.send_frame(0xA, data)
+                continue
+            if opcode == 0xA:  # pong
+                continue
+            if opcode == 0x8:  # close: echo the status code, then the caller ends the TCP
+                code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+                if not self.close_sent:
+                    self.close_sent = True
+                    self.send_frame(0x8, b"" if code is None else code.to_bytes(2, "big"))
+                return None
+            if opcode == 0x0:
+                if message_opcode is None:
+                    self._fail(1002, "continuation without a message")
+            elif opcode in (0x1, 0x2):
+                if message_opcode is not None:
+                    self._fail(1002, "new message inside a fragmented one")
+                message_opcode = opcode
+            else:
+                self._fail(1002, f"reserved opcode {opcode}")
+            parts.append(data)
+            if fin:
+                try:
+                    return b"".join(parts).decode("utf-8")
+                except UnicodeDecodeError:
+                    self._fail(1007, "invalid UTF-8")
+
+    def await_close(self, timeout: float) -> None:
+        """After our close frame: read until the peer's close frame (or EOF/timeout)."""
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(_PeerGone, OSError, ValueError):
+            while time.monotonic() < deadline:
+                _fin, opcode, _data = self.read_frame()
+                if opcode == 0x8:
+                    return
+
+
+# --------------------------------------------------------------------------- HTTP server
 class _TCPServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
@@ -139,6 +472,18 @@ class _TCPServer(socketserver.ThreadingTCPServer):
     def __init__(self, address: tuple[str, int], owner: ScriptedModelServer) -> None:
         self.owner = owner
         super().__init__(address, _Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = super().get_request()
+        # Without this, Nagle + the client's delayed ACK stall a keep-alive response ~40 ms
+        # (headers and body are separate writes): an artefact no latency test should see.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        ctx = self.owner.ssl_context
+        if ctx is not None:
+            # The TLS handshake runs in the handler thread (see _Handler.handle).
+            sock = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
 
     def process_request(self, request: Any, client_address: Any) -> None:
         self.owner._connection_opened(request)
@@ -149,6 +494,41 @@ class _TCPServer(socketserver.ThreadingTCPServer):
         super().shutdown_request(request)
 
 
+class _HTTPSink(_Sink):
+    def __init__(self, handler: _Handler) -> None:
+        self.handler = handler
+
+    def event(self, obj: dict[str, Any]) -> None:
+        self.handler._write_chunk(f"event: {obj['type']}\ndata: {_dumps(obj)}\n\n".encode())
+
+    def raw(self, payload: str) -> None:
+        self.handler._write_chunk(f"data: {payload}\n\n".encode())
+
+    def ping(self) -> None:
+        self.handler._write_chunk(b": ping\n\n")
+
+    def drop(self) -> None:
+        self.handler._drop()
+
+
+class _WSSink(_Sink):
+    def __init__(self, handler: _Handler, ws: _WebSocket) -> None:
+        self.handler = handler
+        self.ws = ws
+
+    def event(self, obj: dict[str, Any]) -> None:
+        self.ws.send_text(_dumps(obj))
+
+    def raw(self, payload: str) -> None:
+        self.ws.send_text(payload)
+
+    def ping(self) -> None:
+        self.ws.send_frame(0x9, b"ping")
+
+    def drop(self) -> None:
+        self.handler._drop()
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _TCPServer
@@ -157,9 +537,42 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return "scripted-llama.cpp"
 
     # ----------------------------------------------------------------- plumbing
+    def setup(self) -> None:
+        super().setup()
+        self._fresh_connection = True
+
+    def handle(self) -> None:
+        conn = self.connection
+        if isinstance(conn, ssl.SSLSocket):
+            try:
+                conn.settimeout(10.0)
+                conn.do_handshake()
+                conn.settimeout(None)
+            except (OSError, ValueError):
+                self.close_connection = True
+                return
+        super().handle()
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         if self.server.owner.log_requests:
             super().log_message(format, *args)
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._network_delay()
+        super().send_response(code, message)
+
+    def _network_delay(self) -> None:
+        """Emulated round trip before a response's first byte (and connection set-up)."""
+        owner = self.server.owner
+        if owner.rtt_s <= 0:
+            return
+        trips = 1
+        if self._fresh_connection:
+            self._fresh_connection = False
+            trips += 1  # the TCP handshake
+            if owner.ssl_context is not None:
+                trips += 1  # the TLS 1.3 handshake
+        time.sleep(owner.rtt_s * trips)
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -178,6 +591,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
+    def _lower_headers(self) -> dict[str, str]:
+        return {k.lower(): v for k, v in self.headers.items()}
+
     def _record(self, raw: bytes) -> RecordedRequest:
         body: dict | None = None
         if raw:
@@ -186,7 +602,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             except ValueError:
                 parsed = None
             body = parsed if isinstance(parsed, dict) else None
-        headers = {k.lower(): v for k, v in self.headers.items()}
+        headers = self._lower_headers()
         rec = RecordedRequest(method=self.command, path=self.path, headers=headers, body=body)
         self.server.owner._record(rec)
         return rec
@@ -210,10 +626,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
         raise _DropConnection
 
+    def _close_after(self, reply: Reply) -> None:
+        if reply.close_after:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+
+    def _send_reply_error(self, reply: Reply) -> None:
+        extra: dict[str, str] = {}
+        if reply.retry_after is not None:
+            extra["Retry-After"] = f"{reply.retry_after:g}"
+        if reply.close_after:
+            extra["Connection"] = "close"
+            self.close_connection = True
+        self._send_json(reply.status, _error_body(reply.status, reply.error_message), extra)
+
     # ----------------------------------------------------------------- routes
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        owner = self.server.owner
         self._record(self._read_body())
-        if self.path.rstrip("/") == "/v1/models":
+        if "websocket" in self.headers.get("Upgrade", "").lower():
+            if _is_responses_path(self.path) and owner.responses and owner.websocket:
+                self._serve_websocket()
+            else:
+                self.close_connection = True
+                self._send_json(404, _error_body(404, "File Not Found"), {"Connection": "close"})
+        elif self.path.rstrip("/") == "/v1/models":
             payload = {
                 "object": "list",
                 "data": [{"id": MODEL_ID, "object": "model", "owned_by": "codeloop-tests"}],
@@ -226,7 +663,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         started = time.monotonic()
         raw = self._read_body()
         rec = self._record(raw)
-        if not _is_chat_path(self.path):
+        chat = _is_chat_path(self.path)
+        if not chat and not (_is_responses_path(self.path) and self.server.owner.responses):
             self._send_json(404, _error_body(404, f"File Not Found: {self.path}"))
             return
         if rec.body is None:
@@ -235,24 +673,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if rec.body.get("stream") is not True:
             self._send_json(400, _error_body(400, "scripted server only supports stream=true"))
             return
-        reply = self.server.owner._next_reply()
         try:
-            self._serve_reply(reply, rec.body, len(raw), started)
+            if chat:
+                reply = self.server.owner._next_reply()
+                self._serve_reply(reply, rec.body, len(raw), started)
+            else:
+                self._serve_responses_http(rec.body, len(raw))
         except _DropConnection:
             return
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:  # the client went away (BrokenPipe, ConnectionReset, TLS EOF, ...)
             self.close_connection = True
 
-    # ----------------------------------------------------------------- streaming
+    # ----------------------------------------------------------------- chat streaming
     def _serve_reply(self, reply: Reply, body: dict, body_len: int, started: float) -> None:
         owner = self.server.owner
         if reply.stall_s > 0:
             time.sleep(reply.stall_s)
         if reply.status != 200:
-            extra: dict[str, str] = {}
-            if reply.retry_after is not None:
-                extra["Retry-After"] = f"{reply.retry_after:g}"
-            self._send_json(reply.status, _error_body(reply.status, reply.error_message), extra)
+            self._send_reply_error(reply)
             return
 
         model = str(body.get("model") or MODEL_ID)
@@ -291,6 +729,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("X-Accel-Buffering", "no")
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
+        self._close_after(reply)
         self.end_headers()
 
         self._write_chunk(event(delta({"role": "assistant", "content": None})))
@@ -348,19 +787,168 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             time.sleep(reply.hold_open_s)
         self.wfile.write(b"0\r\n\r\n")
 
+    # ----------------------------------------------------------------- Responses over HTTP
+    def _serve_responses_http(self, body: dict, body_len: int) -> None:
+        owner = self.server.owner
+        error = owner._check_create(body, websocket=False, latest=None)
+        if error is not None:
+            self._send_json(error.status, error.http_body())
+            return
+        warmup = body.get("generate") is False
+        reply = Reply() if warmup else owner._next_reply()
+        if reply.stall_s > 0:
+            time.sleep(reply.stall_s)
+        if reply.status != 200:
+            self._send_reply_error(reply)
+            return
+        resp_id = _object_id("resp")
+        plan = _response_plan(
+            owner, reply, resp_id=resp_id, model=str(body.get("model") or MODEL_ID),
+            previous_id=body.get("previous_response_id"), input_tokens=body_len // 4,
+            warmup=warmup,
+        )
+        self.send_response(200)
+        self.send_header("X-Accel-Buffering", "no")
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self._close_after(reply)
+        self.end_headers()
+        _play(owner, reply, plan, _HTTPSink(self))
+        owner._response_completed(resp_id)
+        if reply.hold_open_s > 0:
+            self.wfile.flush()
+            time.sleep(reply.hold_open_s)
+        self.wfile.write(b"0\r\n\r\n")
+
+    # ----------------------------------------------------------------- Responses over WebSocket
+    def _serve_websocket(self) -> None:
+        owner = self.server.owner
+        self.close_connection = True
+        key = self.headers.get("Sec-WebSocket-Key", "").strip()
+        if self.headers.get("Sec-WebSocket-Version", "").strip() != "13":
+            self._send_json(426, _error_body(426, "unsupported WebSocket version"),
+                            {"Sec-WebSocket-Version": "13", "Connection": "close"})
+            return
+        if not key or "upgrade" not in self.headers.get("Connection", "").lower():
+            self._send_json(400, _error_body(400, "bad WebSocket upgrade request"),
+                            {"Connection": "close"})
+            return
+        accept = base64.b64encode(hashlib.sha1((key + _WS_GUID).encode()).digest()).decode()
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        owner._websocket_opened()
+        ws = _WebSocket(self.rfile, self.wfile)
+        headers = self._lower_headers()
+        latest: str | None = None  # the connection-local continuation cache
+        try:
+            while True:
+                text = ws.recv_message()
+                if text is None:
+                    return
+                latest, close = self._ws_message(ws, text, headers, latest)
+                if close:
+                    ws.close(1001, "server going away")
+                    ws.await_close(timeout=2.0)
+                    return
+        except (_DropConnection, _PeerGone, OSError, ValueError):
+            return
+
+    def _ws_message(
+        self, ws: _WebSocket, text: str, headers: dict[str, str], latest: str | None
+    ) -> tuple[str | None, bool]:
+        """Answer one client message; returns (the connection's latest response id, close?)."""
+        owner = self.server.owner
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        body = parsed if isinstance(parsed, dict) else None
+        owner._record(RecordedRequest(method="WS", path=self.path, headers=dict(headers),
+                                      body=body))
+        if body is None:
+            error: _ApiError | None = _ApiError(400, "invalid_json", "Not a JSON object.")
+        elif body.get("type") != "response.create":
+            kind = body.get("type")
+            error = _ApiError(400, "invalid_event_type", f"Unsupported event type: {kind!r}.",
+                              "type")
+        else:
+            error = owner._check_create(body, websocket=True, latest=latest)
+        if error is not None or body is None:
+            assert error is not None
+            self._network_delay()
+            ws.send_text(_dumps(error.ws_event()))
+            return latest, False
+
+        warmup = body.get("generate") is False
+        previous_id = body.get("previous_response_id")
+        reply = Reply() if warmup else owner._next_reply()
+        if reply.stall_s > 0:
+            time.sleep(reply.stall_s)
+        self._network_delay()
+        if reply.status != 200:
+            ws.send_text(_dumps(_reply_error_event(reply)))
+            # A failed continuation evicts the id it continued from (as the real API does).
+            return (None if previous_id and previous_id == latest else latest), reply.close_after
+        resp_id = _object_id("resp")
+        plan = _response_plan(
+            owner, reply, resp_id=resp_id, model=str(body.get("model") or MODEL_ID),
+            previous_id=previous_id, input_tokens=len(text.encode()) // 4, warmup=warmup,
+        )
+        _play(owner, reply, plan, _WSSink(self, ws))
+        owner._response_completed(resp_id)
+        return resp_id, reply.close_after
+
 
 class ScriptedModelServer:
-    """A threaded local HTTP server that replays scripted chat replies."""
+    """A threaded local HTTP/WebSocket server that replays scripted model replies.
 
-    def __init__(self, replies: list[Reply], *, tokens_per_s: float | None = None) -> None:
+    Keyword switches (defaults keep the plain Chat Completions behaviour plus stateless
+    Responses over HTTP and WebSocket):
+
+    * ``responses=False``: ``/v1/responses`` answers 404 (HTTP and WebSocket upgrade alike).
+    * ``websocket=False``: the WebSocket upgrade answers a plain 404; HTTP Responses still work.
+    * ``warmup=True``: ``response.create`` with ``"generate": false`` is a warm-up (no reply
+      consumed); without it any ``generate`` field is an ``unknown_parameter`` error.
+    * ``store=True``: ``previous_response_id`` may name any response this server completed on
+      any connection (HTTP, or a WebSocket beyond its connection-local latest one); without it
+      HTTP rejects every ``previous_response_id`` with ``previous_response_not_found``.
+    * ``rtt_s``: emulated network round trip: each HTTP response and each WebSocket response
+      stream waits ``rtt_s`` before its first byte; a new connection's first response waits one
+      more (TCP handshake) and, with TLS, one more again (TLS 1.3 handshake).
+    * ``ssl_context``: serve TLS with this server-side context (``base_url`` becomes https).
+    """
+
+    def __init__(
+        self,
+        replies: list[Reply],
+        *,
+        tokens_per_s: float | None = None,
+        responses: bool = True,
+        websocket: bool = True,
+        warmup: bool = False,
+        store: bool = False,
+        rtt_s: float = 0.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.replies: list[Reply] = list(replies)
         self.tokens_per_s = tokens_per_s
+        self.responses = responses
+        self.websocket = websocket
+        self.warmup = warmup
+        self.store = store
+        self.rtt_s = rtt_s
+        self.ssl_context = ssl_context
         self.requests: list[RecordedRequest] = []
         self.connections: int = 0
+        self.ws_connections: int = 0
         self.log_requests = False
         self._lock = threading.Lock()
         self._reply_index = 0
         self._call_counter = 0
+        self._completed_ids: set[str] = set()
         self._open_sockets: set[socket.socket] = set()
         self._server: _TCPServer | None = None
         self._thread: threading.Thread | None = None
@@ -410,12 +998,31 @@ class ScriptedModelServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/v1"
+
+    @property
+    def ws_url(self) -> str:
+        """The Responses WebSocket endpoint (ws:// or wss://)."""
+        scheme = "wss" if self.ssl_context is not None else "ws"
+        return f"{scheme}://127.0.0.1:{self.port}{RESPONSES_PATH}"
 
     @property
     def chat_requests(self) -> list[RecordedRequest]:
         with self._lock:
             return [r for r in self.requests if r.method == "POST" and _is_chat_path(r.path)]
+
+    @property
+    def responses_requests(self) -> list[RecordedRequest]:
+        """HTTP ``POST /v1/responses`` and WebSocket ``response.create`` messages, in order."""
+        with self._lock:
+            return [
+                r
+                for r in self.requests
+                if (r.method == "POST" and _is_responses_path(r.path))
+                or (r.method == "WS" and r.body is not None
+                    and r.body.get("type") == "response.create")
+            ]
 
     @property
     def replies_left(self) -> int:
@@ -440,6 +1047,26 @@ class ScriptedModelServer:
             self._call_counter += 1
             return f"call_{self._call_counter}"
 
+    def _response_completed(self, resp_id: str) -> None:
+        with self._lock:
+            self._completed_ids.add(resp_id)
+
+    def _check_create(self, body: dict, *, websocket: bool, latest: str | None) -> _ApiError | None:
+        """Validate a Responses create request; None when it may go ahead."""
+        if websocket and "stream" in body:
+            return _unknown_parameter("stream")
+        if "generate" in body and not self.warmup:
+            return _unknown_parameter("generate")
+        previous = body.get("previous_response_id")
+        if previous is not None:
+            with self._lock:
+                stored = self.store and previous in self._completed_ids
+            if not stored and not (websocket and previous == latest):
+                message = f"Previous response with id '{previous}' not found."
+                return _ApiError(400, "previous_response_not_found", message,
+                                 "previous_response_id")
+        return None
+
     def _connection_opened(self, sock: socket.socket) -> None:
         with self._lock:
             self.connections += 1
@@ -449,7 +1076,47 @@ class ScriptedModelServer:
         with self._lock:
             self._open_sockets.discard(sock)
 
+    def _websocket_opened(self) -> None:
+        with self._lock:
+            self.ws_connections += 1
 
+
+# --------------------------------------------------------------------------- TLS helpers
+def make_self_signed_cert(directory: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write a P-256 self-signed cert for IP 127.0.0.1 (1 day) with the ``openssl`` CLI.
+
+    Returns ``(cert_path, key_path)`` (PEM).  The cert doubles as the CA file a client verifies
+    the server with.
+    """
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("the openssl command-line tool is not installed")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    cert, key = out / "scripted-cert.pem", out / "scripted-key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+def server_context(cert: str | os.PathLike[str], key: str | os.PathLike[str]) -> ssl.SSLContext:
+    """A server-side TLS context for ``ScriptedModelServer(ssl_context=...)``."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def self_signed_context(directory: str | os.PathLike[str]) -> tuple[ssl.SSLContext, Path]:
+    """Make a self-signed cert in ``directory``; returns (server context, cert path for clients)."""
+    cert, key = make_self_signed_cert(directory)
+    return server_context(cert, key), cert
+
+
+# --------------------------------------------------------------------------- CLI
 def load_script(path: str) -> list[Reply]:
     """Read a JSON list of Reply field dicts."""
     with open(path, encoding="utf-8") as fh:
@@ -460,15 +1127,44 @@ def load_script(path: str) -> list[Reply]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Serve scripted chat-completion replies.")
+    parser = argparse.ArgumentParser(description="Serve scripted model replies (chat/responses).")
     parser.add_argument("--script", help="JSON list of Reply objects (default: none)")
     parser.add_argument("--port", type=int, default=0, help="port to bind (default: ephemeral)")
     parser.add_argument("--tokens-per-s", type=float, default=None, help="pace streamed chunks")
     parser.add_argument("--quiet", action="store_true", help="do not log requests")
+    parser.add_argument("--no-responses", action="store_true", help="404 for /v1/responses")
+    parser.add_argument("--no-websocket", action="store_true", help="404 for WebSocket upgrades")
+    parser.add_argument("--warmup", action="store_true", help='accept "generate": false warm-ups')
+    parser.add_argument("--store", action="store_true",
+                        help="accept previous_response_id of any completed response")
+    parser.add_argument("--rtt-s", type=float, default=0.0, help="emulated network round trip")
+    parser.add_argument("--tls", action="store_true",
+                        help="serve https/wss with a fresh self-signed cert (path on stderr)")
+    parser.add_argument("--certfile", help="serve TLS with this PEM cert (with --keyfile)")
+    parser.add_argument("--keyfile", help="PEM private key for --certfile")
     args = parser.parse_args(argv)
+    if bool(args.certfile) != bool(args.keyfile):
+        parser.error("--certfile and --keyfile go together")
 
     replies = load_script(args.script) if args.script else []
-    server = ScriptedModelServer(replies, tokens_per_s=args.tokens_per_s)
+    ssl_context: ssl.SSLContext | None = None
+    tmpdir: tempfile.TemporaryDirectory[str] | None = None
+    if args.certfile:
+        ssl_context = server_context(args.certfile, args.keyfile)
+    elif args.tls:
+        tmpdir = tempfile.TemporaryDirectory(prefix="scripted-tls-")
+        ssl_context, cert = self_signed_context(tmpdir.name)
+        print(f"self-signed cert: {cert}", file=sys.stderr, flush=True)
+    server = ScriptedModelServer(
+        replies,
+        tokens_per_s=args.tokens_per_s,
+        responses=not args.no_responses,
+        websocket=not args.no_websocket,
+        warmup=args.warmup,
+        store=args.store,
+        rtt_s=args.rtt_s,
+        ssl_context=ssl_context,
+    )
     server.log_requests = not args.quiet
     server.start(port=args.port)
     print(server.base_url, flush=True)
@@ -485,6 +1181,8 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         server.stop()
+        if tmpdir is not None:
+            tmpdir.cleanup()
     return 0
 
 

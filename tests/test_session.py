@@ -195,18 +195,22 @@ def test_a_hanging_test_command_is_killed_at_its_timeout(tmp_path, isolated_env)
     assert not alive
 
 
-def test_a_dropped_connection_mid_stream_exits_3_with_a_valid_recording(tmp_path, isolated_env):
+def test_a_connection_dropped_mid_stream_twice_exits_3_with_a_valid_recording(tmp_path,
+                                                                             isolated_env):
     repo = make_repo(tmp_path, "offbyone")
-    replies = [Reply(text="I will now fix the page count in paginate.py", chunk_chars=3,
-                     drop_after_chunks=5)]
-    with ScriptedModelServer(replies) as server:
+    drop = Reply(text="I will now fix the page count in paginate.py", chunk_chars=3,
+                 drop_after_chunks=5)
+    with ScriptedModelServer([drop, drop]) as server:
         done = run_codeloop(repo, isolated_env, *session_args(server))
+        assert len(server.chat_requests) == 2
     assert done.returncode == 3
     assert "broke mid-stream" in done.stderr and "transport" in done.stderr
     events = read_recording(repo)
     assert events[-1]["type"] == "session.end" and events[-1]["outcome"] == "model_error"
     assert any(e["type"] == "model.text_delta" for e in events)
-    assert not any(e["type"] == "model.retry" for e in events)  # output was shown: no re-send
+    # output had been shown: one visible restart of the turn, never a silent re-send
+    retries = [e for e in events if e["type"] == "model.retry"]
+    assert len(retries) == 1 and retries[0]["restart"] is True
 
 
 def test_rate_limit_is_retried_after_retry_after(tmp_path, isolated_env):

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from codeloop.transport.chat import error_from_response, parse_retry_after
+from codeloop.transport.http import error_from_response, parse_retry_after
 from codeloop.transport.sse import SSEParser
 
 STREAM = (

@@ -25,12 +25,14 @@ class TransportError(Exception):
         status: int | None = None,
         retry_after: float | None = None,
         shown: bool = False,
+        code: str = "",
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.status = status
         self.retry_after = retry_after
         self.shown = shown
+        self.code = code
 
 
 class ModelClient(Protocol):
@@ -41,6 +43,10 @@ class ModelClient(Protocol):
 
     async def connect(self) -> None:
         """Open the connection ahead of the first request; never raises."""
+
+    async def warm_up(self, instructions: str, tools: list[dict[str, Any]]) -> str:
+        """Send the stable prefix ahead where the wire supports it; returns what happened
+        (empty when nothing was done). Never raises."""
 
     def stream(
         self, turn: int, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
@@ -65,9 +71,43 @@ def is_loopback(base_url: str) -> bool:
         return False
 
 
+# `transport = "auto"`: the wire picked by provider, first match on the base URL's host wins.
+# Everything else (Cerebras, Groq, OpenRouter, vLLM, llama.cpp, Ollama, ...) speaks Chat
+# Completions. An auto choice that answers 404 falls back to chat once, with an event.
+AUTO_TRANSPORTS: tuple[tuple[str, str], ...] = (
+    ("api.openai.com", "responses-ws"),
+    ("api.x.ai", "responses-ws"),
+    (".openai.azure.com", "responses-ws"),
+)
+
+
+def pick_transport(transport: str, base_url: str) -> str:
+    if transport != "auto":
+        return transport
+    host = urlsplit(base_url).hostname or ""
+    return next((wire for suffix, wire in AUTO_TRANSPORTS if host.endswith(suffix)), "chat")
+
+
 def make_client(transport: str, base_url: str, model: str, api_key: str | None,
-                max_output_tokens: int, request_timeout_s: float) -> ModelClient:
-    """Build the client for the configured transport (`auto` picks Chat Completions for now)."""
+                max_output_tokens: int, request_timeout_s: float,
+                responses_store: bool = False) -> ModelClient:
+    """Build the client for the configured transport (`auto` picks by provider)."""
     from codeloop.transport.chat import ChatCompletionsClient
 
-    return ChatCompletionsClient(base_url, model, api_key, max_output_tokens, request_timeout_s)
+    wire = pick_transport(transport, base_url)
+    args = (base_url, model, api_key, max_output_tokens, request_timeout_s)
+    if wire == "chat":
+        return ChatCompletionsClient(*args)
+    if wire == "responses-http":
+        from codeloop.transport.responses_http import ResponsesHttpClient
+
+        client: ModelClient = ResponsesHttpClient(*args, store=responses_store)
+    else:
+        from codeloop.transport.responses_ws import ResponsesWebSocketClient
+
+        client = ResponsesWebSocketClient(*args, store=responses_store)
+    if transport == "auto":
+        from codeloop.transport.fallback import FallbackClient
+
+        return FallbackClient(client, ChatCompletionsClient(*args))
+    return client

@@ -1,8 +1,9 @@
-"""One retry policy around any ModelClient: failures before any output are retried.
+"""One retry policy around any ModelClient, whatever the wire.
 
 429, 5xx and connection errors back off exponentially with jitter, capped, honouring the server's
-Retry-After (up to two minutes). Billing and other 4xx failures, and failures after part of the
-reply was shown, are never silently re-sent.
+Retry-After (up to two minutes); billing 429s and other 4xx fail at once. A failure after part of
+the reply was shown is never silently re-sent: the turn restarts visibly, once. Every retry is a
+`model.retry` event.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ async def stream_with_retries(client: ModelClient, turn: int, messages: list[dic
                               ) -> AsyncIterator[Event]:
     """Yield the client's events; on a retryable failure before output, yield ModelRetry, retry."""
     attempt = 0
+    restarted = False
     while True:
         try:
             async for event in client.stream(turn, messages, tools):
@@ -37,10 +39,12 @@ async def stream_with_retries(client: ModelClient, turn: int, messages: list[dic
             return
         except TransportError as error:
             too_late = error.retry_after is not None and error.retry_after > MAX_SERVER_DELAY_S
-            if error.shown or not error.retryable or attempt >= max_retries or too_late:
+            if not error.retryable or attempt >= max_retries or too_late or (
+                    error.shown and restarted):
                 raise
+            restarted = restarted or error.shown
             delay = backoff_delay(attempt, error)
             attempt += 1
             yield ModelRetry(turn=turn, attempt=attempt, delay_s=round(delay, 3),
-                             reason=str(error))
+                             reason=str(error), restart=error.shown)
             await asyncio.sleep(delay)

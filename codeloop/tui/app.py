@@ -35,6 +35,7 @@ from codeloop.events import (
     TestDone,
     TestStart,
     ToolResult,
+    TransportChange,
     TurnEnd,
     TurnStart,
     UserMessage,
@@ -216,8 +217,15 @@ class CodeloopApp(App[int]):
         elif isinstance(event, ModelDone):
             transcript.end_model()
         elif isinstance(event, ModelRetry):
-            transcript.add_text(f"retry {event.attempt} in {event.delay_s:.1f}s: {event.reason}",
-                                "error")
+            if event.restart:
+                transcript.end_model()
+            what = "restarting the turn" if event.restart else f"retry {event.attempt}"
+            transcript.add_text(f"{what} in {event.delay_s:.1f}s: {event.reason}", "error")
+            if event.restart:
+                transcript.begin_model()
+        elif isinstance(event, TransportChange):
+            transcript.add_text(f"⇄ {event.transport}: {event.message}", "note")
+            self.refresh_status()
         elif isinstance(event, ToolResult):
             transcript.add_text(f"  {event.name} → {len(event.output.splitlines())} lines",
                                 "tool")

@@ -79,6 +79,12 @@ class LatencyPanel(Widget):
                 label = ("▶ " if active else "  ") + phase
                 out.append(f"{label:<13}", style=PHASE_STYLES[phase])
                 out.append(f"{_ms(spans.get(key, 0.0)):>11}\n")
+            if current.retries:
+                out.append(f"  retries this turn: {current.retries}\n", style="yellow")
+        if model.transport_changes:
+            change = model.transport_changes[-1]
+            out.append(f"\nwire: {change.transport} · {change.kind}\n", style="bold")
+            out.append(change.message[:3 * width] + "\n", style="dim")
         finished = [t for t in model.turns if t.done][-LAST_TURNS:]
         if finished:
             out.append("\nlast turns", style="bold")

@@ -1,0 +1,62 @@
+"""`transport = "auto"`: the provider's preferred wire, and Chat Completions if it answers 404.
+
+Owns the one-time switch; it is an event (`transport.change`), never silent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from codeloop.events import Event, TransportChange
+from codeloop.transport import ModelClient, TransportError
+
+
+class FallbackClient:
+    """Delegates to `primary` until it answers 404, then to `secondary` for good."""
+
+    def __init__(self, primary: ModelClient, secondary: ModelClient) -> None:
+        self.active = primary
+        self.secondary: ModelClient | None = secondary
+        self._spare = secondary
+
+    @property
+    def name(self) -> str:
+        return self.active.name
+
+    @property
+    def model(self) -> str:
+        return self.active.model
+
+    @model.setter
+    def model(self, name: str) -> None:
+        self.active.model = name
+        self._spare.model = name
+
+    async def connect(self) -> None:
+        await self.active.connect()
+
+    async def warm_up(self, instructions: str, tools: list[dict[str, Any]]) -> str:
+        return await self.active.warm_up(instructions, tools)
+
+    async def stream(self, turn: int, messages: list[dict[str, Any]],
+                     tools: list[dict[str, Any]]) -> AsyncIterator[Event]:
+        try:
+            async for event in self.active.stream(turn, messages, tools):
+                yield event
+            return
+        except TransportError as error:
+            if error.status != 404 or error.shown or self.secondary is None:
+                raise
+            old, self.active, self.secondary = self.active, self.secondary, None
+            await old.aclose()
+            yield TransportChange(kind="fallback", transport=self.active.name,
+                                  message=f"{old.name} is not offered here ({error}); "
+                                          f"using {self.active.name} from now on")
+        async for event in self.active.stream(turn, messages, tools):
+            yield event
+
+    async def aclose(self) -> None:
+        await self.active.aclose()
+        if self.secondary is not None:
+            await self.secondary.aclose()

@@ -1,0 +1,179 @@
+"""The OpenAI Responses API, whatever carries it (HTTP SSE or a WebSocket): request shape,
+continuation and the parser of its event stream.
+
+Owns the mapping from codeloop's conversation (Chat-style messages) to Responses `instructions`,
+`input` items and `tools`; the continuation rule (send only the new items with
+`previous_response_id` when everything else is identical and the server's previous response is
+the last thing in our history, else the full input); and the parsing of `response.*` events.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from codeloop.events import Event
+from codeloop.transport import TransportError
+from codeloop.transport.http import classify_error
+from codeloop.transport.reply import Reply
+
+TERMINAL = ("response.completed", "response.done", "response.incomplete")
+
+
+def tools_for_responses(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat `{"type": "function", "function": {...}}` tools as Responses function tools."""
+    return [{"type": "function", **tool["function"]} for tool in tools]
+
+
+def input_items(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat messages (after the system message) as Responses input items."""
+    items: list[dict[str, Any]] = []
+    for message in messages:
+        role = message["role"]
+        if role == "tool":
+            items.append({"type": "function_call_output", "call_id": message["tool_call_id"],
+                          "output": message.get("content") or ""})
+            continue
+        if message.get("content"):
+            items.append({"type": "message", "role": role, "content": message["content"]})
+        for call in message.get("tool_calls") or ():
+            items.append({"type": "function_call", "call_id": call["id"],
+                          "name": call["function"]["name"],
+                          "arguments": call["function"]["arguments"]})
+    return items
+
+
+def split_system(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    if messages and messages[0]["role"] == "system":
+        return str(messages[0]["content"]), messages[1:]
+    return "", messages
+
+
+def _same(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+    return len(a) == len(b) and all(x is y or x == y for x, y in zip(a, b, strict=True))
+
+
+class Continuation:
+    """What the server holds from our last request, so the next can send only what is new."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.response_id: str | None = None
+        self.messages: list[dict[str, Any]] = []
+        self.fixed = ""  # instructions + tools + model, serialised
+        self.reply_in_history = True  # a warm-up response has no output to skip
+
+    def plan(self, messages: list[dict[str, Any]], fixed: str
+             ) -> tuple[str | None, list[dict[str, Any]]]:
+        """(previous_response_id, the messages to send): a delta when it is safe, else all."""
+        done = self.messages
+        skip = 1 if self.reply_in_history else 0
+        if (self.response_id and fixed == self.fixed and len(messages) >= len(done) + skip
+                and _same(messages[:len(done)], done)
+                and (not skip or messages[len(done)]["role"] == "assistant")):
+            return self.response_id, messages[len(done) + skip:]
+        return None, messages
+
+    def completed(self, response_id: str, messages: list[dict[str, Any]], fixed: str,
+                  reply_in_history: bool = True) -> None:
+        self.response_id, self.messages, self.fixed = response_id, list(messages), fixed
+        self.reply_in_history = reply_in_history
+
+
+class ResponsesParser:
+    """Accumulates one Responses reply from its events (SSE `data:` payloads or WS messages)."""
+
+    def __init__(self, turn: int) -> None:
+        self.reply = Reply(turn)
+        self.response_id = ""
+
+    def on_data(self, data: str, at: float) -> list[Event]:
+        if data.strip() == "[DONE]":  # some Responses-compatible servers send it; ignore
+            return []
+        try:
+            event = json.loads(data)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            raise TransportError(f"the server sent a malformed event: {data[:200]!r}",
+                                 retryable=True, shown=self.reply.pieces > 0)
+        return self.on_event(event, at)
+
+    def on_event(self, event: dict[str, Any], at: float) -> list[Event]:
+        reply = self.reply
+        kind = event.get("type", "")
+        if kind == "response.output_text.delta":
+            return [reply.text_delta(str(event.get("delta", "")), at)]
+        if kind in ("response.function_call_arguments.delta", "response.reasoning_text.delta",
+                    "response.reasoning_summary_text.delta", "response.refusal.delta"):
+            reply.token(at)
+        elif kind == "response.created":
+            self.response_id = (event.get("response") or {}).get("id", "")
+        elif kind == "response.output_item.done":
+            item = event.get("item") or {}
+            if item.get("type") == "function_call":
+                reply.calls[len(reply.calls)] = {"id": item.get("call_id", ""),
+                                                 "name": item.get("name", ""),
+                                                 "arguments": item.get("arguments", "")}
+        elif kind in TERMINAL:
+            self._complete(event.get("response") or {})
+        elif kind == "response.failed":
+            error = (event.get("response") or {}).get("error") or {}
+            raise TransportError(f"the response failed: {error.get('message', error)}",
+                                 retryable=True, shown=reply.pieces > 0,
+                                 code=str(error.get("code") or ""))
+        elif kind == "error":
+            raise self.error(event)
+        return []
+
+    def _complete(self, response: dict[str, Any]) -> None:
+        reply = self.reply
+        self.response_id = response.get("id") or self.response_id
+        usage = response.get("usage") or {}
+        details = usage.get("input_tokens_details") or {}
+        reply.usage = {"prompt_tokens": int(usage.get("input_tokens") or 0),
+                       "completion_tokens": int(usage.get("output_tokens") or 0),
+                       "cached_tokens": int(details.get("cached_tokens") or 0)}
+        incomplete = (response.get("incomplete_details") or {}).get("reason")
+        reply.finish_reason = ("length" if incomplete == "max_output_tokens"
+                               else "tool_calls" if reply.calls else "stop")
+        reply.complete = True
+
+    def error(self, event: dict[str, Any]) -> TransportError:
+        """An `error` event (WebSocket errors carry an HTTP-like status and headers)."""
+        error = event.get("error") if isinstance(event.get("error"), dict) else event
+        status = int(event.get("status") or error.get("status") or 500)
+        code = str(error.get("code") or error.get("type") or "")
+        failure = classify_error(status, code, str(error.get("message") or error),
+                                 error.get("headers") or {})
+        failure.shown = self.reply.pieces > 0
+        return failure
+
+
+class ResponsesRequest:
+    """The fields of one Responses request, and the continuation bookkeeping around it."""
+
+    def __init__(self, model: str, max_output_tokens: int, store: bool) -> None:
+        self.model = model
+        self.max_output_tokens = max_output_tokens
+        self.store = store
+        self.continuation = Continuation()
+
+    def build(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
+              delta: bool) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
+        """(fields, the history this request represents, the fixed part's fingerprint)."""
+        instructions, history = split_system(messages)
+        response_tools = tools_for_responses(tools)
+        fixed = json.dumps([self.model, instructions, response_tools], sort_keys=True)
+        previous, new = self.continuation.plan(history, fixed) if delta else (None, history)
+        fields: dict[str, Any] = {
+            "model": self.model, "instructions": instructions, "input": input_items(new),
+            "store": self.store, "max_output_tokens": self.max_output_tokens,
+        }
+        if response_tools:
+            fields["tools"] = response_tools
+        if previous:
+            fields["previous_response_id"] = previous
+        return fields, history, fixed

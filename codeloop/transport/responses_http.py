@@ -1,0 +1,57 @@
+"""The Responses API over HTTP: `POST {base_url}/responses` with `stream: true` (SSE) on the
+shared keep-alive connection.
+
+With `store` on, a turn sends only its new items and `previous_response_id` (the server keeps
+the conversation); otherwise, and after `previous_response_not_found`, the full input.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from codeloop.events import Event, TransportChange
+from codeloop.transport import TransportError
+from codeloop.transport.http import HttpStreamClient
+from codeloop.transport.responses import ResponsesParser, ResponsesRequest
+
+
+def encode(fields: dict[str, Any]) -> bytes:
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class ResponsesHttpClient(HttpStreamClient):
+    """A `ModelClient` for `/responses` over HTTP + SSE."""
+
+    name = "responses-http"
+
+    def __init__(self, base_url: str, model: str, api_key: str | None,
+                 max_output_tokens: int, request_timeout_s: float, store: bool = False) -> None:
+        super().__init__(base_url, model, api_key, max_output_tokens, request_timeout_s)
+        self.request = ResponsesRequest(model, max_output_tokens, store)
+
+    async def stream(self, turn: int, messages: list[dict[str, Any]],
+                     tools: list[dict[str, Any]]) -> AsyncIterator[Event]:
+        self.request.model = self.model
+        store = self.request.store
+        fields, history, fixed = self.request.build(messages, tools, delta=store)
+        parser = ResponsesParser(turn)
+        try:
+            async for event in self.post_stream(turn, "/responses",
+                                                encode({**fields, "stream": True}), parser):
+                yield event
+        except TransportError as error:
+            if error.code != "previous_response_not_found" or error.shown:
+                raise
+            self.request.continuation.reset()
+            yield TransportChange(kind="resend", transport=self.name,
+                                  message="the server no longer has the previous response; "
+                                          "sending the full conversation")
+            fields, history, fixed = self.request.build(messages, tools, delta=False)
+            parser = ResponsesParser(turn)
+            async for event in self.post_stream(turn, "/responses",
+                                                encode({**fields, "stream": True}), parser):
+                yield event
+        if store and parser.response_id:
+            self.request.continuation.completed(parser.response_id, history, fixed)

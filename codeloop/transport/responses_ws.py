@@ -1,0 +1,232 @@
+"""The Responses API over one persistent WebSocket (`{base_url}/responses`, wss for https).
+
+Owns the socket's life: opened at start-up (before the user finishes typing), kept with pings,
+rotated while idle before the provider's 60-minute limit, re-opened after a drop with the full
+context re-sent, and — when it cannot be opened — an immediate fall-back to Responses over HTTP
+for that turn (never a storm of retries), with another try at the socket at a later idle moment.
+Each turn sends only the new input items plus `previous_response_id`; anything that breaks the
+continuation resends the full input once, transparently, with an event that says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from codeloop.events import Event, ModelFirstByte, TransportChange
+from codeloop.transport import TransportError
+from codeloop.transport.reply import ms
+from codeloop.transport.responses import ResponsesParser, ResponsesRequest
+from codeloop.transport.responses_http import ResponsesHttpClient
+
+ROTATE_AFTER_S = 55 * 60
+RETRY_SOCKET_AFTER_S = 30.0
+PING_INTERVAL_S = 20.0
+_RECONNECT_CODES = ("connection_closed", "websocket_connection_limit_reached")
+
+
+def websocket_url(base_url: str) -> str:
+    url = base_url.rstrip("/") + "/responses"
+    return "wss://" + url[8:] if url.startswith("https://") else "ws://" + url.removeprefix(
+        "http://")
+
+
+class ResponsesWebSocketClient:
+    """A `ModelClient` for `/responses` over a persistent WebSocket, HTTP as its fall-back."""
+
+    name = "responses-ws"
+
+    def __init__(self, base_url: str, model: str, api_key: str | None,
+                 max_output_tokens: int, request_timeout_s: float, store: bool = False) -> None:
+        self.url = websocket_url(base_url)
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.request = ResponsesRequest(model, max_output_tokens, store)
+        self.http = ResponsesHttpClient(base_url, model, api_key, max_output_tokens,
+                                        request_timeout_s, store)
+        self.timeout = request_timeout_s
+        self.retry_socket_after_s = RETRY_SOCKET_AFTER_S
+        self.warm_up_supported = True
+        self._ws: ClientConnection | None = None
+        self._opened_at = 0.0
+        self._failed_at: float | None = None
+        self._failure = ""
+        self._fresh_connect_ms = 0.0
+        self._notices: list[TransportChange] = []
+        self._reopening: asyncio.Task[None] | None = None
+
+    @property
+    def model(self) -> str:
+        return self.request.model
+
+    @model.setter
+    def model(self, name: str) -> None:
+        self.request.model = self.http.model = self.http.request.model = name
+
+    # the socket
+
+    async def _open(self) -> bool:
+        started = time.perf_counter()
+        try:
+            self._ws = await connect(self.url, additional_headers=self.headers, compression=None,
+                                     ping_interval=PING_INTERVAL_S, ping_timeout=PING_INTERVAL_S,
+                                     max_size=None, open_timeout=10)
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            self._ws, self._failed_at = None, time.monotonic()
+            self._failure = f"{type(exc).__name__}: {exc}"
+            return False
+        self._fresh_connect_ms = ms(started, time.perf_counter())
+        self._opened_at, self._failed_at = time.monotonic(), None
+        self.request.continuation.reset()  # a new socket holds no previous response
+        return True
+
+    def _usable(self) -> bool:
+        return self._ws is not None and self._ws.state.name == "OPEN"
+
+    async def connect(self) -> None:
+        """Pre-connect at start-up; if the socket cannot open, say so at the first turn."""
+        if await self._open():
+            self._fresh_connect_ms = 0.0  # paid before any turn, not by the first one
+        else:
+            self._notices.append(self._fallback_notice())
+            await self.http.connect()
+
+    def _fallback_notice(self) -> TransportChange:
+        return TransportChange(kind="fallback", transport=self.http.name,
+                               message=f"the WebSocket could not be opened ({self._failure}); "
+                                       f"using HTTP, the socket is tried again later")
+
+    async def _reopen_later(self) -> None:
+        await asyncio.sleep(self.retry_socket_after_s)
+        if not self._usable() and await self._open():
+            self._notices.append(TransportChange(kind="restore", transport=self.name,
+                                                 message="the WebSocket is open again"))
+
+    def _schedule_reopen(self) -> None:
+        if self._reopening is None or self._reopening.done():
+            self._reopening = asyncio.create_task(self._reopen_later())
+
+    async def warm_up(self, instructions: str, tools: list[dict[str, Any]]) -> str:
+        """Send the stable prefix with `generate: false` so the first turn finds it cached."""
+        if not self._usable() or not self.warm_up_supported:
+            return ""
+        messages = [{"role": "system", "content": instructions}]
+        fields, history, fixed = self.request.build(messages, tools, delta=False)
+        parser = ResponsesParser(0)
+        started = time.perf_counter()
+        try:
+            assert self._ws is not None
+            await self._ws.send(json.dumps({"type": "response.create", **fields,
+                                            "generate": False}))
+            while not parser.reply.complete:
+                parser.on_data(await asyncio.wait_for(self._ws.recv(), 10), time.perf_counter())
+        except TransportError as exc:
+            self.warm_up_supported = False
+            return f"warm-up not supported by the server ({exc}); continuing without it"
+        except (ConnectionClosed, TimeoutError) as exc:
+            self.warm_up_supported = False
+            return f"warm-up failed ({type(exc).__name__}); continuing without it"
+        self.request.continuation.completed(parser.response_id, history, fixed,
+                                            reply_in_history=False)
+        return (f"warmed up: instructions and tools sent ahead with generate=false "
+                f"({ms(started, time.perf_counter()):.1f} ms)")
+
+    # one turn
+
+    async def stream(self, turn: int, messages: list[dict[str, Any]],
+                     tools: list[dict[str, Any]]) -> AsyncIterator[Event]:
+        while self._notices:
+            yield self._notices.pop(0)
+        if self._usable() and time.monotonic() - self._opened_at > ROTATE_AFTER_S:
+            assert self._ws is not None
+            await self._ws.close()
+            if await self._open():
+                yield TransportChange(kind="rotate", transport=self.name,
+                                      message="rotated the WebSocket before its 60-minute limit")
+        if not self._usable():
+            dropped = self._failed_at is None  # it was open and went away
+            waited = self._failed_at is not None and (
+                time.monotonic() - self._failed_at > self.retry_socket_after_s)
+            if (dropped or waited) and await self._open():
+                yield TransportChange(kind="reconnect", transport=self.name,
+                                      message="re-opened the WebSocket; sending the full context")
+            elif dropped:
+                yield self._fallback_notice()
+        if not self._usable():
+            async for event in self.http.stream(turn, messages, tools):
+                yield event
+            self._schedule_reopen()
+            return
+        fields, history, fixed = self.request.build(messages, tools, delta=True)
+        parser = ResponsesParser(turn)
+        try:
+            async for event in self._exchange(turn, fields, parser):
+                yield event
+        except TransportError as error:
+            if error.shown or not (error.code == "previous_response_not_found"
+                                   or error.code in _RECONNECT_CODES):
+                raise
+            self.request.continuation.reset()
+            if error.code in _RECONNECT_CODES and not await self._open():
+                yield self._fallback_notice()
+                async for event in self.http.stream(turn, messages, tools):
+                    yield event
+                self._schedule_reopen()
+                return
+            yield TransportChange(kind="resend", transport=self.name,
+                                  message=f"{error.code}: sending the full conversation again")
+            fields, history, fixed = self.request.build(messages, tools, delta=False)
+            parser = ResponsesParser(turn)
+            async for event in self._exchange(turn, fields, parser):
+                yield event
+        self.request.continuation.completed(parser.response_id, history, fixed)
+
+    async def _exchange(self, turn: int, fields: dict[str, Any], parser: ResponsesParser
+                        ) -> AsyncIterator[Event]:
+        """Send one `response.create` and yield its events until the terminal one."""
+        ws = self._ws
+        assert ws is not None
+        body = json.dumps({"type": "response.create", **fields}, ensure_ascii=False,
+                          separators=(",", ":"))
+        connect_ms, self._fresh_connect_ms = self._fresh_connect_ms, 0.0
+        reply = parser.reply
+        sent = time.perf_counter()
+        try:
+            await ws.send(body)
+            uploaded = time.perf_counter()
+            first = True
+            while not reply.complete:
+                message = await asyncio.wait_for(ws.recv(), self.timeout)
+                at = time.perf_counter()
+                if first:
+                    first = False
+                    yield ModelFirstByte(turn=turn, status=200, request_bytes=len(body.encode()),
+                                         connect_ms=connect_ms, reused=connect_ms == 0.0,
+                                         ttfb_ms=ms(sent, at), upload_ms=ms(sent, uploaded))
+                for event in parser.on_data(message if isinstance(message, str)
+                                            else message.decode("utf-8", "replace"), at):
+                    yield event  # the consumer dispatches it before we resume
+                reply.processing_s += time.perf_counter() - at
+        except ConnectionClosed as exc:
+            self._ws = None
+            self.request.continuation.reset()
+            raise TransportError(f"the WebSocket closed mid-response ({exc}) after "
+                                 f"{reply.pieces} pieces", retryable=True,
+                                 shown=reply.pieces > 0, code="connection_closed") from None
+        except TimeoutError:
+            raise TransportError(f"no event from the WebSocket for {self.timeout:g}s",
+                                 retryable=True, shown=reply.pieces > 0) from None
+        for event in reply.finish(sent):
+            yield event
+
+    async def aclose(self) -> None:
+        if self._reopening is not None:
+            self._reopening.cancel()
+        if self._ws is not None:
+            await self._ws.close()
+        await self.http.aclose()
