@@ -284,3 +284,23 @@ def test_a_websocket_session_end_to_end_keeps_the_key_out_of_the_recording(tmp_p
     assert secret not in json.dumps(recording) and secret not in done.stderr
     kinds = [e.get("kind") for e in recording if e["type"] == "transport.change"]
     assert kinds == ["warmup"]
+
+
+def test_the_socket_is_rotated_while_idle_before_its_age_limit() -> None:
+    async def scenario() -> None:
+        with ScriptedModelServer([Reply(text="one"), Reply(text="two")]) as server:
+            client = client_for("responses-ws", server)
+            assert isinstance(client, ResponsesWebSocketClient)
+            await client.connect()
+            messages = list(OPENING)
+            first = await collect(client, messages, 1)
+            messages += [reply_message(first), {"role": "user", "content": "next"}]
+            client.rotate_after_s = 0.0  # as if the socket were 55 minutes old
+            second = await collect(client, messages, 2)
+            await client.aclose()
+            bodies = [r.body for r in server.responses_requests]
+            assert server.ws_connections == 2
+        assert [c.kind for c in second if isinstance(c, TransportChange)] == ["rotate"]
+        assert "previous_response_id" not in bodies[1] and text_of(second) == "two"
+
+    run(scenario)

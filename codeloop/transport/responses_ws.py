@@ -51,6 +51,7 @@ class ResponsesWebSocketClient:
                                         request_timeout_s, store)
         self.timeout = request_timeout_s
         self.retry_socket_after_s = RETRY_SOCKET_AFTER_S
+        self.rotate_after_s = ROTATE_AFTER_S
         self.warm_up_supported = True
         self._ws: ClientConnection | None = None
         self._opened_at = 0.0
@@ -142,7 +143,7 @@ class ResponsesWebSocketClient:
                      tools: list[dict[str, Any]]) -> AsyncIterator[Event]:
         while self._notices:
             yield self._notices.pop(0)
-        if self._usable() and time.monotonic() - self._opened_at > ROTATE_AFTER_S:
+        if self._usable() and time.monotonic() - self._opened_at > self.rotate_after_s:
             assert self._ws is not None
             await self._ws.close()
             if await self._open():
