@@ -338,6 +338,13 @@ class _Sink:
         raise NotImplementedError
 
 
+def _pace(start: float, sent: int, delay: float) -> None:
+    """Sleep until piece `sent` is due on a fixed schedule (no drift from sleep overshoot)."""
+    wait = start + sent * delay - time.perf_counter()
+    if wait > 0:
+        time.sleep(wait)
+
+
 def _play(
     owner: ScriptedModelServer, reply: Reply, plan: list[tuple[str, Any]], sink: _Sink
 ) -> None:
@@ -345,6 +352,7 @@ def _play(
     delay = 1.0 / owner.tokens_per_s if owner.tokens_per_s else 0.0
     drop_at = reply.drop_after_chunks
     seq = sent = 0
+    start = time.perf_counter()
     for kind, payload in plan:
         if kind == "raw":
             sink.raw(payload)
@@ -352,7 +360,7 @@ def _play(
         if drop_at is not None and sent >= drop_at and kind in ("piece", "terminal"):
             sink.drop()
         if kind == "piece" and sent and delay:
-            time.sleep(delay)
+            _pace(start, sent, delay)
         sink.event({**payload, "sequence_number": seq})
         seq += 1
         if kind == "piece":
@@ -737,12 +745,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._write_chunk(f"data: {payload}\n\n".encode())
         first_piece_at: float | None = None
         delay = 1.0 / owner.tokens_per_s if owner.tokens_per_s else 0.0
+        start = time.perf_counter()
         sent = 0
         for chunk in pieces:
             if reply.drop_after_chunks is not None and sent >= reply.drop_after_chunks:
                 self._drop()
             if sent and delay:
-                time.sleep(delay)
+                _pace(start, sent, delay)
             self._write_chunk(chunk)
             sent += 1
             if first_piece_at is None:
