@@ -180,12 +180,13 @@ def test_history_tab_completion_and_the_panel_key(tmp_path):
         with ScriptedModelServer([]) as server:
             app = make_app(repo, server, tmp_path)
             async with app.run_test(size=(100, 30)) as pilot:
+                await until(pilot, lambda: app.opened)
                 field = app.query_one(PromptInput)
                 await pilot.press("up")
-                assert field.text == "an older task"
+                await until(pilot, lambda: field.text == "an older task")
                 field.text = ""
                 await pilot.press("/", "u", "n", "tab")
-                assert field.text == "/undo "
+                await until(pilot, lambda: field.text == "/undo ")
                 panel = app.query_one(LatencyPanel)
                 assert panel.display
                 await pilot.press("f2")
