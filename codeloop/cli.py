@@ -8,6 +8,7 @@ and `--version` stay instant.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import secrets
 import sys
@@ -163,9 +164,10 @@ def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, R
     events.subscribe(recorder)
     if args.task and not args.json:
         events.subscribe(ProgressPrinter())
+    cache_key = "codeloop:" + hashlib.sha1(str(repo_root).encode()).hexdigest()[:16]
     client = make_client(config.transport, config.base_url, config.model, api_key,
                          config.max_output_tokens, config.request_timeout_s,
-                         config.responses_store)
+                         config.responses_store, cache_key)
     return Session(repo_root, config, settings, client, events), recorder
 
 

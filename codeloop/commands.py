@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "/add": "FILE  pin a file into the model's context",
     "/apply": "apply the session's changes to your working tree",
     "/clear": "forget the conversation (the sandbox keeps its commits)",
+    "/compact": "replace older turns by a summary now (the latest turns stay verbatim)",
     "/diff": "show the whole session's diff",
     "/help": "list the commands and keys",
     "/model": "NAME  switch the model (no name: show it)",
@@ -74,6 +75,9 @@ async def run(session: Session, line: str) -> Answer:
             if arg:
                 session.set_model(arg)
             return Answer(f"model: {session.config.model}")
+        if name == "/compact":
+            done = await session.compact("manual")
+            return Answer("compacted" if done else "nothing old enough to compact")
         if name == "/clear":
             session.clear()
             return Answer("conversation cleared")

@@ -36,6 +36,10 @@ class Config:
     max_output_tokens: int = 8192
     request_timeout_s: float = 120.0
     responses_store: bool = False
+    context_window: int = 0
+    compact_at: float = 0.7
+    keep_recent_turns: int = 4
+    tool_output_tokens: int = 5000
 
     @classmethod
     def key_types(cls) -> dict[str, type]:
@@ -54,6 +58,7 @@ def parse_bool(text: str) -> bool:
     except KeyError:
         raise ValueError(f"not a boolean: {text!r}") from None
 _CHOICES = {"transport": TRANSPORTS, "edit_mode": EDIT_MODES}
+_ZERO_ALLOWED = ("context_window",)  # 0 = the model's known default
 
 
 def env_name(key: str) -> str:
@@ -84,8 +89,12 @@ def _coerce(key: str, value: Any, where: str, parse: bool = False) -> Any:
     if key in _CHOICES and value not in _CHOICES[key]:
         choices = ", ".join(_CHOICES[key])
         raise ConfigError(f"{where}: {key} must be one of {choices}, got {value!r}")
-    if expected in (int, float) and not 0 < value < float("inf"):
+    low = 0 if key in _ZERO_ALLOWED else 0.0001
+    if expected in (int, float) and not low <= value < float("inf"):
         raise ConfigError(f"{where}: {key} must be positive, got {value!r}")
+    if key == "compact_at" and not value <= 1:
+        raise ConfigError(f"{where}: compact_at is a share of the window, 0 < x <= 1; "
+                          f"got {value!r}")
     return value
 
 

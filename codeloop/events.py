@@ -75,6 +75,21 @@ class Notice(Event):
 
 
 @dataclass
+class Compaction(Event):
+    """Older turns were replaced by a summary (automatically near the window limit, or /compact).
+    """
+
+    type: ClassVar[str] = "context.compaction"
+    reason: str
+    tokens_before: int
+    tokens_after: int
+    turns_replaced: int
+    turns_kept: int
+    duration_ms: float
+    summary: str
+
+
+@dataclass
 class TurnStart(Event):
     """A turn begins: one model request and what follows from it."""
 
@@ -90,6 +105,10 @@ class ModelRequest(Event):
     turn: int
     messages: list[dict[str, Any]]
     tools: list[str]
+    prompt_tokens_estimate: int = 0
+    prefix_reuse: float = 0.0  # share of this prompt identical, from the start, to the last one
+    prefix_basis: str = "bytes"  # what prefix_reuse counts (no tokenizer offline: bytes)
+    prefix_changed: str = ""  # the first layout section that differs from the last request
 
 
 @dataclass

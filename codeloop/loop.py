@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,18 @@ from typing import Any
 
 from codeloop import __version__, prompt
 from codeloop.config import Config
+from codeloop.context import (
+    BYTES_PER_TOKEN,
+    SUMMARY_REQUEST,
+    PrefixTracker,
+    estimate_tokens,
+    summary_message,
+    turn_groups,
+    window_for,
+)
 from codeloop.edits import ProposedEdit, diffs_in_text, patch_argument
 from codeloop.events import (
+    Compaction,
     ErrorEvent,
     EventStream,
     ModelDone,
@@ -99,10 +110,15 @@ class Session:
         self.sent = 0
         self.result: TestResult | None = None
         self.shown_files: dict[str, str] = {}
+        self.prefix = PrefixTracker()
+        self.window = window_for(config.model, config.context_window)
+        self.failed_patches: list[str] = []
+        self.reads: dict[str, tuple[str, int]] = {}  # read_file arguments -> (digest, turn)
         self.pinned: list[str] = list(settings.pinned_files)
         self.notes: list[str] = []
         self.turn = 0
         self._pending_user: str | None = None
+        self.task_text = settings.task
         self._started = time.perf_counter()
         self._connecting: asyncio.Task[None] | None = None
         self.totals: dict[str, float] = {"turns": 0, "prompt_tokens": 0, "completion_tokens": 0,
@@ -180,6 +196,8 @@ class Session:
         self._pending_user = text
         try:
             for _ in range(self.config.max_iterations):
+                if self._context_tokens() > self.config.compact_at * self.window:
+                    await self.compact("auto")  # only ever between turns
                 self.turn += 1
                 await self._turn(self.turn)
         except StopLoop as stop:
@@ -203,6 +221,75 @@ class Session:
         ))
         if self.sandbox:
             self.sandbox.close()
+
+    # context size
+
+    def _context_tokens(self) -> int:
+        return estimate_tokens(json.dumps(self.messages, ensure_ascii=False)) + estimate_tokens(
+            json.dumps(self.tools))
+
+    def _reread(self, turn: int, call: ModelToolCall) -> str:
+        """A read of a file already in context and unchanged: a reference instead of the bytes."""
+        if call.name != "read_file" or self.sandbox is None:
+            return ""
+        try:
+            path = self.sandbox.path / json.loads(call.arguments or "{}").get("path", "")
+        except (ValueError, AttributeError, TypeError):
+            return ""
+        digest = _digest(path) if path.is_file() else ""
+        seen = self.reads.get(call.arguments)
+        self.reads[call.arguments] = (digest, seen[1] if seen and seen[0] == digest else turn)
+        if digest and seen and seen[0] == digest:
+            return (f"(unchanged since you read it in turn {seen[1]}: that content is still "
+                    "current, so it is not repeated here)")
+        return ""
+
+    async def compact(self, reason: str) -> bool:
+        """Replace the older turns by a summary; the latest `keep_recent_turns` stay verbatim.
+
+        The summary is codeloop's own facts (task, failing tests, files touched, patches that
+        failed) plus the model's account of decisions and attempts, asked for in a request that
+        repeats the current prompt, so it is served from the provider's cache.
+        """
+        assert self.sandbox is not None and self.result is not None
+        if len(self.messages) < 3:
+            return False
+        groups = turn_groups(self.messages[2:])
+        keep = [g for g in groups if g[0]["role"] == "assistant"][-self.config.keep_recent_turns:]
+        old = groups[:len(groups) - len(keep)] if keep else groups
+        if not any(g[0]["role"] == "assistant" for g in old):
+            self.events.emit(Notice(kind="compaction", message="nothing old enough to compact"))
+            return False
+        started, before = time.perf_counter(), self._context_tokens()
+        model_summary = ""
+        request = [*self.messages, {"role": "user", "content": SUMMARY_REQUEST}]
+        try:
+            async for event in stream_with_retries(self.client, self.turn, request, self.tools):
+                if isinstance(event, ModelDone):
+                    model_summary = event.text
+        except TransportError as exc:
+            self.events.emit(ErrorEvent(kind="compaction", message=f"the model could not "
+                                        f"summarise ({exc}); keeping codeloop's own summary"))
+        summary = summary_message(self._facts(), model_summary)
+        self.messages = [*self.messages[:2], summary, *[m for g in keep for m in g]]
+        self.sent = 0  # the next request carries the whole (new) conversation
+        self.shown_files.clear()
+        self.reads.clear()
+        self.events.emit(Compaction(
+            reason=reason, tokens_before=before, tokens_after=self._context_tokens(),
+            turns_replaced=sum(g[0]["role"] == "assistant" for g in old), turns_kept=len(keep),
+            duration_ms=_ms_since(started), summary=summary["content"]))
+        return True
+
+    def _facts(self) -> str:
+        """The part of a summary codeloop writes itself, deterministically."""
+        assert self.sandbox is not None and self.result is not None
+        facts = [f"Task: {self.task_text}", "", prompt.test_report(self.result), "",
+                 "Files changed so far (diff stat against the start of the session):",
+                 self.sandbox.diffstat() or "(none)"]
+        if self.failed_patches:
+            facts += ["", "Patches that did not apply, and why:", *self.failed_patches[-10:]]
+        return "\n".join(facts)
 
     # commands from an interactive user (the TUI and the line REPL)
 
@@ -321,8 +408,11 @@ class Session:
         spans["prompt_ms"] += _ms_since(mark)
         if self._connecting is not None and not self._connecting.done():
             await asyncio.shield(self._connecting)  # never race the warm-up on one socket
+        probe = self.prefix.measure(self.messages, self.tools)
         self.events.emit(ModelRequest(turn=turn, messages=new_messages,
-                                      tools=[t["function"]["name"] for t in self.tools]))
+                                      tools=[t["function"]["name"] for t in self.tools],
+                                      prompt_tokens_estimate=probe.sent_tokens,
+                                      prefix_reuse=probe.reuse, prefix_changed=probe.changed))
         try:
             return await self._stream(turn, spans)
         except TransportError as exc:
@@ -383,8 +473,9 @@ class Session:
                 except ValueError as exc:
                     answers[call.call_id] = f"error: {exc}"
             elif call.name in READ_ONLY:
-                answers[call.call_id] = run_read_only(self.sandbox.path, call.name,
-                                                      call.arguments)
+                answers[call.call_id] = self._reread(turn, call) or run_read_only(
+                    self.sandbox.path, call.name, call.arguments,
+                    self.config.tool_output_tokens * BYTES_PER_TOKEN)
                 self.events.emit(ToolResult(turn=turn, call_id=call.call_id, name=call.name,
                                             output=answers[call.call_id]))
             else:
@@ -413,6 +504,7 @@ class Session:
         except (PatchError, SandboxError) as exc:
             spans["apply_ms"] = _ms_since(mark)
             self.events.emit(PatchRejected(turn=turn, reason=str(exc)))
+            self.failed_patches.append(f"turn {turn}: {str(exc).splitlines()[0][:300]}")
             return "rejected", ("The patch was NOT applied; nothing was changed:\n" + str(exc)
                                 + "\n\nSend a corrected patch against the files as they are.")
         self.events.emit(PatchApplied(turn=turn, files=[e.path for e in changed], commit=commit,
@@ -468,6 +560,7 @@ class Session:
         """The opening for the first message; later ones append, with what changed meanwhile."""
         assert self.sandbox is not None and self.result is not None
         if not self.messages:
+            self.task_text = text
             self.messages = prompt.opening_messages(
                 self.sandbox.path, text, self.result, self.with_tools, self.pinned)
             self._remember_shown(self.messages)

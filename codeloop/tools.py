@@ -66,8 +66,9 @@ def _git_lines(root: Path, *args: str) -> str:
     return result.stdout
 
 
-def run_read_only(root: Path, name: str, arguments: str) -> str:
-    """Answer one read-only tool call; errors come back as text for the model."""
+def run_read_only(root: Path, name: str, arguments: str, limit: int = OUTPUT_CHARS) -> str:
+    """Answer one read-only tool call, at most about `limit` characters (head and tail kept);
+    errors come back as text for the model."""
     try:
         args = json.loads(arguments) if arguments.strip() else {}
         if not isinstance(args, dict):
@@ -81,17 +82,18 @@ def run_read_only(root: Path, name: str, arguments: str) -> str:
             start = max(int(args.get("start_line") or 1), 1)
             end = int(args.get("end_line") or len(lines))
             return bound(f"{rel} (lines {start}-{min(end, len(lines))} of {len(lines)}):\n"
-                         + numbered("".join(lines[start - 1:end]), start), OUTPUT_CHARS, 2000)
+                         + numbered("".join(lines[start - 1:end]), start), limit * 4 // 5,
+                         limit // 5)
         if name == "search":
             where = [check_path(root, args["path"])] if args.get("path") else []
             found = _git_lines(root, "grep", "-n", "-I", "-E", "--untracked", "-e",
                                str(args.get("pattern", "")), "--", *where)
-            return bound(found or "no matches", OUTPUT_CHARS, 2000)
+            return bound(found or "no matches", limit * 4 // 5, limit // 5)
         if name == "list_files":
             where = [check_path(root, args["path"])] if args.get("path") else []
             listing = _git_lines(root, "ls-files", "--cached", "--others", "--exclude-standard",
                                  "--", *where)
-            return bound(listing or "no files", OUTPUT_CHARS, 2000)
+            return bound(listing or "no files", limit * 4 // 5, limit // 5)
     except (PatchError, ValueError, TypeError, KeyError) as exc:
         return f"error: {exc}"
     return f"error: unknown tool {name!r}"

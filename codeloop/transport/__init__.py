@@ -90,24 +90,29 @@ def pick_transport(transport: str, base_url: str) -> str:
 
 def make_client(transport: str, base_url: str, model: str, api_key: str | None,
                 max_output_tokens: int, request_timeout_s: float,
-                responses_store: bool = False) -> ModelClient:
-    """Build the client for the configured transport (`auto` picks by provider)."""
+                responses_store: bool = False, cache_key: str = "") -> ModelClient:
+    """Build the client for the configured transport (`auto` picks by provider).
+
+    `cache_key` becomes `prompt_cache_key` (one per repository) where the provider supports it.
+    """
     from codeloop.transport.chat import ChatCompletionsClient
 
     wire = pick_transport(transport, base_url)
     args = (base_url, model, api_key, max_output_tokens, request_timeout_s)
+    chat = ChatCompletionsClient(*args, cache_key=cache_key)
     if wire == "chat":
-        return ChatCompletionsClient(*args)
+        return chat
     if wire == "responses-http":
         from codeloop.transport.responses_http import ResponsesHttpClient
 
-        client: ModelClient = ResponsesHttpClient(*args, store=responses_store)
+        client: ModelClient = ResponsesHttpClient(*args, store=responses_store,
+                                                  cache_key=cache_key)
     else:
         from codeloop.transport.responses_ws import ResponsesWebSocketClient
 
-        client = ResponsesWebSocketClient(*args, store=responses_store)
+        client = ResponsesWebSocketClient(*args, store=responses_store, cache_key=cache_key)
     if transport == "auto":
         from codeloop.transport.fallback import FallbackClient
 
-        return FallbackClient(client, ChatCompletionsClient(*args))
+        return FallbackClient(client, chat)
     return client

@@ -75,11 +75,13 @@ class ChatCompletionsClient(HttpStreamClient):
     name = "chat"
 
     def __init__(self, base_url: str, model: str, api_key: str | None,
-                 max_output_tokens: int, request_timeout_s: float) -> None:
+                 max_output_tokens: int, request_timeout_s: float, cache_key: str = "") -> None:
         super().__init__(base_url, model, api_key, max_output_tokens, request_timeout_s)
         host = urlsplit(self.base_url).hostname or ""
         self._max_tokens_key = ("max_completion_tokens"
                                 if host.endswith(_MAX_COMPLETION_HOSTS) else "max_tokens")
+        # only OpenAI documents prompt_cache_key on Chat Completions; others may reject it
+        self._cache_key = cache_key if host.endswith("api.openai.com") else ""
 
     def request_body(self, messages: list[dict[str, Any]],
                      tools: list[dict[str, Any]]) -> bytes:
@@ -92,6 +94,8 @@ class ChatCompletionsClient(HttpStreamClient):
         }
         if tools:
             body["tools"] = tools
+        if self._cache_key:
+            body["prompt_cache_key"] = self._cache_key
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
     def stream(self, turn: int, messages: list[dict[str, Any]],

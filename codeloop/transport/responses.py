@@ -155,8 +155,10 @@ class ResponsesParser:
 class ResponsesRequest:
     """The fields of one Responses request, and the continuation bookkeeping around it."""
 
-    def __init__(self, model: str, max_output_tokens: int, store: bool) -> None:
+    def __init__(self, model: str, max_output_tokens: int, store: bool,
+                 cache_key: str = "") -> None:
         self.model = model
+        self.cache_key = cache_key
         self.max_output_tokens = max_output_tokens
         self.store = store
         self.continuation = Continuation()
@@ -176,4 +178,6 @@ class ResponsesRequest:
             fields["tools"] = response_tools
         if previous:
             fields["previous_response_id"] = previous
+        if self.cache_key:
+            fields["prompt_cache_key"] = self.cache_key
         return fields, history, fixed

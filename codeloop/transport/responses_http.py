@@ -27,9 +27,10 @@ class ResponsesHttpClient(HttpStreamClient):
     name = "responses-http"
 
     def __init__(self, base_url: str, model: str, api_key: str | None,
-                 max_output_tokens: int, request_timeout_s: float, store: bool = False) -> None:
+                 max_output_tokens: int, request_timeout_s: float, store: bool = False,
+                 cache_key: str = "") -> None:
         super().__init__(base_url, model, api_key, max_output_tokens, request_timeout_s)
-        self.request = ResponsesRequest(model, max_output_tokens, store)
+        self.request = ResponsesRequest(model, max_output_tokens, store, cache_key)
 
     async def stream(self, turn: int, messages: list[dict[str, Any]],
                      tools: list[dict[str, Any]]) -> AsyncIterator[Event]:

@@ -43,12 +43,13 @@ class ResponsesWebSocketClient:
     name = "responses-ws"
 
     def __init__(self, base_url: str, model: str, api_key: str | None,
-                 max_output_tokens: int, request_timeout_s: float, store: bool = False) -> None:
+                 max_output_tokens: int, request_timeout_s: float, store: bool = False,
+                 cache_key: str = "") -> None:
         self.url = websocket_url(base_url)
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.request = ResponsesRequest(model, max_output_tokens, store)
+        self.request = ResponsesRequest(model, max_output_tokens, store, cache_key)
         self.http = ResponsesHttpClient(base_url, model, api_key, max_output_tokens,
-                                        request_timeout_s, store)
+                                        request_timeout_s, store, cache_key)
         self.timeout = request_timeout_s
         self.retry_socket_after_s = RETRY_SOCKET_AFTER_S
         self.rotate_after_s = ROTATE_AFTER_S

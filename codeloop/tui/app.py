@@ -57,7 +57,7 @@ from codeloop.tui.transcript import Transcript
 GC_THRESHOLDS = (20_000, 50, 100)
 
 # commands that touch the sandbox or run tests: one thing at a time, and Ctrl+C cancels them
-IDLE_ONLY = ("/test", "/undo", "/apply", "/clear", "/diff")
+IDLE_ONLY = ("/test", "/undo", "/apply", "/clear", "/diff", "/compact")
 KEYS_HELP = ("keys: Enter send · Ctrl+J new line · Up/Down history · Tab complete · "
              "Ctrl+C cancel turn (quit when idle) · F2 latency panel · Ctrl+O test output")
 
