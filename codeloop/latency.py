@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from codeloop.events import (
+    Compaction,
     Event,
     ModelDone,
     ModelFirstByte,
@@ -53,6 +54,8 @@ class TurnFigures:
     done: bool = False
     tokens_per_s: float = 0.0
     cache_share: float | None = None
+    prefix_reuse: float | None = None
+    prefix_changed: str = ""
     retries: int = 0
 
 
@@ -68,6 +71,7 @@ class LatencyModel:
         self._turn_started = 0.0
         self._request_sent = 0.0
         self.transport_changes: list[TransportChange] = []
+        self.compactions: list[Compaction] = []
 
     def _enter(self, phase: str, at: float) -> None:
         assert self.current is not None
@@ -77,6 +81,9 @@ class LatencyModel:
     def __call__(self, event: Event) -> None:  # noqa: C901 - one branch per event type
         if isinstance(event, TransportChange):
             self.transport_changes.append(event)
+            return
+        if isinstance(event, Compaction):
+            self.compactions.append(event)
             return
         if isinstance(event, TurnStart):
             self.current = TurnFigures(turn=event.turn)
@@ -88,6 +95,7 @@ class LatencyModel:
         if turn is None or turn.done:
             return
         if isinstance(event, ModelRequest):
+            turn.prefix_reuse, turn.prefix_changed = event.prefix_reuse, event.prefix_changed
             turn.spans["prompt_ms"] = (event.t - self._turn_started) * 1000
             self._request_sent = event.t
             self._enter("connect", event.t)

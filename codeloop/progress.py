@@ -9,6 +9,7 @@ import sys
 from typing import IO
 
 from codeloop.events import (
+    Compaction,
     ErrorEvent,
     Event,
     ModelDone,
@@ -72,6 +73,10 @@ class ProgressPrinter:
         elif isinstance(event, ModelRetry):
             what = "the turn restarts" if event.restart else f"retry {event.attempt}"
             self._line(f"model: {what} in {event.delay_s:.1f}s ({event.reason})")
+        elif isinstance(event, Compaction):
+            self._line(f"context compacted ({event.reason}): {event.tokens_before} → "
+                       f"{event.tokens_after} tokens, {event.turns_replaced} turns summarised, "
+                       f"{event.duration_ms:.0f} ms")
         elif isinstance(event, TransportChange):
             self._line(f"transport ({event.kind}): {event.transport}: {event.message}")
         elif isinstance(event, ModelToolCall):

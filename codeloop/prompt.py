@@ -11,10 +11,9 @@ import re
 import subprocess
 from pathlib import Path
 
+from codeloop.repomap import repo_map
 from codeloop.testrun import TestResult, bound
 
-MAX_MAP_FILES = 400
-MAP_CHARS = 12_000
 FILE_CHARS = 24_000
 CONTEXT_FILES_CHARS = 60_000
 
@@ -49,31 +48,6 @@ def tracked_files(root: Path) -> list[str]:
     out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
                          cwd=root, capture_output=True, text=True).stdout
     return sorted(set(out.splitlines()))
-
-
-def _python_outline(path: Path) -> str:
-    try:
-        tree = ast.parse(path.read_bytes())
-    except (SyntaxError, ValueError, OSError):
-        return ""
-    names = []
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef):
-            names.append(f"class {node.name}")
-        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            names.append(f"def {node.name}")
-    return ", ".join(names)
-
-
-def repo_map(root: Path, files: list[str]) -> str:
-    """One line per file; Python files list their top-level classes and functions."""
-    lines = []
-    for rel in files[:MAX_MAP_FILES]:
-        outline = _python_outline(root / rel) if rel.endswith(".py") else ""
-        lines.append(f"{rel}: {outline}" if outline else rel)
-    if len(files) > MAX_MAP_FILES:
-        lines.append(f"... and {len(files) - MAX_MAP_FILES} more files")
-    return bound("\n".join(lines), MAP_CHARS, 1000)
 
 
 def _imported_modules(path: Path) -> list[str]:
@@ -167,7 +141,7 @@ def opening_messages(root: Path, task: str, baseline: TestResult, with_tools: bo
     if agents.is_file():
         context.append("Project instructions (AGENTS.md):\n"
                        + bound(agents.read_text(encoding="utf-8", errors="replace"), 8000, 2000))
-    context.append("Repository map (files, top-level definitions):\n" + repo_map(root, files))
+    context.append("Repository map (files, top-level definitions):\n" + repo_map(root))
     task_text = [f"Task: {task}", "", "Baseline test run before any change:",
                  test_report(baseline)]
     mentioned = [f for f in files if f in task][:10]  # paths the task names

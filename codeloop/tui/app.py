@@ -22,6 +22,7 @@ from textual.worker import Worker
 from codeloop import commands
 from codeloop.edits import patch_argument
 from codeloop.events import (
+    Compaction,
     ErrorEvent,
     Event,
     ModelDone,
@@ -252,6 +253,11 @@ class CodeloopApp(App[int]):
             transcript.add_text(f"{event.kind}: {event.message}", "error")
         elif isinstance(event, Notice):
             transcript.add_text(event.message, "note")
+        elif isinstance(event, Compaction):
+            transcript.add_text(f"compacted ({event.reason}): {event.turns_replaced} older turns "
+                                f"→ a summary, {event.turns_kept} kept; {event.tokens_before:,} → "
+                                f"{event.tokens_after:,} tokens in {event.duration_ms:.0f} ms",
+                                "note")
 
     def _show_tool_call(self, event: ModelToolCall) -> None:
         if event.name == "apply_patch":

@@ -81,6 +81,14 @@ class LatencyPanel(Widget):
                 out.append(f"{_ms(spans.get(key, 0.0)):>11}\n")
             if current.retries:
                 out.append(f"  retries this turn: {current.retries}\n", style="yellow")
+            if current.prefix_changed and current.prefix_changed != "history":
+                out.append(f"  prompt prefix changed in: {current.prefix_changed}\n",
+                           style="yellow")
+        if model.compactions:
+            last = model.compactions[-1]
+            out.append(f"\ncompactions: {len(model.compactions)}", style="bold")
+            out.append(f"  last {last.tokens_before:,}→{last.tokens_after:,} tok, "
+                       f"{last.duration_ms / 1000:.1f} s\n", style="dim")
         if model.transport_changes:
             change = model.transport_changes[-1]
             out.append(f"\nwire: {change.transport} · {change.kind}\n", style="bold")
@@ -88,13 +96,14 @@ class LatencyPanel(Widget):
         finished = [t for t in model.turns if t.done][-LAST_TURNS:]
         if finished:
             out.append("\nlast turns", style="bold")
-            out.append(" · cache hit\n", style="dim")
+            out.append(" · prefix reuse · cache hit\n", style="dim")
             scale = max(sum(t.spans.get(k, 0.0) for _, k in PHASES) for t in finished)
             for turn in finished:
                 cache = f"{turn.cache_share:>4.0%}" if turn.cache_share is not None else "   –"
+                reuse = f"{turn.prefix_reuse:>4.0%}" if turn.prefix_reuse is not None else "   –"
                 out.append(f"{turn.turn:>3} ", style="dim")
-                out.append_text(stacked_bar(turn.spans, max(width - 10, 6), scale))
-                out.append(f" {cache}\n", style="dim")
+                out.append_text(stacked_bar(turn.spans, max(width - 15, 6), scale))
+                out.append(f" {reuse}{cache}\n", style="dim")
         out.append(f"\n{'session':<11}{'median':>7}{'p95':>7}\n", style="bold")
         stats = model.stats()
         for label, key in STATS:
