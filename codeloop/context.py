@@ -97,12 +97,12 @@ class PrefixTracker:
         common = _common_prefix(text, previous_text)
         changed = ""
         if self._previous and common < len(previous_text):
-            offset = 0
-            for name, body in current:
-                if common < offset + len(body):
+            end = 0  # the section of the previous request where the bytes stopped matching
+            for name, body in self._previous:
+                end += len(body)
+                if common < end:
                     changed = name
                     break
-                offset += len(body)
         self._previous = current
         reuse = common / len(text) if text and previous_text else 0.0
         return PrefixProbe(round(reuse, 4), estimate_tokens(text), changed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 import re
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from codeloop.repomap import repo_map
 from codeloop.testrun import TestResult, bound
@@ -50,19 +50,27 @@ def tracked_files(root: Path) -> list[str]:
     return sorted(set(out.splitlines()))
 
 
-def _imported_modules(path: Path) -> list[str]:
+def local_imports(root: Path, rel: str) -> list[str]:
+    """Repository files that the Python file `rel` imports (absolute and relative imports)."""
     try:
-        tree = ast.parse(path.read_bytes())
+        tree = ast.parse((root / rel).read_bytes())
     except (SyntaxError, ValueError, OSError):
         return []
-    names = []
+    package = PurePosixPath(rel).parent.parts
+    modules = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.extend(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.append(node.module)
-            names.extend(f"{node.module}.{alias.name}" for alias in node.names)
-    return names
+            modules.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package[:len(package) - node.level + 1]
+                base = ".".join([*parent, *([base] if base else [])])
+            if base:
+                modules.append(base)
+                modules.extend(f"{base}.{alias.name}" for alias in node.names)
+    found = [_module_file(root, module) for module in modules]
+    return list(dict.fromkeys(f for f in found if f and f != rel))
 
 
 def _module_file(root: Path, module: str) -> str | None:
@@ -75,8 +83,8 @@ def _module_file(root: Path, module: str) -> str | None:
 
 
 def files_for_failures(root: Path, result: TestResult) -> list[str]:
-    """Repository files the failures point to: traceback locations, then what failing tests import.
-    """
+    """Repository files the failures point to: traceback locations, then the project modules
+    the failing tests import (through a package's `__init__.py` to the module behind it)."""
     real_root = root.resolve()
     chosen: list[str] = []
     texts = [f["details"] + "\n" + f["location"] for f in result.failures] or [result.output]
@@ -88,10 +96,11 @@ def files_for_failures(root: Path, result: TestResult) -> list[str]:
                 if rel not in chosen and ".git" not in Path(rel).parts:
                     chosen.append(rel)
     for test_file in [c for c in chosen if "test" in Path(c).name]:
-        for module in _imported_modules(root / test_file):
-            found = _module_file(root, module)
-            if found and found not in chosen:
-                chosen.append(found)
+        for found in local_imports(root, test_file):
+            following = local_imports(root, found) if found.endswith("__init__.py") else []
+            for rel in (found, *following):
+                if rel not in chosen:
+                    chosen.append(rel)
     return chosen
 
 
