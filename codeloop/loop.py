@@ -61,6 +61,8 @@ from codeloop.transport import ModelClient, TransportError
 from codeloop.transport.retry import stream_with_retries
 
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+CHUNK = 0.15  # after a compaction, the context grows this share of the window before the next
+AFTER_COMPACTION = 0.6  # a compaction aims below this share of the compaction threshold
 SUMMED_SPANS = ("prompt_ms", "connect_ms", "ttft_ms", "decode_ms", "tools_ms", "apply_ms",
                 "test_ms", "retry_wait_ms")
 
@@ -114,6 +116,8 @@ class Session:
         self.window = window_for(config.model, config.context_window)
         self.failed_patches: list[str] = []
         self.reads: dict[str, tuple[str, int]] = {}  # read_file arguments -> (digest, turn)
+        self._last_report: tuple[str, int] | None = None  # (test report, turn it was shown)
+        self._compacted_to: int | None = None  # context size right after the last compaction
         self.pinned: list[str] = list(settings.pinned_files)
         self.notes: list[str] = []
         self.turn = 0
@@ -196,7 +200,7 @@ class Session:
         self._pending_user = text
         try:
             for _ in range(self.config.max_iterations):
-                if self._context_tokens() > self.config.compact_at * self.window:
+                if self._compaction_due():
                     await self.compact("auto")  # only ever between turns
                 self.turn += 1
                 await self._turn(self.turn)
@@ -244,8 +248,17 @@ class Session:
                     "current, so it is not repeated here)")
         return ""
 
+    def _compaction_due(self) -> bool:
+        """Past `compact_at` of the window, and — after a compaction — only once the context has
+        grown by a chunk again, so compactions (each one a cache break) stay rare."""
+        tokens = self._context_tokens()
+        if tokens <= self.config.compact_at * self.window:
+            return False
+        return self._compacted_to is None or tokens > self._compacted_to + CHUNK * self.window
+
     async def compact(self, reason: str) -> bool:
-        """Replace the older turns by a summary; the latest `keep_recent_turns` stay verbatim.
+        """Replace the older turns by a summary; the latest `keep_recent_turns` stay verbatim
+        (fewer, down to one, when they alone would leave the context too full).
 
         The summary is codeloop's own facts (task, failing tests, files touched, patches that
         failed) plus the model's account of decisions and attempts, asked for in a request that
@@ -255,8 +268,14 @@ class Session:
         if len(self.messages) < 3:
             return False
         groups = turn_groups(self.messages[2:])
-        keep = [g for g in groups if g[0]["role"] == "assistant"][-self.config.keep_recent_turns:]
-        old = groups[:len(groups) - len(keep)] if keep else groups
+        turns = [g for g in groups if g[0]["role"] == "assistant"]
+        keep = turns[-self.config.keep_recent_turns:]
+        target = AFTER_COMPACTION * self.config.compact_at * self.window
+        while len(keep) > 1 and estimate_tokens(json.dumps(
+                [*self.messages[:2], *[m for g in keep for m in g]], ensure_ascii=False)
+        ) > target:
+            keep = keep[1:]
+        old = groups[:len(groups) - len(keep)]
         if not any(g[0]["role"] == "assistant" for g in old):
             self.events.emit(Notice(kind="compaction", message="nothing old enough to compact"))
             return False
@@ -273,10 +292,11 @@ class Session:
         summary = summary_message(self._facts(), model_summary)
         self.messages = [*self.messages[:2], summary, *[m for g in keep for m in g]]
         self.sent = 0  # the next request carries the whole (new) conversation
-        self.shown_files.clear()
-        self.reads.clear()
+        self._forget_shown()
+        self._remember_shown(self.messages)  # files in the kept turns are still in view
+        self._compacted_to = self._context_tokens()
         self.events.emit(Compaction(
-            reason=reason, tokens_before=before, tokens_after=self._context_tokens(),
+            reason=reason, tokens_before=before, tokens_after=self._compacted_to,
             turns_replaced=sum(g[0]["role"] == "assistant" for g in old), turns_kept=len(keep),
             duration_ms=_ms_since(started), summary=summary["content"]))
         return True
@@ -339,8 +359,14 @@ class Session:
     def clear(self) -> None:
         """Forget the conversation; the next message starts a fresh one on the current files."""
         self.messages, self.sent, self.notes = [], 0, []
-        self.shown_files.clear()
+        self._forget_shown()
         self.events.emit(Notice(kind="clear", message="conversation cleared"))
+
+    def _forget_shown(self) -> None:
+        """What the model has seen is gone from its context: show it again when relevant."""
+        self.shown_files.clear()
+        self.reads.clear()
+        self._last_report = None
 
     def _interrupted(self) -> None:
         """After a cancel: files back to the last commit, every tool call answered."""
@@ -522,7 +548,7 @@ class Session:
                                      f"tests: {self.result.summary}")
             spans["apply_ms"] += _ms_since(mark)
         mark = time.perf_counter()  # the feedback is the next request's prompt
-        notes.append(prompt.test_report(self.result))
+        notes.append(self._report_once(turn))
         if not self.result.passed:
             notes.append(self._files_to_show())
         spans["prompt_ms"] += _ms_since(mark)
@@ -542,6 +568,17 @@ class Session:
             counts=result.counts, failures=result.failures, duration_ms=result.duration_ms,
             timed_out=result.timed_out, output=result.output))
         return result
+
+    def _report_once(self, turn: int) -> str:
+        """The test report, or a one-line reference when it is the same as last time (the
+        failures are already in the conversation; repeating them only costs tokens)."""
+        assert self.result is not None
+        report = prompt.test_report(self.result)
+        if self._last_report is not None and self._last_report[0] == report:
+            return (f"Test command result: {self.result.summary}: the same failures as after "
+                    f"turn {self._last_report[1]}, word for word.")
+        self._last_report = (report, turn)
+        return report
 
     def _files_to_show(self) -> str:
         """Files the failures point to whose current content the model has not seen yet."""
@@ -580,8 +617,10 @@ class Session:
         assert self.sandbox is not None
         text = "\n".join(str(m.get("content") or "") for m in messages)
         for rel in prompt.tracked_files(self.sandbox.path):
-            if f"### {rel}\n" in text:
-                self.shown_files[rel] = _digest(self.sandbox.path / rel)
+            path = self.sandbox.path / rel
+            # shown, and shown as it is now (an older version does not count)
+            if f"### {rel}\n" in text and path.read_text(errors="replace")[:2000] in text:
+                self.shown_files[rel] = _digest(path)
 
     def _feed_back(self, calls: list[ModelToolCall], answers: dict[str, str],
                    proposals: list[ProposedEdit], feedback: str) -> None:
