@@ -270,6 +270,7 @@ class TurnEnd(Event):
     turn: int
     outcome: str
     spans: dict[str, float]
+    cache: dict[str, Any] = field(default_factory=dict)  # prefix reuse next to server cache
 
 
 @dataclass

@@ -21,6 +21,7 @@ from codeloop.config import Config
 from codeloop.context import (
     BYTES_PER_TOKEN,
     SUMMARY_REQUEST,
+    PrefixProbe,
     PrefixTracker,
     estimate_tokens,
     summary_message,
@@ -118,6 +119,7 @@ class Session:
         self.reads: dict[str, tuple[str, int]] = {}  # read_file arguments -> (digest, turn)
         self._last_report: tuple[str, int] | None = None  # (test report, turn it was shown)
         self._compacted_to: int | None = None  # context size right after the last compaction
+        self._probe = PrefixProbe(0.0, 0, "")
         self.pinned: list[str] = list(settings.pinned_files)
         self.notes: list[str] = []
         self.turn = 0
@@ -413,7 +415,10 @@ class Session:
         spans["tokens_per_s"] = done.tokens_per_s
         for key in (*SUMMED_SPANS, "overhead_ms"):
             self.totals[key] = round(self.totals.get(key, 0.0) + spans[key], 3)
-        self.events.emit(TurnEnd(turn=turn, outcome=outcome, spans=spans))
+        self.events.emit(TurnEnd(turn=turn, outcome=outcome, spans=spans, cache={
+            "prefix_reuse": self._probe.reuse, "prefix_changed": self._probe.changed,
+            "prompt_tokens": done.usage.get("prompt_tokens", 0),
+            "cached_tokens": done.usage.get("cached_tokens", 0)}))
         if outcome == "no_edits":
             raise StopLoop("no_edits")
         if outcome == "applied" and self.result.passed:
@@ -434,7 +439,7 @@ class Session:
         spans["prompt_ms"] += _ms_since(mark)
         if self._connecting is not None and not self._connecting.done():
             await asyncio.shield(self._connecting)  # never race the warm-up on one socket
-        probe = self.prefix.measure(self.messages, self.tools)
+        probe = self._probe = self.prefix.measure(self.messages, self.tools)
         self.events.emit(ModelRequest(turn=turn, messages=new_messages,
                                       tools=[t["function"]["name"] for t in self.tools],
                                       prompt_tokens_estimate=probe.sent_tokens,
@@ -573,7 +578,7 @@ class Session:
         """The test report, or a one-line reference when it is the same as last time (the
         failures are already in the conversation; repeating them only costs tokens)."""
         assert self.result is not None
-        report = prompt.test_report(self.result)
+        report = prompt.test_report(self.result, self.config.tool_output_tokens * BYTES_PER_TOKEN)
         if self._last_report is not None and self._last_report[0] == report:
             return (f"Test command result: {self.result.summary}: the same failures as after "
                     f"turn {self._last_report[1]}, word for word.")

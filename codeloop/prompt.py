@@ -121,12 +121,13 @@ def files_section(root: Path, rels: list[str]) -> str:
     return "\n\n".join(blocks)
 
 
-def test_report(result: TestResult) -> str:
-    """The test result as the model reads it: failures with messages, not 10,000 lines."""
+def test_report(result: TestResult, limit: int = 20_000) -> str:
+    """The test result as the model reads it: failures with messages, not 10,000 lines; at most
+    about `limit` characters, head and tail kept."""
     head = f"Test command result: {result.summary} (exit code {result.exit_code})."
     if result.timed_out:
         return head + "\nThe test run was killed at its timeout. Output so far:\n" + bound(
-            result.output, 4000, 4000)
+            result.output, limit // 2, limit // 2)
     if result.passed:
         return head
     if result.failures:
@@ -137,8 +138,8 @@ def test_report(result: TestResult) -> str:
                          f"{failure['details']}")
         if len(result.failures) > len(shown):
             parts.append(f"... and {len(result.failures) - len(shown)} more failures")
-        return "\n".join(parts)
-    return head + "\nOutput:\n" + bound(result.output, 6000, 6000)
+        return bound("\n".join(parts), limit * 3 // 4, limit // 4)
+    return head + "\nOutput:\n" + bound(result.output, limit // 2, limit // 2)
 
 
 def opening_messages(root: Path, task: str, baseline: TestResult, with_tools: bool,
