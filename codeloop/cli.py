@@ -30,6 +30,8 @@ FLAG_KEYS = {
     "--test-timeout": "test_timeout_s", "--max-iterations": "max_iterations",
     "--edit-mode": "edit_mode", "--max-output-tokens": "max_output_tokens",
     "--request-timeout": "request_timeout_s", "--responses-store": "responses_store",
+    "--context-window": "context_window", "--compact-at": "compact_at",
+    "--keep-recent-turns": "keep_recent_turns", "--tool-output-tokens": "tool_output_tokens",
 }
 _FLAG_HELP = {
     "model": "model name sent to the server",
@@ -44,6 +46,10 @@ _FLAG_HELP = {
     "request_timeout_s": "seconds to wait for the next byte of a reply",
     "responses_store": "Responses over HTTP: let the server keep the conversation (store=true) "
                        "and send only new items (true/false)",
+    "context_window": "the model's context window in tokens (0: known default for the model)",
+    "compact_at": "share of the window at which older turns are summarised",
+    "keep_recent_turns": "turns a summary keeps verbatim",
+    "tool_output_tokens": "token budget of one tool output or test report (head and tail kept)",
 }
 
 

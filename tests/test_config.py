@@ -397,3 +397,14 @@ def test_clean_honours_repo_flag_given_after_the_subcommand(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     assert "removed codeloop/x" in result.stdout
     assert not sandbox.exists()
+
+
+def test_every_configuration_key_has_a_flag_a_variable_and_an_example_entry() -> None:
+    from codeloop.cli import FLAG_KEYS
+    from codeloop.config import Config
+
+    example = (Path(__file__).resolve().parents[1] / ".codeloop.toml.example").read_text()
+    keys = set(Config.key_types())
+    assert set(FLAG_KEYS.values()) == keys
+    for key in keys:
+        assert f"\n{key} = " in example and f"CODELOOP_{key.upper()}" in example
