@@ -89,7 +89,49 @@ def build_parser() -> argparse.ArgumentParser:
     clean = commands.add_parser("clean", help="remove codeloop's sandbox worktrees and branches")
     clean.add_argument("-C", "--repo", metavar="DIR", type=Path, default=argparse.SUPPRESS,
                        help="run in this repository instead of the current directory")
+    replay = commands.add_parser(
+        "replay", help="watch, re-execute or re-ask a recorded session",
+        description="Watch a recording (at its recorded pace), re-execute it in a fresh sandbox "
+                    "(recorded model replies, real patches and tests; exit 1 where it diverges), "
+                    "or re-ask its requests of another model/transport (A/B latency).")
+    replay.add_argument("file", metavar="FILE", help="a .codeloop/sessions/*.jsonl recording")
+    replay.add_argument("--speed", type=speed_value, default=1.0, metavar="X",
+                        help="playback speed: 2, 10, or max (default 1)")
+    replay.add_argument("--headless", action="store_true", help="print instead of the TUI")
+    replay.add_argument("--json", action="store_true", help="re-emit the events as JSON lines")
+    replay.add_argument("--re-execute", action="store_true",
+                        help="re-run the session in a fresh sandbox; report divergences")
+    replay.add_argument("--at", metavar="REV", default="",
+                        help="with --re-execute: start at this commit (default: the recorded base)")
+    replay.add_argument("--ask", action="store_true",
+                        help="send the recorded requests again; compare TTFT, decode, round trip")
+    replay.add_argument("--model", default=None, help="with --ask: the model to ask")
+    replay.add_argument("--base-url", default=None, help="with --ask: the server to ask")
+    replay.add_argument("--transport", default=None, choices=TRANSPORTS,
+                        help="with --ask: the wire to use")
+    replay.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                        help="with --ask: variable holding the API key")
+    replay.add_argument("--slo", default="", metavar="CHECKS",
+                        help='with --ask: e.g. "ttft_p95<500ms,decode_tps>800"; exit 1 if violated')
+    replay.add_argument("-C", "--repo", metavar="DIR", type=Path, default=argparse.SUPPRESS)
+    demo = commands.add_parser("demo", help="offline demo: codeloop fixing a bundled project")
+    demo.add_argument("--speed", type=speed_value, default=1.0, metavar="X",
+                      help="model stream speed: 2, 10, or max (default 1: as recorded)")
+    demo.add_argument("--headless", action="store_true", help="print instead of the TUI")
     return parser
+
+
+def speed_value(text: str) -> float | None:
+    """`--speed 2`, `--speed 10`, `--speed max` (None: no waiting at all)."""
+    if text == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a speed: {text!r} (a number, or max)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("speed must be positive, or max")
+    return value
 
 
 def _error(message: str) -> int:
@@ -105,6 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from codeloop.sandbox import SandboxError, clean, find_repo
 
+    if args.command == "demo":
+        from codeloop.replay_run import run_demo
+
+        return run_demo(args)
+    if args.command == "replay":
+        from codeloop.replay_run import run_replay
+
+        try:
+            found: Path | None = find_repo((args.repo or Path.cwd()).resolve())
+        except (SandboxError, FileNotFoundError, NotADirectoryError):
+            found = None
+        return run_replay(args, found)
     try:
         repo_root = find_repo((args.repo or Path.cwd()).resolve())
     except (SandboxError, FileNotFoundError, NotADirectoryError) as exc:

@@ -86,6 +86,7 @@ class SessionSettings:
     apply_at_end: bool = False
     pinned_files: list[str] = field(default_factory=list)
     hidden_env: tuple[str, ...] = ()
+    at: str = ""  # start the sandbox at this revision instead of HEAD + uncommitted work
 
 
 @dataclass
@@ -170,7 +171,7 @@ class Session:
             # checkout can take seconds, so it runs in a thread while we connect; a cancel
             # waits for it, so the branch it creates is known and reported
             creating = asyncio.ensure_future(asyncio.to_thread(
-                Sandbox.create, self.repo_root, self.settings.session_id))
+                Sandbox.create, self.repo_root, self.settings.session_id, self.settings.at))
             try:
                 self.sandbox = await asyncio.shield(creating)
             except asyncio.CancelledError:

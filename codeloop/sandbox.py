@@ -102,8 +102,16 @@ class Sandbox:
     base_commit: str
 
     @classmethod
-    def create(cls, repo_root: Path, session_id: str) -> Sandbox:
-        base = snapshot(repo_root)
+    def create(cls, repo_root: Path, session_id: str, at: str = "") -> Sandbox:
+        """A worktree at `at` (a revision), or by default at HEAD plus uncommitted work."""
+        if at:
+            found = _git(repo_root, "rev-parse", "--verify", "-q", f"{at}^{{commit}}",
+                         check=False).strip()
+            if not found:
+                raise SandboxError(f"{at!r} is not a commit in {repo_root}")
+            base = found
+        else:
+            base = snapshot(repo_root)
         path = worktrees_home(repo_root) / session_id
         path.parent.mkdir(parents=True, exist_ok=True)
         branch = BRANCH_PREFIX + session_id

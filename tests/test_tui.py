@@ -42,7 +42,8 @@ async def until(pilot, condition, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the app")
+            raise AssertionError("timed out waiting for the app; transcript ends with:\n"
+                                 + transcript_text(pilot.app)[-600:])
         await pilot.pause(0.05)
 
 
@@ -203,3 +204,32 @@ def test_history_persists_across_sessions(tmp_path):
     assert again.previous() == "second"
     assert again.previous() == "fix the parser\nand its tests"
     assert again.following() == "second"
+
+
+def test_watching_a_recording_plays_it_pauses_and_jumps_back(tmp_path):
+    from codeloop.replay import load
+    from codeloop.replay_run import _session, source_sandbox
+    from codeloop.tui.watch import WatchApp
+
+    recording = load(source_sandbox() / "sessions" / "offbyone.jsonl")
+
+    async def scenario() -> None:
+        session = _session(recording, tmp_path, "", None, EventStream())
+        app = WatchApp(session, recording.events, speed=None)
+        async with app.run_test(size=(110, 32)) as pilot:
+            await until(pilot, lambda: "end of the recording" in transcript_text(app))
+            text = transcript_text(app)
+            assert "patch rejected" in text and "tests: 7 passed" in text
+            assert [t.turn for t in app.latency.turns] == [1, 2]
+            await pilot.press("f5")
+            assert app.paused
+            await pilot.press("f5")
+            app.query_one(PromptInput).text = "/turn 1"
+            await pilot.press("enter")
+            # played again from the start: the note is gone with the old transcript
+            await until(pilot, lambda: "jumping to turn 1" not in transcript_text(app)
+                        and "end of the recording" in transcript_text(app))
+            assert transcript_text(app).count("tests: 7 passed") == 1
+            assert [t.turn for t in app.latency.turns] == [1, 2]
+
+    asyncio.run(scenario())

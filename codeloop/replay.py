@@ -1,0 +1,311 @@
+"""Recorded sessions as a producer: read a recording, play it back, re-execute it, re-ask it.
+
+Owns the recording format checks (version in the first line; a corrupt line is an error; a
+truncated last line — a crash — replays what is there and says so), the watch player (events at
+their recorded pace), the replay model client (recorded replies fed to a real session, which
+really applies the patches and really runs the tests), the divergence report, and re-asking the
+recorded requests of another model or transport for an A/B latency comparison.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import statistics
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from codeloop.events import (
+    FORMAT_VERSION,
+    Event,
+    ModelDone,
+    ModelFirstByte,
+    ModelRequest,
+    ModelRetry,
+    ModelTextDelta,
+    ModelToolCall,
+    PatchApplied,
+    PatchRejected,
+    TestDone,
+    event_from_dict,
+)
+from codeloop.transport import ModelClient, TransportError
+
+REPLY_EVENTS = (ModelFirstByte, ModelTextDelta, ModelToolCall, ModelDone)
+
+
+class RecordingError(Exception):
+    """The file is not a recording codeloop can replay (the message says why)."""
+
+
+@dataclass
+class Recording:
+    path: Path
+    events: list[Event]
+    truncated: bool = False
+
+    @property
+    def start(self) -> Any:
+        return self.events[0]
+
+    def turns(self) -> list[int]:
+        return sorted({e.turn for e in self.events if isinstance(e, ModelDone)})
+
+
+def load(path: Path) -> Recording:
+    """Read and check a recording."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecordingError(f"{path}: cannot read it ({exc})") from None
+    lines = raw.split("\n")
+    ends_cleanly = raw.endswith("\n")
+    if ends_cleanly:
+        lines.pop()
+    if not lines or not lines[0].strip():
+        raise RecordingError(f"{path}: empty, not a codeloop recording")
+    try:
+        first = json.loads(lines[0])
+    except ValueError:
+        raise RecordingError(f"{path}: line 1 is not JSON; not a codeloop recording") from None
+    if not isinstance(first, dict) or first.get("type") != "session.start":
+        raise RecordingError(f"{path}: line 1 is not a session.start event; not a codeloop "
+                             "recording")
+    version = first.get("format")
+    if not isinstance(version, int):
+        raise RecordingError(f"{path}: no format version in line 1")
+    if version > FORMAT_VERSION:
+        raise RecordingError(f"{path}: recording format {version} is newer than this codeloop "
+                             f"reads (format {FORMAT_VERSION}); upgrade codeloop")
+    events: list[Event] = []
+    truncated = False
+    for number, line in enumerate(lines, 1):
+        try:
+            events.append(event_from_dict(json.loads(line)))
+        except (ValueError, TypeError) as exc:
+            if number == len(lines) and not ends_cleanly:
+                truncated = True  # the process died while writing its last line
+                break
+            raise RecordingError(f"{path}: line {number} is corrupt ({exc})") from None
+    return Recording(path, events, truncated)
+
+
+def reply_events(recording: Recording) -> dict[int, list[Event]]:
+    """Per turn, the events of the model's final (successful) reply."""
+    replies: dict[int, list[Event]] = {}
+    for event in recording.events:
+        if isinstance(event, ModelRetry):
+            replies[event.turn] = []  # what came before a retry was not the reply
+        elif isinstance(event, REPLY_EVENTS):
+            replies.setdefault(event.turn, []).append(event)
+    return {turn: events for turn, events in replies.items()
+            if any(isinstance(e, ModelDone) for e in events)}
+
+
+async def play(events: list[Event], speed: float | None,
+               emit: Callable[[Event], None]) -> None:
+    """Emit events at their recorded pace divided by `speed` (None: as fast as possible)."""
+    started = time.perf_counter()
+    origin = events[0].t if events else 0.0
+    for event in events:
+        if speed:
+            delay = (event.t - origin) / speed - (time.perf_counter() - started)
+            if delay > 0:
+                await asyncio.sleep(delay)
+        emit(event)
+
+
+class ReplayClient:
+    """A ModelClient answering each turn with the recorded reply for that turn."""
+
+    name = "replay"
+
+    def __init__(self, recording: Recording, speed: float | None) -> None:
+        self.replies = reply_events(recording)
+        self.speed = speed
+        self.model = str(recording.start.model)
+
+    async def connect(self) -> None:
+        return None
+
+    async def warm_up(self, instructions: str, tools: list[dict[str, Any]]) -> str:
+        return ""
+
+    async def stream(self, turn: int, messages: list[dict[str, Any]],
+                     tools: list[dict[str, Any]]) -> AsyncIterator[Event]:
+        recorded = self.replies.get(turn)
+        if recorded is None:
+            raise TransportError(f"the recording has no model reply for turn {turn}",
+                                 retryable=False)
+        origin = recorded[0].t
+        started = time.perf_counter()
+        for event in recorded:
+            if self.speed:
+                delay = (event.t - origin) / self.speed - (time.perf_counter() - started)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            copy = event_from_dict(event.to_dict())
+            yield copy
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass
+class TurnOutcome:
+    """What a turn did to the code: the patch's fate and the tests' verdict."""
+
+    patch: str = "none"
+    tests: str = ""
+    detail: str = ""
+
+
+def outcomes(events: list[Event]) -> dict[int, TurnOutcome]:
+    result: dict[int, TurnOutcome] = {}
+    for event in events:
+        turn = getattr(event, "turn", None)
+        if not turn:
+            continue
+        outcome = result.setdefault(turn, TurnOutcome())
+        if isinstance(event, PatchApplied):
+            outcome.patch = "applied " + ", ".join(event.files)
+        elif isinstance(event, PatchRejected):
+            outcome.patch, outcome.detail = "rejected", event.reason
+        elif isinstance(event, TestDone):
+            outcome.tests = _test_verdict(event)
+    return result
+
+
+def _test_verdict(event: TestDone) -> str:
+    failing = sorted(f["id"] for f in event.failures)
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(event.counts.items()) if n)
+    verdict = "passed" if event.passed else "failed"
+    return f"{verdict} ({counts or event.summary})" + (
+        f"; failing: {', '.join(failing)}" if failing else "")
+
+
+def divergences(recorded: list[Event], replayed: list[Event]) -> list[str]:
+    """Where the re-executed session's outcome differs from the recording, turn by turn."""
+    before, after = outcomes(recorded), outcomes(replayed)
+    found = []
+    for turn in sorted(set(before) | set(after)):
+        old, new = before.get(turn), after.get(turn)
+        if old is None:
+            found.append(f"turn {turn}: the re-executed session went on past the recording")
+            continue
+        if new is None:
+            found.append(f"turn {turn}: the re-executed session stopped before this turn "
+                         f"(recorded: patch {old.patch}, tests {old.tests or 'not run'})")
+            continue
+        if old.patch != new.patch:
+            why = f": {new.detail.splitlines()[0]}" if new.detail else ""
+            found.append(f"turn {turn}: patch {old.patch!r} when recorded, {new.patch!r} "
+                         f"now{why}")
+        if old.tests != new.tests:
+            found.append(f"turn {turn}: tests {old.tests or 'not run'} when recorded, "
+                         f"{new.tests or 'not run'} now")
+    return found
+
+
+# re-ask: the recorded requests sent again, for an A/B latency comparison
+
+@dataclass
+class AskFigures:
+    turn: int
+    ttft_ms: float
+    tokens_per_s: float
+    round_trip_ms: float
+
+
+def recorded_requests(recording: Recording) -> list[tuple[int, list[dict[str, Any]]]]:
+    """Each request's full message list, rebuilt from the new messages each one recorded."""
+    messages: list[dict[str, Any]] = []
+    requests = []
+    for event in recording.events:
+        if isinstance(event, ModelRequest):
+            if event.messages and event.messages[0].get("role") == "system":
+                messages = list(event.messages)  # the whole conversation (start, compaction)
+            else:
+                messages = [*messages, *event.messages]
+            requests.append((event.turn, messages))
+    return requests
+
+
+def recorded_figures(recording: Recording) -> list[AskFigures]:
+    figures = []
+    replies = reply_events(recording)
+    for turn, events in sorted(replies.items()):
+        first = events[0]
+        done = next(e for e in events if isinstance(e, ModelDone))
+        figures.append(AskFigures(turn, done.ttft_ms, done.tokens_per_s,
+                                  round((done.t - first.t) * 1000 + done.ttft_ms, 3)))
+    return figures
+
+
+async def ask_again(recording: Recording, client: ModelClient,
+                    tools: list[dict[str, Any]]) -> list[AskFigures]:
+    await client.connect()
+    figures = []
+    for turn, messages in recorded_requests(recording):
+        started = time.perf_counter()
+        done: ModelDone | None = None
+        async for event in client.stream(turn, messages, tools):
+            if isinstance(event, ModelDone):
+                done = event
+        assert done is not None
+        figures.append(AskFigures(turn, done.ttft_ms, done.tokens_per_s,
+                                  round((time.perf_counter() - started) * 1000, 3)))
+    await client.aclose()
+    return figures
+
+
+def summary(figures: list[AskFigures]) -> dict[str, float]:
+    def p95(values: list[float]) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))] if values else 0
+
+    out: dict[str, float] = {}
+    for name in ("ttft_ms", "tokens_per_s", "round_trip_ms"):
+        values = [getattr(f, name) for f in figures]
+        out[f"{name}_median"] = round(statistics.median(values), 3) if values else 0.0
+        out[f"{name}_p95"] = round(p95(values), 3)
+    return out
+
+
+_SLO = re.compile(r"^\s*(ttft|decode_tps|round_trip)_?(p95|median)?\s*([<>]=?)\s*([\d.]+)\s*"
+                  r"(ms|s)?\s*$")
+
+
+@dataclass
+class Slo:
+    figure: str
+    stat: str
+    op: str
+    limit: float
+    text: str = field(default="")
+
+    def holds(self, stats: dict[str, float]) -> tuple[bool, float]:
+        key = {"ttft": "ttft_ms", "decode_tps": "tokens_per_s",
+               "round_trip": "round_trip_ms"}[self.figure] + f"_{self.stat}"
+        value = stats[key]
+        ok = {"<": value < self.limit, "<=": value <= self.limit, ">": value > self.limit,
+              ">=": value >= self.limit}[self.op]
+        return ok, value
+
+
+def parse_slo(text: str) -> list[Slo]:
+    """`ttft_p95<500ms,decode_tps>800` -> checks; raises ValueError naming a bad clause."""
+    checks = []
+    for clause in text.split(","):
+        match = _SLO.match(clause)
+        if not match:
+            raise ValueError(f"cannot read SLO clause {clause!r} (e.g. ttft_p95<500ms, "
+                             "decode_tps>800, round_trip_median<=2s)")
+        figure, stat, op, number, unit = match.groups()
+        limit = float(number) * (1000 if unit == "s" else 1)
+        checks.append(Slo(figure, stat or "p95", op, limit, clause.strip()))
+    return checks

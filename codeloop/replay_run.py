@@ -1,0 +1,209 @@
+"""`codeloop replay FILE` (watch, --re-execute, --ask) and `codeloop demo`.
+
+Owns wiring recorded sessions to the consumers and to a real Session; the recording logic lives
+in `codeloop.replay`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from codeloop.config import Config
+from codeloop.events import Event, EventStream, SandboxReady, UserMessage
+from codeloop.loop import Session, SessionSettings
+from codeloop.progress import ProgressPrinter
+from codeloop.recording import Recorder, event_line
+from codeloop.replay import (
+    Recording,
+    RecordingError,
+    ReplayClient,
+    ask_again,
+    divergences,
+    load,
+    parse_slo,
+    play,
+    recorded_figures,
+    summary,
+)
+from codeloop.sandbox import clean, exclude_from_git
+from codeloop.tools import tool_schemas
+
+DEMO_PROJECT = "offbyone"
+
+
+def _error(message: str) -> int:
+    print(f"codeloop: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run_replay(args: argparse.Namespace, repo_root: Path | None) -> int:
+    try:
+        recording = load(Path(args.file))
+    except RecordingError as exc:
+        return _error(str(exc))
+    if recording.truncated:
+        print(f"codeloop: {args.file}: the last line was cut off (the session crashed?); "
+              "replaying the complete lines", file=sys.stderr)
+    if args.ask:
+        return ask(recording, args)
+    if args.re_execute:
+        if repo_root is None:
+            return _error("--re-execute runs in a git repository: cd into the recorded project")
+        return re_execute(recording, repo_root, args.at or _base_commit(recording),
+                          args.speed, args.json)
+    if args.json or args.headless or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return watch(recording, args.speed, args.json)
+    from codeloop.tui.watch import WatchApp
+
+    session = _session(recording, repo_root or Path.cwd(), "", args.speed, EventStream())
+    return WatchApp(session, recording.events, args.speed).run() or 0
+
+
+def _base_commit(recording: Recording) -> str:
+    ready = next((e for e in recording.events if isinstance(e, SandboxReady)), None)
+    return ready.base_commit if ready else "HEAD"
+
+
+def watch(recording: Recording, speed: float | None, as_json: bool) -> int:
+    if as_json:
+        def emit(event: Event) -> None:
+            sys.stdout.write(event_line(event) + "\n")
+            sys.stdout.flush()
+    else:
+        emit = ProgressPrinter()
+    asyncio.run(play(recording.events, speed if not as_json else None, emit))
+    return 0
+
+
+def _session(recording: Recording, repo_root: Path, at: str, speed: float | None,
+             events: EventStream) -> Session:
+    start = recording.start
+    task = next((e.text for e in recording.events if isinstance(e, UserMessage)), start.task)
+    config = Config(model=start.model, base_url=start.base_url, edit_mode=start.edit_mode,
+                    test_command=start.test_command,
+                    max_iterations=max(len(recording.turns()), 1))
+    from codeloop.cli import new_session_id
+
+    settings = SessionSettings(session_id=new_session_id(), task=task,
+                               test_command=start.test_command, at=at)
+    return Session(repo_root, config, settings, ReplayClient(recording, speed), events)
+
+
+def re_execute(recording: Recording, repo_root: Path, at: str, speed: float | None,
+               as_json: bool) -> int:
+    """The recorded replies, a fresh sandbox at `at`, real patches, real tests; then where it
+    diverged. Exit 0 when nothing did, 1 when something did."""
+    events = EventStream()
+    replayed: list[Event] = []
+    events.subscribe(replayed.append)
+    exclude_from_git(repo_root, ".codeloop/")
+    session = _session(recording, repo_root, at, speed, events)
+    recorder = Recorder(repo_root, session.settings.session_id,
+                        mirror=sys.stdout if as_json else None)
+    events.subscribe(recorder)
+    if not as_json:
+        events.subscribe(ProgressPrinter())
+    try:
+        asyncio.run(session.run())
+    finally:
+        recorder.close()
+    found = divergences(recording.events, replayed)
+    out = sys.stderr if as_json else sys.stdout
+    if found:
+        print("re-execution diverged from the recording:", file=out)
+        for line in found:
+            print(f"  {line}", file=out)
+        return 1
+    print(f"re-execution matched the recording: {len(recording.turns())} turn(s), same patches "
+          "and test results", file=out)
+    return 0
+
+
+def ask(recording: Recording, args: argparse.Namespace) -> int:
+    """Send the recorded requests again to another model/transport; compare the latency."""
+    import os
+
+    from codeloop.transport import make_client
+
+    start = recording.start
+    base_url = args.base_url or start.base_url
+    key = os.environ.get(args.api_key_env) or None
+    try:
+        checks = parse_slo(args.slo) if args.slo else []
+    except ValueError as exc:
+        return _error(str(exc))
+    client = make_client(args.transport or "chat", base_url, args.model or start.model, key,
+                         8192, 120.0)
+    tools = tool_schemas() if start.edit_mode in ("auto", "tools") else []
+    before = recorded_figures(recording)
+    after = asyncio.run(ask_again(recording, client, tools))
+    stats = {"recorded": summary(before), "now": summary(after)}
+    if args.json:
+        print(json.dumps({"turns": [{"turn": a.turn, "recorded": vars(b), "now": vars(a)}
+                                    for b, a in zip(before, after, strict=False)],
+                          "summary": stats}))
+    else:
+        print(f"{'turn':>4}  {'TTFT ms':>17}  {'decode tok/s':>19}  {'round trip ms':>19}")
+        print(f"{'':>4}  {'recorded':>8} {'now':>8}  {'recorded':>9} {'now':>9}  "
+              f"{'recorded':>9} {'now':>9}")
+        for old, new in zip(before, after, strict=False):
+            print(f"{new.turn:>4}  {old.ttft_ms:>8.1f} {new.ttft_ms:>8.1f}  "
+                  f"{old.tokens_per_s:>9.1f} {new.tokens_per_s:>9.1f}  "
+                  f"{old.round_trip_ms:>9.1f} {new.round_trip_ms:>9.1f}")
+        for stat in ("median", "p95"):
+            r, n = stats["recorded"], stats["now"]
+            print(f"{stat:>6}{r[f'ttft_ms_{stat}']:>8.1f} {n[f'ttft_ms_{stat}']:>8.1f}  "
+                  f"{r[f'tokens_per_s_{stat}']:>9.1f} {n[f'tokens_per_s_{stat}']:>9.1f}  "
+                  f"{r[f'round_trip_ms_{stat}']:>9.1f} {n[f'round_trip_ms_{stat}']:>9.1f}")
+    failed = False
+    for check in checks:
+        ok, value = check.holds(stats["now"])
+        failed |= not ok
+        print(f"SLO {check.text}: {'ok' if ok else 'VIOLATED'} (measured {value:.1f})",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+def source_sandbox() -> Path:
+    return Path(__file__).resolve().parents[1] / "sandbox"
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Offline: a copy of a bundled project, and the bundled recording of codeloop fixing it,
+    re-executed for real (patches applied, tests run) in the TUI, or headless without a TTY."""
+    sandbox = source_sandbox()
+    project = sandbox / DEMO_PROJECT
+    session_file = sandbox / "sessions" / f"{DEMO_PROJECT}.jsonl"
+    if not session_file.is_file():
+        return _error(f"the demo needs codeloop's source checkout ({session_file} not found)")
+    recording = load(session_file)
+    with tempfile.TemporaryDirectory(prefix="codeloop-demo-") as tmp:
+        repo = Path(tmp) / DEMO_PROJECT
+        shutil.copytree(project, repo, ignore=shutil.ignore_patterns("__pycache__",
+                                                                     ".pytest_cache"))
+        for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "demo project"]):
+            subprocess.run(["git", "-c", "user.name=codeloop", "-c", "user.email=demo@localhost",
+                            *command], cwd=repo, check=True, capture_output=True)
+        try:
+            if args.headless or not (sys.stdin.isatty() and sys.stdout.isatty()):
+                return re_execute(recording, repo, "HEAD", args.speed, False)
+            return demo_tui(recording, repo, args.speed)
+        finally:
+            clean(repo)
+
+
+def demo_tui(recording: Recording, repo: Path, speed: float | None) -> int:
+    from codeloop.tui.app import CodeloopApp
+
+    events = EventStream()
+    session = _session(recording, repo, "HEAD", speed, events)
+    app = CodeloopApp(session)
+    app.queue.append(session.settings.task)  # typed for you: the recorded task
+    return app.run() or 0
