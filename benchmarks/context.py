@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -25,12 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from codeloop.sandbox import copy_project  # noqa: E402
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall  # noqa: E402
-
-
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", *args],
-                   cwd=repo, check=True, capture_output=True)
 
 
 def note(n: int) -> Reply:
@@ -40,12 +35,7 @@ def note(n: int) -> Reply:
 
 
 def session(transport: str, turns: int, window: int, workdir: Path) -> list[dict]:
-    repo = workdir / transport / "twomodules"
-    shutil.copytree(ROOT / "sandbox" / "twomodules", repo,
-                    ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
-    _git(repo, "init", "-q")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "initial")
+    repo = copy_project(ROOT / "sandbox" / "twomodules", workdir / transport / "twomodules")
     env = {**os.environ, "XDG_CACHE_HOME": str(workdir / "cache"),
            "XDG_CONFIG_HOME": str(workdir / "config"), "CODELOOP_CONTEXT_WINDOW": str(window)}
     replies = [note(n) for n in range(1, turns + 10)]  # spare replies for summary requests

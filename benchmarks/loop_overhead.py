@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -24,15 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from codeloop.sandbox import copy_project  # noqa: E402
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall  # noqa: E402
 
 SPANS = ("prompt_ms", "connect_ms", "ttft_ms", "decode_ms", "tools_ms", "apply_ms", "test_ms",
          "overhead_ms")
-
-
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", *args],
-                   cwd=repo, check=True, capture_output=True)
 
 
 def _patch(diff: str) -> ToolCall:
@@ -50,12 +45,7 @@ def script(turns: int) -> list[Reply]:
 
 
 def run_session(turns: int, workdir: Path) -> list[dict]:
-    repo = workdir / "offbyone"
-    shutil.copytree(ROOT / "sandbox" / "offbyone", repo,
-                    ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
-    _git(repo, "init", "-q")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "initial")
+    repo = copy_project(ROOT / "sandbox" / "offbyone", workdir / "offbyone")
     env = {**os.environ, "XDG_CACHE_HOME": str(workdir / "cache"),
            "XDG_CONFIG_HOME": str(workdir / "config")}
     with ScriptedModelServer(script(turns)) as server:

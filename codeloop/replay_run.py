@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -32,7 +30,7 @@ from codeloop.replay import (
     recorded_figures,
     summary,
 )
-from codeloop.sandbox import clean, exclude_from_git
+from codeloop.sandbox import clean, copy_project, exclude_from_git
 from codeloop.tools import tool_schemas
 
 DEMO_PROJECT = "offbyone"
@@ -185,12 +183,7 @@ def run_demo(args: argparse.Namespace) -> int:
         return _error(f"the demo needs codeloop's source checkout ({session_file} not found)")
     recording = load(session_file)
     with tempfile.TemporaryDirectory(prefix="codeloop-demo-") as tmp:
-        repo = Path(tmp) / DEMO_PROJECT
-        shutil.copytree(project, repo, ignore=shutil.ignore_patterns("__pycache__",
-                                                                     ".pytest_cache"))
-        for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "demo project"]):
-            subprocess.run(["git", "-c", "user.name=codeloop", "-c", "user.email=demo@localhost",
-                            *command], cwd=repo, check=True, capture_output=True)
+        repo = copy_project(project, Path(tmp) / DEMO_PROJECT)
         try:
             if args.headless or not (sys.stdin.isatty() and sys.stdout.isatty()):
                 return re_execute(recording, repo, "HEAD", args.speed, False)

@@ -209,6 +209,16 @@ class Sandbox:
         return files
 
 
+def copy_project(source: Path, dest: Path) -> Path:
+    """A new git repository at `dest` holding a copy of `source`, committed (for the demo, the
+    benchmarks and the tests, which all work on copies of the sample projects)."""
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+    _git(dest, "init", "-q")
+    _git(dest, "add", "-A")
+    _git(dest, "commit", "-q", "--no-gpg-sign", "-m", f"{source.name}: sample project")
+    return dest
+
+
 def clean(repo_root: Path) -> list[str]:
     """Remove every codeloop worktree and branch of this repo. Returns what was removed."""
     removed: list[str] = []

@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from codeloop.sandbox import copy_project  # noqa: E402
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall  # noqa: E402
 
 TOKENS_PER_S = 400
@@ -41,12 +42,7 @@ def replies(project: str) -> list[Reply]:
 
 def record(project: str) -> Path:
     with tempfile.TemporaryDirectory(prefix="codeloop-record-") as tmp:
-        repo = Path(tmp) / project
-        shutil.copytree(ROOT / "sandbox" / project, repo,
-                        ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
-        for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "project"]):
-            subprocess.run(["git", "-c", "user.name=codeloop", "-c", "user.email=c@localhost",
-                            *command], cwd=repo, check=True)
+        repo = copy_project(ROOT / "sandbox" / project, Path(tmp) / project)
         task = (repo / "TASK.md").read_text().strip()
         env = {**os.environ, "XDG_CACHE_HOME": str(Path(tmp) / "cache")}
         with ScriptedModelServer(replies(project), tokens_per_s=TOKENS_PER_S) as server:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from codeloop.sandbox import copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
 SANDBOX = ROOT / "sandbox"
@@ -29,13 +30,7 @@ def git(repo: Path, *args: str) -> str:
 
 def make_repo(tmp_path: Path, project: str) -> Path:
     """A committed git repo holding a copy of `sandbox/<project>`."""
-    repo = tmp_path / project
-    shutil.copytree(SANDBOX / project, repo,
-                    ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "initial")
-    return repo
+    return copy_project(SANDBOX / project, tmp_path / project)
 
 
 def fix_diff(project: str) -> str:
