@@ -32,6 +32,7 @@ FLAG_KEYS = {
     "--request-timeout": "request_timeout_s", "--responses-store": "responses_store",
     "--context-window": "context_window", "--compact-at": "compact_at",
     "--keep-recent-turns": "keep_recent_turns", "--tool-output-tokens": "tool_output_tokens",
+    "--warm-tests": "warm_tests", "--fail-fast": "fail_fast",
 }
 _FLAG_HELP = {
     "model": "model name sent to the server",
@@ -50,6 +51,9 @@ _FLAG_HELP = {
     "compact_at": "share of the window at which older turns are summarised",
     "keep_recent_turns": "turns a summary keeps verbatim",
     "tool_output_tokens": "token budget of one tool output or test report (head and tail kept)",
+    "warm_tests": "pytest from a pre-imported, forking runner: auto, on, off",
+    "fail_fast": "run last turn's failing tests alone first, stopping at the first failure "
+                 "(true/false)",
 }
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 TRANSPORTS = ("auto", "chat", "responses-http", "responses-ws")
+WARM_MODES = ("auto", "on", "off")
 EDIT_MODES = ("auto", "tools", "text")
 
 
@@ -40,6 +41,8 @@ class Config:
     compact_at: float = 0.7
     keep_recent_turns: int = 4
     tool_output_tokens: int = 5000
+    warm_tests: str = "auto"
+    fail_fast: bool = False
 
     @classmethod
     def key_types(cls) -> dict[str, type]:
@@ -57,7 +60,7 @@ def parse_bool(text: str) -> bool:
         return _TRUTH[text.strip().lower()]
     except KeyError:
         raise ValueError(f"not a boolean: {text!r}") from None
-_CHOICES = {"transport": TRANSPORTS, "edit_mode": EDIT_MODES}
+_CHOICES = {"transport": TRANSPORTS, "edit_mode": EDIT_MODES, "warm_tests": WARM_MODES}
 _ZERO_ALLOWED = ("context_window",)  # 0 = the model's known default
 
 

@@ -260,6 +260,16 @@ class TestDone(Event):
     duration_ms: float
     timed_out: bool
     output: str
+    mode: str = "cold"  # "warm": a child of the warm runner; "cold": the command as typed
+
+
+@dataclass
+class TestRunnerChange(Event):
+    """How the tests run changed: `mode` warm (ready, restarted) or cold (and why)."""
+
+    type: ClassVar[str] = "test.runner"
+    mode: str
+    message: str
 
 
 @dataclass

@@ -56,7 +56,8 @@ from codeloop.events import (
 )
 from codeloop.patch import PatchError, check_path, diffstat, plan, render
 from codeloop.sandbox import Sandbox, SandboxError
-from codeloop.testrun import TestResult, run_tests
+from codeloop.testing import TestService
+from codeloop.testrun import TestResult
 from codeloop.tools import READ_ONLY, run_read_only, tool_schemas
 from codeloop.transport import ModelClient, TransportError
 from codeloop.transport.retry import stream_with_retries
@@ -121,6 +122,9 @@ class Session:
         self._last_report: tuple[str, int] | None = None  # (test report, turn it was shown)
         self._compacted_to: int | None = None  # context size right after the last compaction
         self._probe = PrefixProbe(0.0, 0, "")
+        self.tests = TestService(settings.test_command, config.test_timeout_s,
+                                 settings.hidden_env, config.warm_tests, config.fail_fast,
+                                 self.events.emit)
         self.pinned: list[str] = list(settings.pinned_files)
         self.notes: list[str] = []
         self.turn = 0
@@ -181,7 +185,11 @@ class Session:
                 path=str(self.sandbox.path), branch=self.sandbox.branch,
                 base_commit=self.sandbox.base_commit, head_commit=self.sandbox.head(),
                 elapsed_ms=_ms_since(self._started)))
+            # the baseline runs cold while the warm runner starts; then the runner must match it
+            warming = asyncio.create_task(self.tests.prepare(self.sandbox.path))
             self.result = await self._run_tests(0)
+            await warming
+            await self.tests.self_check(self.result, self.sandbox.path)
         except asyncio.CancelledError:
             self._interrupted()
             raise
@@ -219,6 +227,7 @@ class Session:
         if self._connecting is not None:
             self._connecting.cancel()
         await self.client.aclose()
+        await self.tests.close()
         self.totals["wall_ms"] = _ms_since(self._started)
         self.events.emit(SessionEnd(
             outcome=outcome, exit_code=exit_code,
@@ -563,16 +572,15 @@ class Session:
     async def _run_tests(self, turn: int) -> TestResult:
         assert self.sandbox is not None
         self.events.emit(TestStart(turn=turn, command=self.settings.test_command))
-        result = await run_tests(
-            self.settings.test_command, self.sandbox.path, self.config.test_timeout_s,
-            lambda text: self.events.emit(TestOutput(turn=turn, text=text)),
-            hidden_env=self.settings.hidden_env)
+        mode = self.tests.label
+        result = await self.tests.run(
+            self.sandbox.path, lambda text: self.events.emit(TestOutput(turn=turn, text=text)))
         if turn == 0:
             self.totals["baseline_test_ms"] = result.duration_ms
         self.events.emit(TestDone(
             turn=turn, exit_code=result.exit_code, passed=result.passed, summary=result.summary,
             counts=result.counts, failures=result.failures, duration_ms=result.duration_ms,
-            timed_out=result.timed_out, output=result.output))
+            timed_out=result.timed_out, output=result.output, mode=mode))
         return result
 
     def _report_once(self, turn: int) -> str:

@@ -20,6 +20,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 HEAD_CHARS = 12_000
 TAIL_CHARS = 12_000
@@ -147,52 +148,91 @@ def _summary_line(output: str) -> str:
     return ""
 
 
+class RunningTests(Protocol):
+    """A started test run: its process group leader, its output, its exit code."""
+
+    pid: int
+
+    async def read(self) -> bytes:
+        """The next piece of output; b"" at the end."""
+
+    async def wait(self) -> int: ...
+
+
+class _ColdRun:
+    """The test command as a shell subprocess in its own session."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.pid = process.pid
+
+    async def read(self) -> bytes:
+        assert self.process.stdout is not None
+        return await self.process.stdout.read(65536)
+
+    async def wait(self) -> int:
+        return await self.process.wait()
+
+
+def pytest_extras(command: str, junit: Path) -> list[str]:
+    """What codeloop adds to a pytest command: JUnit XML with file/line, short tracebacks."""
+    extras = [f"--junitxml={junit}", "-o", "junit_family=xunit1"]
+    return extras if "--tb" in command else [*extras, "--tb=short"]
+
+
+class WarmStarter(Protocol):
+    async def start(self, command: str, extras: list[str], cwd: Path, env: dict[str, str],
+                    first: list[str]) -> RunningTests: ...
+
+
 async def run_tests(command: str, cwd: Path, timeout_s: float,
-                    on_output: Callable[[str], None], hidden_env: tuple[str, ...] = ()
+                    on_output: Callable[[str], None], hidden_env: tuple[str, ...] = (),
+                    warm: WarmStarter | None = None, first: list[str] | None = None
                     ) -> TestResult:
-    """Run `command` in `cwd` in its own process group; kill the whole group at the timeout."""
+    """Run `command` in `cwd` in its own process group; kill the whole group at the timeout.
+
+    With `warm`, a pytest command runs in a child forked from the warm runner instead (same
+    arguments, same results); `first` are test ids to run first.
+    """
     started = time.perf_counter()
     junit_dir = tempfile.TemporaryDirectory(prefix="codeloop-junit-")
     junit = Path(junit_dir.name) / "report.xml"
-    full_command = command
-    if is_pytest(command):
-        full_command += f" --junitxml={shlex.quote(str(junit))} -o junit_family=xunit1"
-        if "--tb" not in command:
-            full_command += " --tb=short"
+    extras = pytest_extras(command, junit) if is_pytest(command) else []
     env = {k: v for k, v in os.environ.items() if k not in hidden_env}
     env["PYTHONUNBUFFERED"] = "1"
-    process = await asyncio.create_subprocess_shell(
-        full_command, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        stdin=asyncio.subprocess.DEVNULL, start_new_session=True, env=env,
-    )
+    if warm is not None and extras:
+        run: RunningTests = await warm.start(command, extras, cwd, env, first or [])
+    else:
+        run = _ColdRun(await asyncio.create_subprocess_shell(
+            " ".join([command, *map(shlex.quote, extras)]), cwd=cwd,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL, start_new_session=True, env=env))
     output = BoundedText()
     timed_out = False
-
+    exit_code: int | None = None
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
 
-    async def pump() -> None:
-        assert process.stdout is not None
-        while chunk := await process.stdout.read(65536):
+    async def pump() -> int:
+        while chunk := await run.read():
             if shown := output.add(decoder.decode(chunk)):
                 on_output(shown)
         if shown := output.add(decoder.decode(b"", final=True)):
             on_output(shown)
-        await process.wait()
+        return await run.wait()
 
     try:
-        await asyncio.wait_for(pump(), timeout_s)
+        exit_code = await asyncio.wait_for(pump(), timeout_s)
     except TimeoutError:
         timed_out = True
-        _kill_group(process.pid)
-        await process.wait()
+        _kill_group(run.pid)
+        exit_code = await run.wait()
     finally:
-        if process.returncode is None:
-            _kill_group(process.pid)
+        if exit_code is None:  # cancelled: the whole group goes
+            _kill_group(run.pid)
             with contextlib.suppress(ProcessLookupError):
-                await process.wait()
+                await asyncio.shield(run.wait())
     text = output.text()
-    result = TestResult(exit_code=process.returncode if process.returncode is not None else -9,
-                        summary="", timed_out=timed_out, output=text,
+    result = TestResult(exit_code=exit_code, summary="", timed_out=timed_out, output=text,
                         duration_ms=round((time.perf_counter() - started) * 1000, 3))
     if junit.is_file():
         with contextlib.suppress(ET.ParseError):

@@ -1,0 +1,123 @@
+"""How a session runs its tests: cold, or warm once proven safe, failures first, fail-fast.
+
+Owns the choice between the cold command and the warm runner (`warm_tests` auto/on/off), the
+self-check that trusts the warm runner only when its run of the baseline matches the cold one
+test by test, restarting the runner when dependencies change, falling back to cold (with the
+reason, as an event) on any doubt, and the ordering: the tests that failed last time run first,
+and with `fail_fast` they run alone, stopping at the first failure, before the full suite.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+
+from codeloop.events import TestRunnerChange
+from codeloop.testrun import TestResult, is_pytest, run_tests
+from codeloop.warm import WarmRunner, WarmUnavailable
+
+
+def verdicts(result: TestResult) -> dict[str, tuple[str, str]]:
+    """Per failing test: (kind, message); plus the counts — what must agree warm and cold."""
+    table = {f["id"]: (f["kind"], f["message"]) for f in result.failures}
+    table["<counts>"] = (str(sorted(result.counts.items())), str(result.exit_code))
+    return table
+
+
+class TestService:
+    """Runs the session's test command; one instance per session."""
+
+    def __init__(self, command: str, timeout_s: float, hidden_env: tuple[str, ...], mode: str,
+                 fail_fast: bool, emit: Callable[[TestRunnerChange], object]) -> None:
+        self.command = command
+        self.timeout_s = timeout_s
+        self.hidden_env = hidden_env
+        self.mode = mode
+        self.fail_fast = fail_fast
+        self.emit = emit
+        self.runner: WarmRunner | None = None
+        self.trusted = False
+        self.failed_last: list[str] = []
+
+    @property
+    def label(self) -> str:
+        return "warm" if self.trusted else "cold"
+
+    def _cold(self, reason: str) -> None:
+        self.trusted = False
+        self.emit(TestRunnerChange(mode="cold", message=reason))
+
+    async def prepare(self, root: Path) -> None:
+        """Start and warm the runner (meanwhile the baseline runs cold)."""
+        if self.mode == "off" or not is_pytest(self.command):
+            return
+        try:
+            self.runner = WarmRunner(self.command, root)
+            await self.runner.launch()
+        except WarmUnavailable as exc:
+            self.runner = None
+            self._cold(f"tests run cold: {exc}")
+
+    async def self_check(self, baseline: TestResult, root: Path) -> None:
+        """Trust the runner only if its run of the baseline matches the cold run exactly."""
+        if self.runner is None:
+            return
+        warm = await self._warm(root, lambda _: None, [])
+        if warm is None:
+            return
+        if verdicts(warm) != verdicts(baseline):
+            self._cold(f"tests run cold: the warm self-check differed from the cold run "
+                       f"(cold: {baseline.summary}; warm: {warm.summary})")
+            await self.close()
+            return
+        self.trusted = True
+        self.emit(TestRunnerChange(
+            mode="warm", message=f"warm test runner ready ({len(self.runner.warmed)} modules "
+                                 f"pre-imported); its self-check matched the cold baseline: "
+                                 f"{warm.duration_ms:.0f} ms warm vs {baseline.duration_ms:.0f} "
+                                 "ms cold"))
+
+    async def _warm(self, root: Path, on_output: Callable[[str], None], first: list[str],
+                    extra: str = "") -> TestResult | None:
+        assert self.runner is not None
+        try:
+            return await run_tests(self.command + extra, root, self.timeout_s, on_output,
+                                   self.hidden_env, warm=self.runner, first=first)
+        except (ConnectionError, OSError, ValueError, KeyError) as exc:
+            self._cold(f"tests run cold: the warm runner failed ({type(exc).__name__}: {exc})")
+            await self.close()
+            return None
+
+    async def run(self, root: Path, on_output: Callable[[str], None]) -> TestResult:
+        """One test run: warm when trusted, else cold; failing tests first."""
+        first = self.failed_last
+        if self.fail_fast and first:
+            only = " -x " + " ".join(shlex.quote(test) for test in first)
+            quick = await self._one(root, on_output, [], only)
+            if not quick.passed:
+                self.failed_last = [f["id"] for f in quick.failures] or first
+                return quick
+        result = await self._one(root, on_output, first)
+        self.failed_last = [f["id"] for f in result.failures]
+        return result
+
+    async def _one(self, root: Path, on_output: Callable[[str], None], first: list[str],
+                   extra: str = "") -> TestResult:
+        if self.trusted and self.runner is not None and self.runner.stale():
+            await self.runner.close()
+            self.emit(TestRunnerChange(mode="warm", message="dependencies changed: restarting "
+                                                            "the warm runner"))
+            await self.prepare(root)
+            self.trusted = self.runner is not None
+        if self.trusted and self.runner is not None:
+            result = await self._warm(root, on_output, first, extra)
+            if result is not None:
+                return result
+        return await run_tests(self.command + extra, root, self.timeout_s, on_output,
+                               self.hidden_env)
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.close()
+            self.runner = None

@@ -1,0 +1,169 @@
+"""The warm test runner, codeloop's side: one runner process per session for pytest projects.
+
+Owns starting the runner under the project's interpreter (the one its test command uses), its
+safety checks (fork available, no threads in the runner, every warm import succeeded), the
+dependency watch that restarts it (pyproject/requirements/lock files, site-packages), and one run:
+a child forked by the runner, its output read from a FIFO, killed as a whole process group at a
+timeout. Whether a warm run is trusted at all is decided by the session's self-check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+import tempfile
+import tomllib
+from pathlib import Path
+
+RUNNER = Path(__file__).with_name("warm_runner.py")
+DEPENDENCY_FILES = ("pyproject.toml", "setup.cfg", "setup.py", "requirements.txt",
+                    "requirements-dev.txt", "requirements-test.txt", "poetry.lock", "uv.lock",
+                    "Pipfile.lock")
+WARM_ONLY_ARGS = ["-W", "ignore::pytest.PytestAssertRewriteWarning"]  # plugins pre-imported
+_PYTHON_M_PYTEST = re.compile(r"^(\S*python[\d.]*)\s+-m\s+pytest$")
+
+
+class WarmUnavailable(Exception):
+    """Warm running cannot be used here; the message says why (tests then run cold)."""
+
+
+def interpreter(command: str) -> tuple[str, list[str], bool]:
+    """(python, pytest arguments, whether the cwd goes first on sys.path) for a pytest command.
+
+    `python -m pytest ARGS` puts the cwd on sys.path; the `pytest ARGS` script does not.
+    """
+    words = shlex.split(command)
+    for end in (3, 1):
+        head = " ".join(words[:end])
+        if end == 3 and (match := _PYTHON_M_PYTEST.match(head)):
+            found = shutil.which(match.group(1))
+            if found:
+                return found, words[3:], True
+        if end == 1 and Path(head).name == "pytest" and (script := shutil.which(head)):
+            first = Path(script).read_bytes()[:200].split(b"\n")[0]
+            if first.startswith(b"#!") and b"python" in first:
+                return first[2:].decode().strip().split()[0], words[1:], False
+    raise WarmUnavailable(f"{command!r} is not a `python -m pytest` or `pytest` command")
+
+
+def dependencies(root: Path) -> list[str]:
+    """Distribution names the project depends on (pyproject.toml and requirements files)."""
+    names: list[str] = []
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        with contextlib.suppress(tomllib.TOMLDecodeError, OSError):
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+            project = data.get("project", {})
+            names += project.get("dependencies", [])
+            for extra in project.get("optional-dependencies", {}).values():
+                names += extra
+    for requirements in root.glob("requirements*.txt"):
+        names += [line for line in requirements.read_text(errors="replace").splitlines()
+                  if line.strip() and not line.lstrip().startswith(("#", "-"))]
+    return sorted({re.split(r"[\s<>=!~;\[(]", name.strip(), maxsplit=1)[0] for name in names})
+
+
+def _stamp(paths: list[Path]) -> list[float]:
+    return [path.stat().st_mtime if path.exists() else 0.0 for path in paths]
+
+
+class _WarmRun:
+    """One run in a child of the runner: output through a FIFO, exit code from the runner."""
+
+    def __init__(self, runner: WarmRunner, pid: int, fifo: Path, fd: int) -> None:
+        self.runner, self.pid, self.fifo, self._fd = runner, pid, fifo, fd
+        self._reader: asyncio.StreamReader | None = None
+        self._exit: int | None = None
+
+    async def read(self) -> bytes:
+        if self._reader is None:
+            loop = asyncio.get_running_loop()
+            self._reader = asyncio.StreamReader()
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(self._reader),
+                                         os.fdopen(self._fd, "rb", buffering=0))
+        return await self._reader.read(65536)
+
+    async def wait(self) -> int:
+        if self._exit is None:
+            self._exit = int((await self.runner.receive())["exit"])
+            self.fifo.unlink(missing_ok=True)
+        return self._exit
+
+
+class WarmRunner:
+    """The session's warm runner process (see warm_runner.py for the other side)."""
+
+    def __init__(self, command: str, root: Path) -> None:
+        self.python, _, self.path0 = interpreter(command)
+        self.root = root
+        self.process: asyncio.subprocess.Process | None = None
+        self.warmed: list[str] = []
+        self._watched: list[Path] = []
+        self._stamps: list[float] = []
+        self._lock = asyncio.Lock()
+        self._fifos = Path(tempfile.mkdtemp(prefix="codeloop-warm-"))
+        self._count = 0
+
+    async def launch(self) -> None:
+        """Start and warm the runner; raises WarmUnavailable with the reason it cannot be used."""
+        self.process = await asyncio.create_subprocess_exec(
+            self.python, str(RUNNER), json.dumps(dependencies(self.root)), cwd=self.root,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+        try:
+            ready = await asyncio.wait_for(self.receive(), 60)
+        except (TimeoutError, ValueError, KeyError, ConnectionError) as exc:
+            await self.close()
+            raise WarmUnavailable(f"the runner did not start ({type(exc).__name__})") from None
+        reason = ("the interpreter cannot fork" if not ready["fork"]
+                  else f"{ready['threads']} threads run in the runner after warming"
+                  if ready["threads"] > 1
+                  else "import error while warming: " + "; ".join(ready["failed"])
+                  if ready["failed"] else "")
+        if reason:
+            await self.close()
+            raise WarmUnavailable(reason)
+        self.warmed = ready["warmed"]
+        self._watched = [self.root / name for name in DEPENDENCY_FILES] + [
+            Path(p) for p in ready["site"]]
+        self._stamps = _stamp(self._watched)
+
+    def stale(self) -> bool:
+        """Dependencies changed since warming (a lock file, pyproject, site-packages)."""
+        return _stamp(self._watched) != self._stamps
+
+    async def receive(self) -> dict:
+        assert self.process is not None and self.process.stdout is not None
+        line = await self.process.stdout.readline()
+        if not line:
+            raise ConnectionError("the warm runner exited")
+        return json.loads(line)
+
+    async def start(self, command: str, extras: list[str], cwd: Path, env: dict[str, str],
+                    first: list[str]) -> _WarmRun:
+        """Fork a child running pytest with the cold command's arguments plus `extras`."""
+        assert self.process is not None and self.process.stdin is not None
+        self._count += 1
+        fifo = self._fifos / f"run-{self._count}"
+        os.mkfifo(fifo)
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # open before the child writes
+        _, args, _ = interpreter(command)
+        request = {"args": [*args, *WARM_ONLY_ARGS, *extras], "cwd": str(cwd), "env": env,
+                   "output": str(fifo), "path0": self.path0, "first": first}
+        self.process.stdin.write((json.dumps(request) + "\n").encode())
+        await self.process.stdin.drain()
+        pid = int((await self.receive())["pid"])
+        return _WarmRun(self, pid, fifo, fd)
+
+    async def close(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, 9)
+            await self.process.wait()
+        shutil.rmtree(self._fifos, ignore_errors=True)
+

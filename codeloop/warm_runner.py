@@ -1,0 +1,114 @@
+"""The warm pytest runner: a process that has imported pytest, its plugins and the project's
+third-party dependencies, and forks one child per test run.
+
+It runs under the PROJECT's interpreter (the one its test command uses), as a script, so it
+imports nothing from codeloop. It never imports the project's own modules or conftest.py: each
+child imports them fresh, so every run sees the latest patch. Protocol on stdin/stdout, one JSON
+object per line:
+
+  <- {"ready": true, "threads": N, "warmed": [...], "failed": [...], "fork": bool,
+      "site": [...]}                                                     after warming
+  -> {"args": [...], "cwd": "...", "env": {...}, "output": FIFO, "path0": bool, "first": [...]}
+  <- {"pid": P}                                                          the child started
+  <- {"exit": CODE}                                                      the child finished
+"""
+
+import importlib
+import json
+import os
+import sys
+import threading
+
+
+def _send(message):
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def _modules_of(distributions):
+    """Top-level modules of the given distributions (the project's third-party dependencies)."""
+    try:
+        from importlib.metadata import packages_distributions
+
+        wanted = {name.lower().replace("_", "-") for name in distributions}
+        return sorted(module for module, dists in packages_distributions().items()
+                      if not module.startswith("_")
+                      and any(d.lower().replace("_", "-") in wanted for d in dists))
+    except Exception:  # noqa: BLE001 - no metadata: nothing extra to warm
+        return []
+
+
+def _warm(distributions):
+    warmed, failed = [], []
+    import pytest  # noqa: F401 - the point is to have it imported
+
+    try:
+        from importlib.metadata import entry_points
+
+        plugins = [ep.module for ep in entry_points(group="pytest11")]
+    except Exception:  # noqa: BLE001 - best effort: plugins are loaded by pytest anyway
+        plugins = []
+    for name in [*plugins, *_modules_of(distributions)]:
+        try:
+            importlib.import_module(name)
+            warmed.append(name)
+        except Exception as exc:  # noqa: BLE001 - reported back: codeloop then runs cold
+            failed.append(f"{name}: {type(exc).__name__}: {exc}")
+    return warmed, failed
+
+
+class _FailedFirst:
+    """Puts the tests that failed last time first, keeping the rest in their order."""
+
+    def __init__(self, first):
+        self.first = set(first)
+
+    def pytest_collection_modifyitems(self, items):
+        items.sort(key=lambda item: item.nodeid not in self.first)
+
+
+def _child(request):
+    os.setsid()  # its own process group: a timeout kills everything it started
+    fd = os.open(request["output"], os.O_WRONLY)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = os.fdopen(1, "w", buffering=1)
+    sys.stderr = os.fdopen(2, "w", buffering=1)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    if request["path0"]:
+        sys.path.insert(0, request["cwd"])  # as `python -m pytest` puts the cwd first
+    import pytest
+
+    plugins = [_FailedFirst(request["first"])] if request["first"] else []
+    code = pytest.main(request["args"], plugins=plugins)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(code))
+
+
+def main():
+    distributions = json.loads(sys.argv[1]) if len(sys.argv) > 1 else []
+    warmed, failed = _warm(distributions)
+    import site
+
+    _send({"ready": True, "threads": threading.active_count(), "warmed": warmed,
+           "failed": failed, "fork": hasattr(os, "fork"),
+           "site": [p for p in site.getsitepackages() if os.path.isdir(p)]})
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _child(request)
+            finally:
+                os._exit(70)
+        _send({"pid": pid})
+        _, status = os.waitpid(pid, 0)
+        _send({"exit": os.waitstatus_to_exitcode(status)})
+
+
+if __name__ == "__main__":
+    main()
