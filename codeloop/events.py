@@ -232,6 +232,8 @@ class PatchRejected(Event):
 class TestStart(Event):
     """The test command starts in the sandbox (turn 0 is the baseline run)."""
 
+    __test__ = False  # a codeloop event, not a pytest test class
+
     type: ClassVar[str] = "test.start"
     turn: int
     command: str
@@ -241,6 +243,8 @@ class TestStart(Event):
 class TestOutput(Event):
     """A piece of the test command's combined output, as it was produced."""
 
+    __test__ = False  # a codeloop event, not a pytest test class
+
     type: ClassVar[str] = "test.output"
     turn: int
     text: str
@@ -249,6 +253,8 @@ class TestOutput(Event):
 @dataclass
 class TestDone(Event):
     """The test command finished (or was killed at its timeout). Output is bounded."""
+
+    __test__ = False  # a codeloop event, not a pytest test class
 
     type: ClassVar[str] = "test.done"
     turn: int
@@ -266,6 +272,8 @@ class TestDone(Event):
 @dataclass
 class TestRunnerChange(Event):
     """How the tests run changed: `mode` warm (ready, restarted) or cold (and why)."""
+
+    __test__ = False  # a codeloop event, not a pytest test class
 
     type: ClassVar[str] = "test.runner"
     mode: str

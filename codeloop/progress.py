@@ -22,6 +22,7 @@ from codeloop.events import (
     SessionEnd,
     SessionStart,
     TestDone,
+    TestRunnerChange,
     TestStart,
     ToolResult,
     TransportChange,
@@ -77,6 +78,8 @@ class ProgressPrinter:
             self._line(f"context compacted ({event.reason}): {event.tokens_before} → "
                        f"{event.tokens_after} tokens, {event.turns_replaced} turns summarised, "
                        f"{event.duration_ms:.0f} ms")
+        elif isinstance(event, TestRunnerChange):
+            self._line(f"test runner ({event.mode}): {event.message}")
         elif isinstance(event, TransportChange):
             self._line(f"transport ({event.kind}): {event.transport}: {event.message}")
         elif isinstance(event, ModelToolCall):
@@ -99,7 +102,7 @@ class ProgressPrinter:
         elif isinstance(event, TestStart):
             self._line(("baseline tests: " if event.turn == 0 else "tests: ") + event.command)
         elif isinstance(event, TestDone):
-            self._line(f"tests: {event.summary} ({event.duration_ms / 1000:.2f}s)")
+            self._line(f"tests: {event.summary} ({event.duration_ms / 1000:.2f}s, {event.mode})")
             for failure in event.failures[:10]:
                 self._line(f"  ✗ {failure['id']}: {failure['message'][:160]}")
         elif isinstance(event, TurnEnd):

@@ -28,6 +28,8 @@ def verdicts(result: TestResult) -> dict[str, tuple[str, str]]:
 class TestService:
     """Runs the session's test command; one instance per session."""
 
+    __test__ = False  # not a pytest test class
+
     def __init__(self, command: str, timeout_s: float, hidden_env: tuple[str, ...], mode: str,
                  fail_fast: bool, emit: Callable[[TestRunnerChange], object]) -> None:
         self.command = command

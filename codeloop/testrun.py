@@ -71,6 +71,8 @@ def bound(text: str, head: int = HEAD_CHARS, tail: int = TAIL_CHARS) -> str:
 class TestResult:
     """What one run of the test command produced."""
 
+    __test__ = False  # not a pytest test class
+
     exit_code: int
     summary: str
     counts: dict[str, int] = field(default_factory=dict)

@@ -34,6 +34,7 @@ from codeloop.events import (
     PatchRejected,
     SandboxReady,
     TestDone,
+    TestRunnerChange,
     TestStart,
     ToolResult,
     TransportChange,
@@ -224,6 +225,8 @@ class CodeloopApp(App[int]):
             transcript.add_text(f"{what} in {event.delay_s:.1f}s: {event.reason}", "error")
             if event.restart:
                 transcript.begin_model()
+        elif isinstance(event, TestRunnerChange):
+            transcript.add_text(f"⚡ {event.message}", "note")
         elif isinstance(event, TransportChange):
             transcript.add_text(f"⇄ {event.transport}: {event.message}", "note")
             self.refresh_status()
@@ -272,7 +275,7 @@ class CodeloopApp(App[int]):
     def _show_tests(self, event: TestDone) -> None:
         style = "ok" if event.passed else "error"
         summary = Text(("✓ " if event.passed else "✗ ") + f"tests: {event.summary} "
-                       f"({event.duration_ms / 1000:.2f}s)", style="bold")
+                       f"({event.duration_ms / 1000:.2f}s, {event.mode})", style="bold")
         for failure in event.failures[:15]:
             summary.append(f"\n  {failure['id']}  ", style="bold")
             summary.append(failure["message"].splitlines()[0] if failure["message"] else "")

@@ -1,0 +1,112 @@
+"""Cold pytest against the warm runner: the floor, whole suites, and a one-bug task end to end.
+
+Prints, cold vs warm, the minimum and median wall time of: one trivial test (the floor); the
+full suite of each sandbox project; one larger real suite (more-itertools, from its PyPI sdist);
+then `codeloop --task` fixing sandbox/offbyone against the scripted server at unlimited speed
+(start-up, baseline, one turn, the verifying run), with warm_tests off and auto.
+
+    python benchmarks/test_runner.py [--repeat 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from codeloop.sandbox import copy_project  # noqa: E402
+from codeloop.testrun import run_tests  # noqa: E402
+from codeloop.warm import WarmRunner  # noqa: E402
+from tests.scripted_server import Reply, ScriptedModelServer, ToolCall  # noqa: E402
+
+COMMAND = f"{sys.executable} -m pytest -q -p no:cacheprovider"
+LARGER = "more-itertools==10.5.0"
+
+
+async def timings(root: Path, repeat: int) -> tuple[list[float], list[float], str]:
+    cold, warm = [], []
+    summary = ""
+    for _ in range(repeat):
+        result = await run_tests(COMMAND, root, 300, lambda _: None)
+        cold.append(result.duration_ms)
+        summary = result.summary
+    runner = WarmRunner(COMMAND, root)
+    await runner.launch()
+    try:
+        for _ in range(repeat):
+            warm.append((await run_tests(COMMAND, root, 300, lambda _: None,
+                                         warm=runner)).duration_ms)
+    finally:
+        await runner.close()
+    return cold, warm, summary
+
+
+def row(name: str, cold: list[float], warm: list[float], summary: str) -> None:
+    print(f"  {name:<28} cold {min(cold):7.0f} / {statistics.median(cold):7.0f} ms   "
+          f"warm {min(warm):6.0f} / {statistics.median(warm):6.0f} ms   "
+          f"{statistics.median(cold) / statistics.median(warm):4.1f}x   ({summary})")
+
+
+def larger_suite(where: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary",
+                    ":all:", LARGER, "-d", str(where)], check=True, capture_output=True)
+    archive = next(where.glob("*.tar.gz"))
+    with tarfile.open(archive) as tar:
+        tar.extractall(where, filter="data")
+    return where / archive.name.removesuffix(".tar.gz")
+
+
+def end_to_end(workdir: Path, warm_tests: str) -> float:
+    repo = copy_project(ROOT / "sandbox" / "offbyone", workdir / f"e2e-{warm_tests}")
+    fix = (ROOT / "tests" / "data" / "fixes" / "offbyone.diff").read_text()
+    reply = Reply(tool_calls=[ToolCall("apply_patch", json.dumps({"patch": fix}))])
+    env = {**os.environ, "XDG_CACHE_HOME": str(workdir / "cache")}
+    with ScriptedModelServer([reply]) as server:
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "codeloop", "--task", "fix the pager", "--base-url",
+             server.base_url, "--test-cmd", COMMAND, "--warm-tests", warm_tests],
+            cwd=repo, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"the one-bug task failed:\n{done.stderr}")
+    return wall * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="codeloop-runner-") as tmp_name:
+        tmp = Path(tmp_name)
+        floor = tmp / "floor"
+        (floor / "tests").mkdir(parents=True)
+        (floor / "tests" / "test_one.py").write_text("def test_one():\n    assert True\n")
+        print(f"pytest runs, min / median of {args.repeat} (wall ms, as codeloop measures a run)")
+        row("floor (1 trivial test)", *asyncio.run(timings(floor, args.repeat)))
+        for project in ("offbyone", "twomodules", "newfile"):
+            root = copy_project(ROOT / "sandbox" / project, tmp / project)
+            row(f"sandbox/{project}", *asyncio.run(timings(root, args.repeat)))
+        root = larger_suite(tmp / "sdist")
+        row(LARGER, *asyncio.run(timings(root, max(3, args.repeat // 2))))
+        print("\none-bug task end to end (codeloop start-up, baseline, one turn, verifying run;"
+              " scripted server at unlimited speed), median of 3")
+        for mode in ("off", "auto"):
+            walls = [end_to_end(tmp / f"{mode}-{n}", mode) for n in range(3)]
+            print(f"  warm_tests={mode:<5} {statistics.median(walls):7.0f} ms "
+                  f"(min {min(walls):.0f})")
+
+
+if __name__ == "__main__":
+    main()

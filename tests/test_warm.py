@@ -1,0 +1,174 @@
+"""The warm test runner: identical results to cold runs (sandbox projects and two real
+third-party suites from PyPI), fresh project code per run, no leaked state, capture and -x,
+timeouts, and the fall-back to cold runs with the reason."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from codeloop.events import TestRunnerChange
+from codeloop.testing import TestService, verdicts
+from codeloop.testrun import TestResult, run_tests
+from codeloop.warm import WarmRunner
+from tests.conftest import PYTEST_CMD, make_repo
+
+PYPI_SUITES = ("six==1.16.0", "more-itertools==10.5.0")
+
+
+def both(root: Path, command: str = PYTEST_CMD, timeout: float = 120
+         ) -> tuple[TestResult, TestResult]:
+    async def scenario() -> tuple[TestResult, TestResult]:
+        cold = await run_tests(command, root, timeout, lambda _: None)
+        runner = WarmRunner(command, root)
+        await runner.launch()
+        try:
+            warm = await run_tests(command, root, timeout, lambda _: None, warm=runner)
+        finally:
+            await runner.close()
+        return cold, warm
+
+    return asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("project", ["offbyone", "twomodules", "newfile"])
+def test_warm_and_cold_agree_on_the_sandbox_projects(tmp_path, project):
+    cold, warm = both(make_repo(tmp_path, project))
+    assert verdicts(warm) == verdicts(cold) and cold.failures
+
+
+@pytest.fixture(scope="module")
+def pypi_suites(tmp_path_factory) -> list[Path]:
+    """Two pure-Python packages whose sdists ship their tests, fetched from PyPI."""
+    where = tmp_path_factory.mktemp("sdists")
+    done = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                           "--no-binary", ":all:", *PYPI_SUITES, "-d", str(where)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"could not download {PYPI_SUITES} from the package index:\n{done.stderr}")
+    roots = []
+    for archive in sorted(where.glob("*.tar.gz")):
+        with tarfile.open(archive) as tar:
+            tar.extractall(where, filter="data")
+        roots.append(where / archive.name.removesuffix(".tar.gz"))
+    return roots
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["more-itertools", "six"])
+def test_warm_and_cold_agree_on_real_third_party_suites(pypi_suites, index):
+    root = pypi_suites[index]
+    cold, warm = both(root)
+    assert verdicts(warm) == verdicts(cold)
+    assert cold.counts["passed"] > 20 and warm.counts == cold.counts
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def test_edits_are_seen_state_does_not_leak_capture_and_x_work(tmp_path):
+    root = write(tmp_path / "p", {
+        "mod.py": "VALUE = 1\nCALLS = []\n",
+        "tests/test_a.py": "import mod\n\ndef test_value():\n    mod.CALLS.append(1)\n"
+                           "    print('captured out')\n    assert mod.VALUE == 2\n\n"
+                           "def test_state():\n    assert mod.CALLS == [1]\n\n"
+                           "def test_later():\n    assert True\n",
+    })
+
+    async def scenario() -> None:
+        runner = WarmRunner(PYTEST_CMD, root)
+        await runner.launch()
+        try:
+            first = await run_tests(PYTEST_CMD, root, 60, lambda _: None, warm=runner)
+            assert first.counts == {"passed": 2, "failed": 1, "errors": 0, "skipped": 0}
+            assert "captured out" in first.output  # captured, shown for the failing test
+            (root / "mod.py").write_text("VALUE = 2\nCALLS = []\n")  # the patch
+            second = await run_tests(PYTEST_CMD, root, 60, lambda _: None, warm=runner)
+            # the edit is seen, and CALLS starts empty again in the new child
+            assert second.counts["passed"] == 3 and second.exit_code == 0
+            (root / "mod.py").write_text("VALUE = 3\nCALLS = []\n")
+            stopped = await run_tests(PYTEST_CMD + " -x", root, 60, lambda _: None,
+                                      warm=runner)
+            assert stopped.counts == {"passed": 0, "failed": 1, "errors": 0, "skipped": 0}
+        finally:
+            await runner.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_hanging_warm_test_is_killed_with_its_process_group(tmp_path):
+    pid_file = tmp_path / "child.pid"
+    root = write(tmp_path / "p", {"tests/test_hang.py": (
+        "import os, subprocess, time\n\ndef test_hang():\n"
+        f"    child = subprocess.Popen(['sleep', '60'])\n"
+        f"    open({str(pid_file)!r}, 'w').write(str(child.pid))\n    time.sleep(60)\n")})
+
+    async def scenario() -> TestResult:
+        runner = WarmRunner(PYTEST_CMD, root)
+        await runner.launch()
+        try:
+            return await run_tests(PYTEST_CMD, root, 2, lambda _: None, warm=runner)
+        finally:
+            await runner.close()
+
+    result = asyncio.run(scenario())
+    assert result.timed_out
+    grandchild = int(pid_file.read_text())
+    try:
+        os.kill(grandchild, 0)
+        state = Path(f"/proc/{grandchild}/stat").read_text().split()[2]
+    except (ProcessLookupError, FileNotFoundError):
+        state = "gone"
+    assert state in ("gone", "Z")
+
+
+def test_a_warm_run_that_differs_from_cold_falls_back_with_the_reason(tmp_path):
+    # this test can tell who started it: it fails only when forked from the warm runner
+    root = write(tmp_path / "p", {"tests/test_parent.py": (
+        "import os\n\ndef test_started_by_a_shell():\n"
+        "    parent = open(f'/proc/{os.getppid()}/cmdline').read()\n"
+        "    assert 'warm_runner' not in parent\n")})
+    changes: list[TestRunnerChange] = []
+
+    async def scenario() -> tuple[TestResult, TestResult]:
+        service = TestService(PYTEST_CMD, 60, (), "auto", False, changes.append)
+        await service.prepare(root)
+        baseline = await service.run(root, lambda _: None)
+        await service.self_check(baseline, root)
+        after = await service.run(root, lambda _: None)
+        await service.close()
+        return baseline, after
+
+    baseline, after = asyncio.run(scenario())
+    assert baseline.passed and after.passed  # never a wrong result
+    assert [c.mode for c in changes] == ["cold"]
+    assert "self-check differed" in changes[0].message
+
+
+def test_failing_tests_run_first_and_fail_fast_stops_at_them(tmp_path):
+    root = write(tmp_path / "p", {"tests/test_order.py": (
+        "import time\n\ndef test_a_slow():\n    time.sleep(0.01)\n\n"
+        "def test_b_broken():\n    assert False\n\ndef test_c_fine():\n    pass\n")})
+
+    async def scenario() -> tuple[TestResult, TestResult]:
+        service = TestService(PYTEST_CMD, 60, (), "on", True, lambda _: None)
+        await service.prepare(root)
+        baseline = await service.run(root, lambda _: None)
+        await service.self_check(baseline, root)
+        quick = await service.run(root, lambda _: None)  # only the failing one, with -x
+        await service.close()
+        return baseline, quick
+
+    baseline, quick = asyncio.run(scenario())
+    assert [f["id"] for f in baseline.failures] == ["tests/test_order.py::test_b_broken"]
+    assert quick.counts == {"passed": 0, "failed": 1, "errors": 0, "skipped": 0}
