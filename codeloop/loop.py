@@ -171,6 +171,8 @@ class Session:
             version=__version__,
         ))
         self._connecting = asyncio.create_task(self._prepare_model())
+        # the warm runner starts now too: it reads only the dependency files, same as the sandbox's
+        warming = asyncio.create_task(self.tests.prepare(self.repo_root))
         try:
             # checkout can take seconds, so it runs in a thread while we connect; a cancel
             # waits for it, so the branch it creates is known and reported
@@ -185,12 +187,17 @@ class Session:
                 path=str(self.sandbox.path), branch=self.sandbox.branch,
                 base_commit=self.sandbox.base_commit, head_commit=self.sandbox.head(),
                 elapsed_ms=_ms_since(self._started)))
-            # the baseline runs cold while the warm runner starts; then the runner must match it
-            warming = asyncio.create_task(self.tests.prepare(self.sandbox.path))
-            self.result = await self._run_tests(0)
-            await warming
-            await self.tests.self_check(self.result, self.sandbox.path)
+            if self.tests.trusted_before(self.sandbox.path):
+                await warming  # a self-check passed before: the baseline itself runs warm
+                if self.tests.runner is None:
+                    self.tests.trusted = False
+                self.result = await self._run_tests(0)
+            else:  # the baseline runs cold (while the runner warms); the runner must match it
+                self.result = await self._run_tests(0)
+                await warming
+                await self.tests.self_check(self.result, self.sandbox.path)
         except asyncio.CancelledError:
+            warming.cancel()
             self._interrupted()
             raise
 

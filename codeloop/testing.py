@@ -9,11 +9,15 @@ and with `fail_fast` they run alone, stopping at the first failure, before the f
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shlex
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 from codeloop.events import TestRunnerChange
+from codeloop.repomap import cache_dir
 from codeloop.testrun import TestResult, is_pytest, run_tests
 from codeloop.warm import WarmRunner, WarmUnavailable
 
@@ -51,7 +55,8 @@ class TestService:
         self.emit(TestRunnerChange(mode="cold", message=reason))
 
     async def prepare(self, root: Path) -> None:
-        """Start and warm the runner (meanwhile the baseline runs cold)."""
+        """Start and warm the runner. `root` only provides the dependency files, so this can
+        start before the sandbox exists (the user's repo has the same ones)."""
         if self.mode == "off" or not is_pytest(self.command):
             return
         try:
@@ -60,6 +65,34 @@ class TestService:
         except WarmUnavailable as exc:
             self.runner = None
             self._cold(f"tests run cold: {exc}")
+
+    def _trust_file(self, sandbox: Path) -> Path | None:
+        """Where a passed self-check for this interpreter, command, tree and dependencies is
+        remembered (None when there is nothing to key it on)."""
+        if self.runner is None:
+            return None
+        tree = subprocess.run(["git", "rev-parse", "HEAD^{tree}"], cwd=sandbox,
+                              capture_output=True, text=True).stdout.strip()
+        if not tree:
+            return None
+        key = hashlib.sha1(json.dumps([self.runner.python, self.command, tree,
+                                       self.runner.fingerprint()]).encode()).hexdigest()
+        return cache_dir() / "warm-trust" / key
+
+    def trusted_before(self, sandbox: Path) -> bool:
+        """A self-check already passed for exactly this set-up: trust the runner now, so even
+        the baseline runs warm."""
+        if self.runner is None:
+            return False
+        self.runner.watch(sandbox)
+        trust = self._trust_file(sandbox)
+        if trust is None or not trust.is_file():
+            return False
+        self.trusted = True
+        self.emit(TestRunnerChange(mode="warm", message=(
+            "warm test runner trusted from an earlier self-check on the same tree, command, "
+            "interpreter and dependencies")))
+        return True
 
     async def self_check(self, baseline: TestResult, root: Path) -> None:
         """Trust the runner only if its run of the baseline matches the cold run exactly."""
@@ -74,6 +107,9 @@ class TestService:
             await self.close()
             return
         self.trusted = True
+        if (trust := self._trust_file(root)) is not None:
+            trust.parent.mkdir(parents=True, exist_ok=True)
+            trust.write_text(f"{warm.summary}\n")
         self.emit(TestRunnerChange(
             mode="warm", message=f"warm test runner ready ({len(self.runner.warmed)} modules "
                                  f"pre-imported); its self-check matched the cold baseline: "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -105,6 +106,11 @@ class WarmRunner:
         self.warmed: list[str] = []
         self._watched: list[Path] = []
         self._stamps: list[float] = []
+        # the interpreter's site-packages, known before launching (a venv's, or the install's)
+        self._site = sorted({*Path(self.python).parent.parent.glob("lib/python*/site-packages"),
+                             *Path(self.python).resolve().parent.parent.glob(
+                                 "lib/python*/site-packages")})
+        self.watch(root)
         self._lock = asyncio.Lock()
         self._fifos = Path(tempfile.mkdtemp(prefix="codeloop-warm-"))
         self._count = 0
@@ -129,9 +135,21 @@ class WarmRunner:
             await self.close()
             raise WarmUnavailable(reason)
         self.warmed = ready["warmed"]
-        self._watched = [self.root / name for name in DEPENDENCY_FILES] + [
-            Path(p) for p in ready["site"]]
+        self._site = sorted({*self._site, *(Path(p) for p in ready["site"])})
+        self.watch(self._watch_root)
+
+    def watch(self, root: Path) -> None:
+        """Restart-worthy changes are watched from here on in `root` (the sandbox)."""
+        self._watch_root = root
+        self._watched = [root / name for name in DEPENDENCY_FILES] + self._site
         self._stamps = _stamp(self._watched)
+
+    def fingerprint(self) -> str:
+        """The dependency files' contents and site-packages' mtimes, as one string."""
+        parts = [p.read_bytes().hex() if p.is_file() else "-" for p in self._watched
+                 if p.name in DEPENDENCY_FILES]
+        return hashlib.sha1("".join(parts).encode() + str(_stamp(self._site)).encode()
+                            ).hexdigest()
 
     def stale(self) -> bool:
         """Dependencies changed since warming (a lock file, pyproject, site-packages)."""

@@ -172,3 +172,25 @@ def test_failing_tests_run_first_and_fail_fast_stops_at_them(tmp_path):
     baseline, quick = asyncio.run(scenario())
     assert [f["id"] for f in baseline.failures] == ["tests/test_order.py::test_b_broken"]
     assert quick.counts == {"passed": 0, "failed": 1, "errors": 0, "skipped": 0}
+
+
+def test_a_passed_self_check_is_remembered_for_the_same_tree(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = make_repo(tmp_path, "offbyone")
+    changes: list[TestRunnerChange] = []
+
+    async def session() -> bool:
+        service = TestService(PYTEST_CMD, 60, (), "auto", False, changes.append)
+        await service.prepare(root)
+        trusted = service.trusted_before(root)
+        if not trusted:
+            baseline = await service.run(root, lambda _: None)
+            await service.self_check(baseline, root)
+        await service.close()
+        return trusted
+
+    assert asyncio.run(session()) is False  # first: cold baseline and a self-check
+    assert asyncio.run(session()) is True  # then: trusted, the baseline can run warm
+    (root / "pyproject.toml").write_text((root / "pyproject.toml").read_text() + "\n# dep\n")
+    assert asyncio.run(session()) is False  # a dependency file changed: check again
+    assert [c.mode for c in changes] == ["warm", "warm", "warm"]
