@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from codeloop.latency import percentile  # noqa: E402
 from codeloop.sandbox import copy_project  # noqa: E402
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall  # noqa: E402
 
@@ -61,11 +62,6 @@ def run_session(turns: int, workdir: Path) -> list[dict]:
     return [e["spans"] for e in events if e["type"] == "turn.end"]
 
 
-def p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=10)
@@ -84,7 +80,7 @@ def main() -> None:
     print(f"\n{len(all_spans)} turns over {args.sessions} session(s), scripted server at "
           "unlimited speed, loopback")
     print(f"harness overhead per turn: median {statistics.median(overhead):.2f} ms, "
-          f"p95 {p95(overhead):.2f} ms, max {max(overhead):.2f} ms")
+          f"p95 {percentile(overhead, 0.95):.2f} ms, max {max(overhead):.2f} ms")
     print(f"prompt build per turn:     median "
           f"{statistics.median(s['prompt_ms'] for s in all_spans):.2f} ms")
     totals = {name: sum(s[name] for s in all_spans) for name in SPANS}

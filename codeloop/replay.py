@@ -33,6 +33,7 @@ from codeloop.events import (
     TestDone,
     event_from_dict,
 )
+from codeloop.latency import percentile
 from codeloop.transport import ModelClient, TransportError
 
 REPLY_EVENTS = (ModelFirstByte, ModelTextDelta, ModelToolCall, ModelDone)
@@ -264,15 +265,11 @@ async def ask_again(recording: Recording, client: ModelClient,
 
 
 def summary(figures: list[AskFigures]) -> dict[str, float]:
-    def p95(values: list[float]) -> float:
-        ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))] if values else 0
-
     out: dict[str, float] = {}
     for name in ("ttft_ms", "tokens_per_s", "round_trip_ms"):
         values = [getattr(f, name) for f in figures]
         out[f"{name}_median"] = round(statistics.median(values), 3) if values else 0.0
-        out[f"{name}_p95"] = round(p95(values), 3)
+        out[f"{name}_p95"] = round(percentile(values, 0.95), 3)
     return out
 
 

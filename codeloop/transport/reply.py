@@ -10,17 +10,11 @@ from __future__ import annotations
 import time
 
 from codeloop.events import Event, ModelDone, ModelTextDelta, ModelToolCall
+from codeloop.latency import percentile
 
 
 def ms(start: float, end: float) -> float:
     return round((end - start) * 1000, 3)
-
-
-def _percentile(values: list[float], share: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 class Reply:
@@ -67,8 +61,8 @@ class Reply:
             turn=self.turn, finish_reason=self.finish_reason or "stop", text="".join(self.text),
             usage=self.usage, ttft_ms=ms(sent, first), decode_ms=ms(first, end),
             tokens_per_s=round(tokens / decode_s, 1) if decode_s > 0 else 0.0,
-            gap_p50_ms=round(_percentile(self.gaps_ms, 0.5), 3),
-            gap_p95_ms=round(_percentile(self.gaps_ms, 0.95), 3),
+            gap_p50_ms=round(percentile(self.gaps_ms, 0.5), 3),
+            gap_p95_ms=round(percentile(self.gaps_ms, 0.95), 3),
             client_us_per_token=round(self.processing_s * 1e6 / max(self.pieces, 1), 2),
         ))
         return events
