@@ -122,6 +122,7 @@ class Session:
         self._last_report: tuple[str, int] | None = None  # (test report, turn it was shown)
         self._compacted_to: int | None = None  # context size right after the last compaction
         self._probe = PrefixProbe(0.0, 0, "")
+        self._checking: asyncio.Task[None] | None = None  # the warm runner's self-check
         self.tests = TestService(settings.test_command, config.test_timeout_s,
                                  settings.hidden_env, config.warm_tests, config.fail_fast,
                                  self.events.emit)
@@ -194,8 +195,7 @@ class Session:
                 self.result = await self._run_tests(0)
             else:  # the baseline runs cold (while the runner warms); the runner must match it
                 self.result = await self._run_tests(0)
-                await warming
-                await self.tests.self_check(self.result, self.sandbox.path)
+                self._checking = asyncio.create_task(self._self_check(warming, self.result))
         except asyncio.CancelledError:
             warming.cancel()
             self._interrupted()
@@ -234,6 +234,8 @@ class Session:
         if self._connecting is not None:
             self._connecting.cancel()
         await self.client.aclose()
+        if self._checking is not None:
+            self._checking.cancel()
         await self.tests.close()
         self.totals["wall_ms"] = _ms_since(self._started)
         self.events.emit(SessionEnd(
@@ -536,9 +538,18 @@ class Session:
                                            patch=proposal.diff))
         return proposals, answers
 
+    async def _self_check(self, warming: asyncio.Task[None], baseline: TestResult) -> None:
+        """In the background (a slow warm-up never delays the first turn): once the runner is
+        warm, its run of the baseline must match the cold one before it is trusted."""
+        assert self.sandbox is not None
+        await warming
+        await self.tests.self_check(baseline, self.sandbox.path)
+
     async def _apply_and_test(self, turn: int, proposals: list[ProposedEdit],
                               spans: dict[str, float]) -> tuple[str, str]:
         assert self.sandbox is not None and self.result is not None
+        if self._checking is not None and not self._checking.done():
+            await asyncio.shield(self._checking)  # it tests the files as they were: finish first
         mark = time.perf_counter()
         try:
             edits = plan(self.sandbox.path, [p.diff for p in proposals])

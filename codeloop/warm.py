@@ -91,8 +91,11 @@ class _WarmRun:
 
     async def wait(self) -> int:
         if self._exit is None:
-            self._exit = int((await self.runner.receive())["exit"])
-            self.fifo.unlink(missing_ok=True)
+            try:
+                self._exit = int((await self.runner.receive())["exit"])
+            finally:
+                self.fifo.unlink(missing_ok=True)
+                self.runner.busy.release()
         return self._exit
 
 
@@ -111,7 +114,7 @@ class WarmRunner:
                              *Path(self.python).resolve().parent.parent.glob(
                                  "lib/python*/site-packages")})
         self.watch(root)
-        self._lock = asyncio.Lock()
+        self.busy = asyncio.Lock()  # one run at a time: the runner answers in order
         self._fifos = Path(tempfile.mkdtemp(prefix="codeloop-warm-"))
         self._count = 0
 
@@ -166,16 +169,21 @@ class WarmRunner:
                     first: list[str]) -> _WarmRun:
         """Fork a child running pytest with the cold command's arguments plus `extras`."""
         assert self.process is not None and self.process.stdin is not None
-        self._count += 1
-        fifo = self._fifos / f"run-{self._count}"
-        os.mkfifo(fifo)
-        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # open before the child writes
-        _, args, _ = interpreter(command)
-        request = {"args": [*args, *WARM_ONLY_ARGS, *extras], "cwd": str(cwd), "env": env,
-                   "output": str(fifo), "path0": self.path0, "first": first}
-        self.process.stdin.write((json.dumps(request) + "\n").encode())
-        await self.process.stdin.drain()
-        pid = int((await self.receive())["pid"])
+        await self.busy.acquire()  # released when the run's exit code is read
+        try:
+            self._count += 1
+            fifo = self._fifos / f"run-{self._count}"
+            os.mkfifo(fifo)
+            fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # open before the child writes
+            _, args, _ = interpreter(command)
+            request = {"args": [*args, *WARM_ONLY_ARGS, *extras], "cwd": str(cwd), "env": env,
+                       "output": str(fifo), "path0": self.path0, "first": first}
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            await self.process.stdin.drain()
+            pid = int((await self.receive())["pid"])
+        except BaseException:
+            self.busy.release()
+            raise
         return _WarmRun(self, pid, fifo, fd)
 
     async def close(self) -> None:
