@@ -148,33 +148,34 @@ def test_authorization_header_and_body_are_recorded() -> None:
     assert rec.body is not None and rec.body["model"] == "m1"
 
 
-def test_pings_and_raw_chunk_framing() -> None:
-    """Each SSE event is one HTTP chunk; pings are SSE comments; body ends with 0-chunk."""
-    with ScriptedModelServer([Reply(text="abcd", chunk_chars=1, ping_every=2)]) as srv:
-        payload = json.dumps(_chat_body()).encode()
-        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
-            sock.sendall(
-                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                b"Content-Type: application/json\r\nContent-Length: "
-                + str(len(payload)).encode()
-                + b"\r\n\r\n"
-                + payload
-            )
-            raw = b""
-            while not raw.endswith(b"\r\n0\r\n\r\n"):
-                data = sock.recv(65536)
-                assert data, "connection closed early"
-                raw += data
-    head, _, body = raw.partition(b"\r\n\r\n")
+def _raw_chunked_post(port: int, path: str, body: dict) -> tuple[bytes, list[bytes]]:
+    """POST over a raw socket; returns the whole response and its HTTP chunks, in order."""
+    payload = json.dumps(body).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+        raw = b""
+        while not raw.endswith(b"\r\n0\r\n\r\n"):
+            data = sock.recv(65536)
+            assert data, "connection closed early"
+            raw += data
+    head, _, body_bytes = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     chunks: list[bytes] = []
-    while body:
-        size_line, _, rest = body.partition(b"\r\n")
+    while body_bytes:
+        size_line, _, rest = body_bytes.partition(b"\r\n")
         size = int(size_line, 16)
         if size == 0:
             break
         chunks.append(rest[:size])
-        body = rest[size + 2 :]
+        body_bytes = rest[size + 2:]
+    return raw, chunks
+
+
+def test_pings_and_raw_chunk_framing() -> None:
+    """Each SSE event is one HTTP chunk; pings are SSE comments; body ends with 0-chunk."""
+    with ScriptedModelServer([Reply(text="abcd", chunk_chars=1, ping_every=2)]) as srv:
+        raw, chunks = _raw_chunked_post(srv.port, "/v1/chat/completions", _chat_body())
     assert all(c.endswith(b"\n\n") for c in chunks)
     assert chunks.count(b": ping\n\n") == 2
     assert chunks[-1] == b"data: [DONE]\n\n"
@@ -258,27 +259,7 @@ def test_responses_http_tool_call_one_chunk_per_event_no_done() -> None:
     reply = Reply(text="Look.", tool_calls=[ToolCall("read_file", args)], chunk_chars=6,
                   ping_every=2)
     with ScriptedModelServer([reply]) as srv:
-        payload = json.dumps(_resp_body()).encode()
-        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
-            sock.sendall(
-                b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload
-            )
-            raw = b""
-            while not raw.endswith(b"\r\n0\r\n\r\n"):
-                data = sock.recv(65536)
-                assert data, "connection closed early"
-                raw += data
-    head, _, body = raw.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200")
-    chunks: list[bytes] = []
-    while body:
-        size_line, _, rest = body.partition(b"\r\n")
-        size = int(size_line, 16)
-        if size == 0:
-            break
-        chunks.append(rest[:size])
-        body = rest[size + 2 :]
+        raw, chunks = _raw_chunked_post(srv.port, "/v1/responses", _resp_body())
     assert b"[DONE]" not in raw
     pings = [c for c in chunks if c == b": ping\n\n"]
     events = []

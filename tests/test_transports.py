@@ -44,6 +44,19 @@ def run(scenario: Callable) -> None:
     asyncio.run(scenario())
 
 
+def one_turn(wire: str, replies: list[Reply]) -> list[Event]:
+    """One request over `wire` (connected first) against a server scripted with `replies`."""
+    async def scenario() -> list[Event]:
+        with ScriptedModelServer(replies) as server:
+            client = client_for(wire, server)
+            await client.connect()
+            events = await collect(client, OPENING)
+            await client.aclose()
+        return events
+
+    return asyncio.run(scenario())
+
+
 def text_of(events: list[Event]) -> str:
     return "".join(e.text for e in events if isinstance(e, ModelTextDelta))
 
@@ -68,24 +81,16 @@ def test_each_wire_streams_text_and_tool_calls(wire: str) -> None:
     arguments = json.dumps({"path": "pager/paginate.py"})
     replies = [Reply(text="Let me look at the pager first.", chunk_chars=3,
                      tool_calls=[ToolCall("read_file", arguments)], cached_tokens=7)]
-
-    async def scenario() -> None:
-        with ScriptedModelServer(replies) as server:
-            client = client_for(wire, server)
-            await client.connect()
-            events = await collect(client, OPENING)
-            await client.aclose()
-        assert text_of(events) == "Let me look at the pager first."
-        calls = [e for e in events if isinstance(e, ModelToolCall)]
-        assert [(c.name, json.loads(c.arguments)) for c in calls] == [
-            ("read_file", {"path": "pager/paginate.py"})]
-        done = next(e for e in events if isinstance(e, ModelDone))
-        assert done.finish_reason == "tool_calls" and done.usage["cached_tokens"] == 7
-        assert done.usage["prompt_tokens"] > 0 and done.client_us_per_token > 0
-        first = next(e for e in events if isinstance(e, ModelFirstByte))
-        assert first.reused is True and first.request_bytes > 0  # opened by connect()
-
-    run(scenario)
+    events = one_turn(wire, replies)
+    assert text_of(events) == "Let me look at the pager first."
+    calls = [e for e in events if isinstance(e, ModelToolCall)]
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [
+        ("read_file", {"path": "pager/paginate.py"})]
+    done = next(e for e in events if isinstance(e, ModelDone))
+    assert done.finish_reason == "tool_calls" and done.usage["cached_tokens"] == 7
+    assert done.usage["prompt_tokens"] > 0 and done.client_us_per_token > 0
+    first = next(e for e in events if isinstance(e, ModelFirstByte))
+    assert first.reused is True and first.request_bytes > 0  # opened by connect()
 
 
 def test_websocket_sends_only_the_new_items_each_turn_on_one_socket() -> None:
@@ -171,18 +176,10 @@ def test_previous_response_not_found_resends_the_full_input_once() -> None:
 @pytest.mark.parametrize("wire", WIRES)
 def test_a_429_with_retry_after_is_honoured(wire: str) -> None:
     replies = [Reply(status=429, retry_after=0.3, error_message="slow down"), Reply(text="ok")]
-
-    async def scenario() -> None:
-        with ScriptedModelServer(replies) as server:
-            client = client_for(wire, server)
-            await client.connect()
-            events = await collect(client, OPENING)
-            await client.aclose()
-        retries = [e for e in events if isinstance(e, ModelRetry)]
-        assert [(r.delay_s, r.restart) for r in retries] == [(0.3, False)]
-        assert "429" in retries[0].reason and text_of(events) == "ok"
-
-    run(scenario)
+    events = one_turn(wire, replies)
+    retries = [e for e in events if isinstance(e, ModelRetry)]
+    assert [(r.delay_s, r.restart) for r in retries] == [(0.3, False)]
+    assert "429" in retries[0].reason and text_of(events) == "ok"
 
 
 def test_a_websocket_that_cannot_open_falls_back_to_http_at_once() -> None:
