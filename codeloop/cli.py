@@ -8,6 +8,7 @@ and `--version` stay instant.
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import os
 import secrets
@@ -148,6 +149,15 @@ def new_session_id() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    finally:
+        # everything alive now dies with the process: keep it out of the collections the
+        # interpreter runs while shutting down (measured: exit 40-57 ms -> 9-12 ms)
+        gc.freeze()
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from codeloop.sandbox import SandboxError, clean, find_repo
 
@@ -197,12 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, Recorder]:
     """Config, key check, test command, recorder, printer and client, wired into a Session."""
     from codeloop.config import detect_test_command, load_config
-    from codeloop.events import EventStream
-    from codeloop.loop import Session, SessionSettings
-    from codeloop.progress import ProgressPrinter
-    from codeloop.recording import Recorder
-    from codeloop.sandbox import exclude_from_git
-    from codeloop.transport import is_loopback, make_client
+    from codeloop.transport import is_loopback
 
     flags = {key: getattr(args, key) for key in FLAG_KEYS.values()}
     config, _ = load_config(repo_root, flags, flag_names={v: k for k, v in FLAG_KEYS.items()})
@@ -216,6 +221,17 @@ def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, R
     # every API key in the environment stays out of the tests and out of any recording
     key_vars = tuple(sorted({config.api_key_env} | {
         name for name in os.environ if name.endswith(("_API_KEY", "_API_TOKEN"))}))
+    from codeloop.testing import spawn_runner
+
+    # the warm test runner's start-up (~0.2 s) overlaps the imports below and the sandbox
+    runner = spawn_runner(config.warm_tests, test_command, repo_root, key_vars)
+    from codeloop.events import EventStream
+    from codeloop.loop import Session, SessionSettings
+    from codeloop.progress import ProgressPrinter
+    from codeloop.recording import Recorder
+    from codeloop.sandbox import exclude_from_git
+    from codeloop.transport import make_client
+
     settings = SessionSettings(
         session_id=new_session_id(), task=args.task or "", test_command=test_command,
         apply_at_end=args.apply, pinned_files=args.add, hidden_env=key_vars)
@@ -232,7 +248,7 @@ def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, R
     client = make_client(config.transport, config.base_url, config.model, api_key,
                          config.max_output_tokens, config.request_timeout_s,
                          config.responses_store, cache_key)
-    return Session(repo_root, config, settings, client, events), recorder
+    return Session(repo_root, config, settings, client, events, runner), recorder
 
 
 def run_headless(session: Session) -> int:

@@ -61,6 +61,7 @@ from codeloop.testrun import TestResult
 from codeloop.tools import READ_ONLY, run_read_only, tool_schemas
 from codeloop.transport import ModelClient, TransportError
 from codeloop.transport.retry import stream_with_retries
+from codeloop.warm import WarmRunner
 
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 CHUNK = 0.15  # after a compaction, the context grows this share of the window before the next
@@ -102,7 +103,8 @@ class Session:
     """One run of codeloop on one task, from sandbox creation to the final result."""
 
     def __init__(self, repo_root: Path, config: Config, settings: SessionSettings,
-                 client: ModelClient, events: EventStream) -> None:
+                 client: ModelClient, events: EventStream, runner: WarmRunner | None = None
+                 ) -> None:
         self.repo_root = repo_root
         self.config = config
         self.settings = settings
@@ -125,7 +127,7 @@ class Session:
         self._checking: asyncio.Task[None] | None = None  # the warm runner's self-check
         self.tests = TestService(settings.test_command, config.test_timeout_s,
                                  settings.hidden_env, config.warm_tests, config.fail_fast,
-                                 self.events.emit)
+                                 self.events.emit, runner)
         self.pinned: list[str] = list(settings.pinned_files)
         self.notes: list[str] = []
         self.turn = 0

@@ -15,8 +15,10 @@ import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import git
+if TYPE_CHECKING:
+    import git
 
 BRANCH_PREFIX = "codeloop/"
 _IDENTITY = {
@@ -116,11 +118,16 @@ class Sandbox:
         path.parent.mkdir(parents=True, exist_ok=True)
         branch = BRANCH_PREFIX + session_id
         _git(repo_root, "worktree", "add", "--quiet", "-b", branch, str(path), base)
-        return cls(repo_root, path, branch, base)
+        sandbox = cls(repo_root, path, branch, base)
+        sandbox.repo  # noqa: B018 - opened here, in the creating thread, off the event loop
+        return sandbox
 
     @cached_property
     def repo(self) -> git.Repo:
-        """One GitPython handle for the session (its cat-file helpers are reused, then closed)."""
+        """One GitPython handle for the session (its cat-file helpers are reused, then closed).
+        GitPython is imported only here: the CLI's start-up does not wait for it."""
+        import git
+
         return git.Repo(self.path)
 
     def close(self) -> None:
@@ -132,27 +139,31 @@ class Sandbox:
 
     def commit_patch(self, patch_text: str, message: str) -> str:
         """Apply a canonical diff with `git apply --index` (all files or none) and commit it."""
+        from git import GitCommandError
+
         repo = self.repo
         patch_file = Path(repo.git_dir) / "codeloop-turn.patch"
         patch_file.write_text(patch_text, encoding="utf-8", errors="surrogateescape")
         with repo.git.custom_environment(**_IDENTITY):
             try:
                 repo.git.apply("--index", "--whitespace=nowarn", str(patch_file))
-            except git.GitCommandError as exc:
+            except GitCommandError as exc:
                 raise SandboxError(f"git apply refused the patch: {exc.stderr.strip()}") from None
             try:
                 repo.git.commit("-q", "--no-verify", "--no-gpg-sign", "-m", message)
-            except git.GitCommandError as exc:
+            except GitCommandError as exc:
                 self.discard_uncommitted()
                 raise SandboxError(f"git commit failed: {exc.stderr.strip()}") from None
         return repo.head.commit.hexsha
 
     def reword_head(self, message: str) -> str:
         """Replace the last commit's message (the test result is known only after the commit)."""
+        from git import Actor, Commit
+
         repo = self.repo
         head = repo.head.commit
-        actor = git.Actor("codeloop", "codeloop@localhost")
-        commit = git.Commit.create_from_tree(
+        actor = Actor("codeloop", "codeloop@localhost")
+        commit = Commit.create_from_tree(
             repo, head.tree, message, parent_commits=head.parents, head=True,
             author=actor, committer=actor,
         )

@@ -22,6 +22,20 @@ from codeloop.testrun import TestResult, is_pytest, run_tests
 from codeloop.warm import WarmRunner, WarmUnavailable
 
 
+def spawn_runner(mode: str, command: str, root: Path, hidden_env: tuple[str, ...]
+                 ) -> WarmRunner | None:
+    """Start the warm runner's process right away, where the session will want one; the
+    session's `prepare` then only waits for it (and says why, if it cannot be used)."""
+    if mode == "off" or not is_pytest(command):
+        return None
+    try:
+        runner = WarmRunner(command, root, hidden_env)
+        runner.spawn()
+    except WarmUnavailable:
+        return None  # `prepare` tries again and reports the reason
+    return runner
+
+
 def verdicts(result: TestResult) -> dict[str, tuple[str, str]]:
     """Per failing test: (kind, message); plus the counts — what must agree warm and cold."""
     table = {f["id"]: (f["kind"], f["message"]) for f in result.failures}
@@ -35,14 +49,15 @@ class TestService:
     __test__ = False  # not a pytest test class
 
     def __init__(self, command: str, timeout_s: float, hidden_env: tuple[str, ...], mode: str,
-                 fail_fast: bool, emit: Callable[[TestRunnerChange], object]) -> None:
+                 fail_fast: bool, emit: Callable[[TestRunnerChange], object],
+                 runner: WarmRunner | None = None) -> None:
         self.command = command
         self.timeout_s = timeout_s
         self.hidden_env = hidden_env
         self.mode = mode
         self.fail_fast = fail_fast
         self.emit = emit
-        self.runner: WarmRunner | None = None
+        self.runner = runner  # started early by the CLI (`spawn_runner`), or by `prepare`
         self.trusted = False
         self.failed_last: list[str] = []
 
@@ -60,7 +75,8 @@ class TestService:
         if self.mode == "off" or not is_pytest(self.command):
             return
         try:
-            self.runner = WarmRunner(self.command, root)
+            if self.runner is None:
+                self.runner = WarmRunner(self.command, root, self.hidden_env)
             await self.runner.launch()
         except WarmUnavailable as exc:
             self.runner = None
@@ -144,6 +160,7 @@ class TestService:
                    extra: str = "") -> TestResult:
         if self.trusted and self.runner is not None and self.runner.stale():
             await self.runner.close()
+            self.runner = None
             self.emit(TestRunnerChange(mode="warm", message="dependencies changed: restarting "
                                                             "the warm runner"))
             await self.prepare(root)

@@ -17,6 +17,7 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
 import tempfile
 import tomllib
 from pathlib import Path
@@ -102,10 +103,11 @@ class _WarmRun:
 class WarmRunner:
     """The session's warm runner process (see warm_runner.py for the other side)."""
 
-    def __init__(self, command: str, root: Path) -> None:
+    def __init__(self, command: str, root: Path, hidden_env: tuple[str, ...] = ()) -> None:
         self.python, _, self.path0 = interpreter(command)
         self.root = root
-        self.process: asyncio.subprocess.Process | None = None
+        self.hidden_env = hidden_env  # API keys: not in the runner either, as not in a cold run
+        self.process: subprocess.Popen[bytes] | None = None
         self.warmed: list[str] = []
         self._watched: list[Path] = []
         self._stamps: list[float] = []
@@ -115,15 +117,35 @@ class WarmRunner:
                                  "lib/python*/site-packages")})
         self.watch(root)
         self.busy = asyncio.Lock()  # one run at a time: the runner answers in order
-        self._fifos = Path(tempfile.mkdtemp(prefix="codeloop-warm-"))
+        self._fifos: Path | None = None  # made by `launch`
         self._count = 0
+        self._replies: asyncio.StreamReader | None = None
+        self._pipe: asyncio.ReadTransport | None = None
+
+    def spawn(self) -> None:
+        """Start the runner process now, without an event loop: the CLI does this before its
+        own heavy imports, so the runner warms on the other core meanwhile. It exits by itself
+        when codeloop goes away (its stdin closes)."""
+        if self.process is None:
+            try:
+                self.process = subprocess.Popen(
+                    [self.python, str(RUNNER), json.dumps(dependencies(self.root))],
+                    cwd=self.root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL, start_new_session=True,
+                    env={k: v for k, v in os.environ.items() if k not in self.hidden_env})
+            except OSError as exc:
+                raise WarmUnavailable(f"the runner could not start: {exc}") from None
 
     async def launch(self) -> None:
-        """Start and warm the runner; raises WarmUnavailable with the reason it cannot be used."""
-        self.process = await asyncio.create_subprocess_exec(
-            self.python, str(RUNNER), json.dumps(dependencies(self.root)), cwd=self.root,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+        """Start (unless `spawn` did) and warm the runner; raises WarmUnavailable with the
+        reason it cannot be used."""
+        self.spawn()
+        assert self.process is not None and self.process.stdout is not None
+        self._fifos = Path(tempfile.mkdtemp(prefix="codeloop-warm-"))
+        self._replies = asyncio.StreamReader()
+        reader = self._replies
+        self._pipe, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), self.process.stdout)
         try:
             ready = await asyncio.wait_for(self.receive(), 60)
         except (TimeoutError, ValueError, KeyError, ConnectionError) as exc:
@@ -159,8 +181,8 @@ class WarmRunner:
         return _stamp(self._watched) != self._stamps
 
     async def receive(self) -> dict:
-        assert self.process is not None and self.process.stdout is not None
-        line = await self.process.stdout.readline()
+        assert self._replies is not None
+        line = await self._replies.readline()
         if not line:
             raise ConnectionError("the warm runner exited")
         return json.loads(line)
@@ -172,6 +194,7 @@ class WarmRunner:
         await self.busy.acquire()  # released when the run's exit code is read
         try:
             self._count += 1
+            assert self._fifos is not None
             fifo = self._fifos / f"run-{self._count}"
             os.mkfifo(fifo)
             fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # open before the child writes
@@ -179,7 +202,7 @@ class WarmRunner:
             request = {"args": [*args, *WARM_ONLY_ARGS, *extras], "cwd": str(cwd), "env": env,
                        "output": str(fifo), "path0": self.path0, "first": first}
             self.process.stdin.write((json.dumps(request) + "\n").encode())
-            await self.process.stdin.drain()
+            self.process.stdin.flush()  # the runner is reading: this never waits long
             pid = int((await self.receive())["pid"])
         except BaseException:
             self.busy.release()
@@ -187,9 +210,16 @@ class WarmRunner:
         return _WarmRun(self, pid, fifo, fd)
 
     async def close(self) -> None:
-        if self.process is not None and self.process.returncode is None:
+        if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, 9)
-            await self.process.wait()
-        shutil.rmtree(self._fifos, ignore_errors=True)
+            self.process.wait()  # killed: reaped at once
+        if self._pipe is not None:
+            self._pipe.close()
+        if self.process is not None:
+            self.process.stdin.close()  # type: ignore[union-attr]
+            if self._pipe is None:
+                self.process.stdout.close()  # type: ignore[union-attr]
+        if self._fifos is not None:
+            shutil.rmtree(self._fifos, ignore_errors=True)
 

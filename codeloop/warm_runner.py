@@ -54,7 +54,30 @@ def _warm(distributions):
             warmed.append(name)
         except Exception as exc:  # noqa: BLE001 - reported back: codeloop then runs cold
             failed.append(f"{name}: {type(exc).__name__}: {exc}")
+    failed += _warm_pytest_itself()
     return warmed, failed
+
+
+def _warm_pytest_itself():
+    """What every run would otherwise redo, and which carries no state from one run to the
+    next: pytest's own plugin modules (`import pytest` loads only some), inspect's map from
+    files to modules (filled on the first failure report), tokenize's pattern (compiled on the
+    first traceback)."""
+    failed = []
+    from _pytest import config
+
+    for name in getattr(config, "default_plugins", ()):
+        try:
+            importlib.import_module(f"_pytest.{name}")
+        except Exception as exc:  # noqa: BLE001 - reported back: codeloop then runs cold
+            failed.append(f"_pytest.{name}: {type(exc).__name__}: {exc}")
+    import inspect
+    import io
+    import tokenize
+
+    inspect.getmodule(None, os.devnull)  # any file name not a module's fills the cache
+    list(tokenize.generate_tokens(io.StringIO("x = 1\n").readline))
+    return failed
 
 
 class _FailedFirst:
@@ -92,8 +115,12 @@ def _child(request):
 def main():
     distributions = json.loads(sys.argv[1]) if len(sys.argv) > 1 else []
     warmed, failed = _warm(distributions)
+    import gc
     import site
 
+    # what is loaded now lives as long as the runner: keep it out of every child's collections
+    gc.collect()
+    gc.freeze()
     _send({"ready": True, "threads": threading.active_count(), "warmed": warmed,
            "failed": failed, "fork": hasattr(os, "fork"),
            "site": [p for p in site.getsitepackages() if os.path.isdir(p)]})

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from codeloop.events import TestRunnerChange
-from codeloop.testing import TestService, verdicts
+from codeloop.testing import TestService, spawn_runner, verdicts
 from codeloop.testrun import TestResult, run_tests
 from codeloop.warm import WarmRunner
 from tests.conftest import PYTEST_CMD, make_repo
@@ -194,3 +194,30 @@ def test_a_passed_self_check_is_remembered_for_the_same_tree(tmp_path, monkeypat
     (root / "pyproject.toml").write_text((root / "pyproject.toml").read_text() + "\n# dep\n")
     assert asyncio.run(session()) is False  # a dependency file changed: check again
     assert [c.mode for c in changes] == ["warm", "warm", "warm"]
+
+
+def test_the_runner_started_before_the_session_is_the_one_used_and_holds_no_api_key(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("EXAMPLE_API_KEY", "sk-never-in-the-runner-1234")
+    root = make_repo(tmp_path, "offbyone")
+    assert spawn_runner("off", PYTEST_CMD, root, ()) is None
+    assert spawn_runner("auto", "make test", root, ()) is None
+    runner = spawn_runner("auto", PYTEST_CMD, root, ("EXAMPLE_API_KEY",))
+    assert runner is not None and runner.process is not None
+    environ = Path(f"/proc/{runner.process.pid}/environ").read_bytes().split(b"\0")
+    assert any(item.startswith(b"PATH=") for item in environ)
+    assert not any(b"sk-never-in-the-runner" in item for item in environ)
+
+    async def scenario() -> tuple[bool, TestResult]:
+        service = TestService(PYTEST_CMD, 60, ("EXAMPLE_API_KEY",), "auto", False,
+                              lambda _: None, runner)
+        await service.prepare(root)
+        await service.self_check(await service.run(root, lambda _: None), root)
+        same = service.runner is runner and service.trusted
+        result = await service.run(root, lambda _: None)
+        await service.close()
+        return same, result
+
+    same, result = asyncio.run(scenario())
+    assert same and result.counts["failed"] == 2
+    assert runner.process.poll() is not None  # closed with the service

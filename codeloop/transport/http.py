@@ -119,6 +119,9 @@ class HttpStreamClient:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(
             headers=headers,
+            # a plain-HTTP endpoint never makes a TLS connection (no redirects are followed):
+            # not loading the CA bundle saves ~20 ms of start-up
+            verify=self.base_url.startswith("https:"),
             timeout=httpx.Timeout(request_timeout_s, connect=10.0),
             limits=httpx.Limits(max_connections=4, max_keepalive_connections=2,
                                 keepalive_expiry=KEEPALIVE_EXPIRY_S),
