@@ -3,14 +3,16 @@
 A 20-turn conversation (the history grows by a reply and ~3 KB of test output per turn) is sent
 over each transport: responses-ws, responses-http and chat (one pre-opened keep-alive
 connection each), and the usual client that opens a new HTTPS connection per request. Per turn
-it prints round-trip overhead (turn wall time - generation time, i.e. first to last token), TTFT,
-bytes uploaded and client CPU per token; then CPU per event at 5,000 events/s and import times.
+it prints round-trip overhead (turn wall time - the server's generation time, which the server
+measures itself: request read -> last byte written, without its emulated network delay), the
+same as the client sees it (wall time - first-to-last token), TTFT, bytes uploaded and client
+CPU per token; then CPU per event at 5,000 events/s and import times.
 
 The round trip is a network namespace with netem delay when the kernel offers netem, else the
 scripted server's own delay (one RTT before every response, plus the TCP, TLS and WebSocket
 handshakes of a new connection); the output says which ran.
 
-    python benchmarks/transport.py [--turns 20] [--rtt-ms 20]
+    python benchmarks/transport.py [--turns 20] [--rtt-ms 20] [--tokens-per-s 1000]
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from codeloop.events import ModelDone, ModelFirstByte  # noqa: E402
 from codeloop.transport import make_client  # noqa: E402
 from tests.scripted_server import make_self_signed_cert  # noqa: E402
 
-MODES = ("responses-ws", "responses-http", "chat", "chat, new connection per request")
+MODES = ("responses-ws", "responses-http", "responses-http, store", "chat",
+         "chat, new connection per request")
 TEST_OUTPUT = "tests/test_pager.py::test_case FAILED assert 3 == 2\n" * 60  # ~3 KB a turn
 REPLY_TEXT = "The page count is off by one; here is the fix. " * 12  # ~150 tokens of 4 chars
 
@@ -58,28 +61,37 @@ def netem(rtt_ms: float) -> str:
 
 @contextlib.contextmanager
 def serve(replies: list[dict], tmp: Path, cert: Path, key: Path, *extra: str):
-    """The scripted server in its own process (its CPU must not count as the client's)."""
-    script = tmp / "script.json"
+    """The scripted server in its own process (its CPU must not count as the client's).
+    Yields (base URL, the file where it appends its time on each reply)."""
+    script, timings = tmp / "script.json", tmp / "timings.jsonl"
     script.write_text(json.dumps(replies))
+    timings.unlink(missing_ok=True)
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.scripted_server", "--script", str(script), "--quiet",
-         "--certfile", str(cert), "--keyfile", str(key), *extra],
+         "--certfile", str(cert), "--keyfile", str(key), "--timings", str(timings), *extra],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
-        yield process.stdout.readline().strip()
+        yield process.stdout.readline().strip(), timings
     finally:
         process.terminate()
         process.wait(timeout=10)
 
 
+def server_ms(timings: Path) -> list[float]:
+    """The server's own milliseconds on each generated reply, in order."""
+    lines = [json.loads(line) for line in timings.read_text().splitlines()]
+    return [t["server_ms"] for t in lines if not t["warmup"]]
+
+
 async def one_session(mode: str, base_url: str, turns: int) -> list[dict]:
-    wire = "chat" if mode.startswith("chat") else mode
-    per_request = mode != wire
+    wire = mode.split(",")[0]
+    per_request = mode.endswith("per request")
+    store = mode.endswith("store")  # the server keeps responses: previous_response_id over HTTP
     messages = [{"role": "system", "content": "You are codeloop. " * 40},
                 {"role": "user", "content": "Fix the pager. " + TEST_OUTPUT}]
     client = None if per_request else make_client(wire, base_url, "bench", "sk-bench", 1024,
-                                                  30.0)
+                                                  30.0, responses_store=store)
     if client is not None:
         await client.connect()
     rows = []
@@ -99,7 +111,7 @@ async def one_session(mode: str, base_url: str, turns: int) -> list[dict]:
             await turn_client.aclose()
         assert first is not None and done is not None
         tokens = max(done.usage.get("completion_tokens", 0), 1)
-        rows.append({"turn": turn, "overhead_ms": wall_ms - done.decode_ms,
+        rows.append({"turn": turn, "wall_ms": wall_ms, "seen_ms": wall_ms - done.decode_ms,
                      "ttft_ms": done.ttft_ms + first.connect_ms, "connect_ms": first.connect_ms,
                      "bytes": first.request_bytes, "cpu_us_per_token": cpu_ms * 1000 / tokens,
                      "client_us_per_token": done.client_us_per_token})
@@ -139,6 +151,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--rtt-ms", type=float, default=20.0)
+    parser.add_argument("--tokens-per-s", type=float, default=1000,
+                        help="the server's generation speed (0: unlimited, when the client's "
+                             "own processing of the burst becomes the overhead)")
     parser.add_argument("--inside-netns", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inside_netns:
@@ -160,32 +175,39 @@ def main() -> None:
         summary = {}
         for mode in MODES:
             replies = [{"text": REPLY_TEXT}] * args.turns
-            with serve(replies, tmp, cert, key, "--rtt-s", str(rtt_s)) as base_url:
+            flags = ["--rtt-s", str(rtt_s), "--tokens-per-s", str(args.tokens_per_s)]
+            if mode.endswith("store"):
+                flags.append("--store")
+            with serve(replies, tmp, cert, key, *flags) as (base_url, timings):
                 rows = asyncio.run(one_session(mode, base_url, args.turns))
+                for row, server in zip(rows, server_ms(timings), strict=True):
+                    row["overhead_ms"] = row["wall_ms"] - server
             summary[mode] = rows
             print(f"\n{mode}")
-            print("  turn  overhead ms   TTFT ms  connect ms  bytes up  CPU µs/token")
+            print("  turn  overhead ms  (as seen)   TTFT ms  connect ms  bytes up  CPU µs/token")
             for row in rows:
-                print(f"  {row['turn']:>4} {row['overhead_ms']:>12.1f} {row['ttft_ms']:>9.1f} "
-                      f"{row['connect_ms']:>11.1f} {row['bytes']:>9} "
+                print(f"  {row['turn']:>4} {row['overhead_ms']:>12.1f} {row['seen_ms']:>10.1f} "
+                      f"{row['ttft_ms']:>9.1f} {row['connect_ms']:>11.1f} {row['bytes']:>9} "
                       f"{row['cpu_us_per_token']:>13.1f}")
-        print(f"\nsummary over {args.turns} turns (RTT {args.rtt_ms:g} ms)")
-        print("  transport                             overhead median   -RTT  p95   "
-              "bytes turn 1 -> last   client µs/token")
+        print(f"\nsummary over {args.turns} turns (RTT {args.rtt_ms:g} ms); overhead = turn wall "
+              "time - server generation time; 'as seen' = wall time - first-to-last token")
+        print("  transport                             overhead median   -RTT  p95  as seen-RTT"
+              "   bytes turn 1 -> last   client µs/token")
         baseline = statistics.median(r["overhead_ms"] for r in summary[MODES[-1]])
         for mode, rows in summary.items():
             overheads = [r["overhead_ms"] for r in rows]
             median = statistics.median(overheads)
             p95 = sorted(overheads)[round(0.95 * (len(overheads) - 1))]
             saving = f"{100 * (1 - median / baseline):.0f}% less" if mode != MODES[-1] else ""
-            print(f"  {mode:<36} {median:>8.1f} ms {median - args.rtt_ms:>6.1f} {p95:>6.1f}   "
-                  f"{rows[0]['bytes']:>7} -> {rows[-1]['bytes']:<8} "
+            seen = statistics.median(r["seen_ms"] for r in rows) - args.rtt_ms
+            print(f"  {mode:<36} {median:>8.1f} ms {median - args.rtt_ms:>6.1f} {p95:>6.1f} "
+                  f"{seen:>10.1f}   {rows[0]['bytes']:>7} -> {rows[-1]['bytes']:<8} "
                   f"{statistics.median(r['client_us_per_token'] for r in rows):>8.1f}  {saving}")
         print("\nclient CPU per event at 5,000 events/s (10,000 events, TLS on loopback, no delay;"
               " the server runs in its own process)")
         for mode in ("responses-ws", "responses-http", "chat"):
             with serve([{"text": "abcd" * 10_000, "chunk_chars": 4}], tmp, cert, key,
-                       "--tokens-per-s", "5000") as base_url:
+                       "--tokens-per-s", "5000") as (base_url, _):
                 micros, rate = asyncio.run(events_per_second(mode, base_url))
             print(f"  {mode:<16} {micros:6.1f} µs CPU per event at {rate:,.0f} events/s")
     print("\nimport time (python -X importtime, best of 5)")

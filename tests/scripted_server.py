@@ -22,13 +22,14 @@ serve TLS (``ssl_context``; :func:`self_signed_context` makes one with the ``ope
 
 Every request is recorded (:class:`RecordedRequest`; WebSocket messages with method ``"WS"``) and
 accepted TCP connections and WebSocket upgrades are counted, so tests can assert on headers,
-bodies and connection reuse.
+bodies and connection reuse. The server's own time on each reply is kept in ``timings`` (and,
+standalone, appended to ``--timings FILE``), so a benchmark can tell its time from the client's.
 
 Standalone use (manual testing, benchmarks)::
 
     python -m tests.scripted_server --script replies.json [--port N] [--tokens-per-s X]
         [--no-responses] [--no-websocket] [--warmup] [--store] [--rtt-s S]
-        [--tls | --certfile CERT --keyfile KEY]
+        [--tls | --certfile CERT --keyfile KEY] [--timings FILE]
 
 where ``replies.json`` is a JSON list of objects holding :class:`Reply` fields
 (``tool_calls`` as a list of ``{"name": ..., "arguments": ..., "id": ...}``).
@@ -548,6 +549,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self._fresh_connection = True
+        self._received = 0.0  # when the request being answered was read (perf_counter)
+        self._delayed_s = 0.0  # emulated network time spent answering it
 
     def handle(self) -> None:
         conn = self.connection
@@ -580,7 +583,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             trips += 1  # the TCP handshake
             if owner.ssl_context is not None:
                 trips += 1  # the TLS 1.3 handshake
+        began = time.perf_counter()
         time.sleep(owner.rtt_s * trips)
+        self._delayed_s += time.perf_counter() - began
+
+    def parse_request(self) -> bool:
+        self._begin()  # its request line has arrived: the server's time on it starts now
+        return super().parse_request()
+
+    def _begin(self) -> None:
+        self._received = time.perf_counter()
+        self._delayed_s = 0.0
+
+    def _generated(self, protocol: str, warmup: bool = False) -> None:
+        """The reply's last byte is written: record the server's time on it."""
+        self.server.owner._timed({
+            "protocol": protocol, "warmup": warmup,
+            "server_ms": (time.perf_counter() - self._received - self._delayed_s) * 1000,
+            "network_delay_ms": self._delayed_s * 1000,
+        })
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -791,6 +812,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             # llama.cpp repeats `timings` on this final chunk as well.
             self._write_chunk(event([], usage=usage, timings=timings))
         self._write_chunk(b"data: [DONE]\n\n")
+        self._generated("chat")
         if reply.hold_open_s > 0:
             self.wfile.flush()
             time.sleep(reply.hold_open_s)
@@ -828,6 +850,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             time.sleep(reply.hold_open_s)
         self.wfile.write(b"0\r\n\r\n")
+        self._generated("responses-http", warmup)
 
     # ----------------------------------------------------------------- Responses over WebSocket
     def _serve_websocket(self) -> None:
@@ -869,6 +892,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self, ws: _WebSocket, text: str, headers: dict[str, str], latest: str | None
     ) -> tuple[str | None, bool]:
         """Answer one client message; returns (the connection's latest response id, close?)."""
+        self._begin()
         owner = self.server.owner
         try:
             parsed = json.loads(text)
@@ -908,6 +932,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         )
         _play(owner, reply, plan, _WSSink(self, ws))
         owner._response_completed(resp_id)
+        self._generated("responses-ws", warmup)
         return resp_id, reply.close_after
 
 
@@ -951,6 +976,10 @@ class ScriptedModelServer:
         self.rtt_s = rtt_s
         self.ssl_context = ssl_context
         self.requests: list[RecordedRequest] = []
+        # per reply served: the server's own time on it (request read -> last byte written,
+        # without the emulated network delay), for benchmarks to subtract from a turn's wall time
+        self.timings: list[dict[str, Any]] = []
+        self.timings_file: Path | None = None
         self.connections: int = 0
         self.ws_connections: int = 0
         self.log_requests = False
@@ -1051,6 +1080,13 @@ class ScriptedModelServer:
                 return reply
         return Reply(text=EXHAUSTED_TEXT)
 
+    def _timed(self, timing: dict[str, Any]) -> None:
+        with self._lock:
+            self.timings.append(timing)
+            if self.timings_file is not None:
+                with self.timings_file.open("a", encoding="utf-8") as out:
+                    out.write(json.dumps(timing) + "\n")
+
     def _next_call_id(self) -> str:
         with self._lock:
             self._call_counter += 1
@@ -1147,6 +1183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", action="store_true",
                         help="accept previous_response_id of any completed response")
     parser.add_argument("--rtt-s", type=float, default=0.0, help="emulated network round trip")
+    parser.add_argument("--timings", help="append the server's time on each reply to this file "
+                                          "(JSON lines)")
     parser.add_argument("--tls", action="store_true",
                         help="serve https/wss with a fresh self-signed cert (path on stderr)")
     parser.add_argument("--certfile", help="serve TLS with this PEM cert (with --keyfile)")
@@ -1175,6 +1213,7 @@ def main(argv: list[str] | None = None) -> int:
         ssl_context=ssl_context,
     )
     server.log_requests = not args.quiet
+    server.timings_file = Path(args.timings) if args.timings else None
     server.start(port=args.port)
     print(server.base_url, flush=True)
 

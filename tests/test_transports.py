@@ -18,7 +18,7 @@ from codeloop.events import (
     ModelToolCall,
     TransportChange,
 )
-from codeloop.transport import ModelClient, make_client, pick_transport
+from codeloop.transport import ModelClient, TransportError, make_client, pick_transport
 from codeloop.transport.fallback import FallbackClient
 from codeloop.transport.responses_ws import ResponsesWebSocketClient
 from codeloop.transport.retry import stream_with_retries
@@ -299,5 +299,26 @@ def test_the_socket_is_rotated_while_idle_before_its_age_limit() -> None:
             assert server.ws_connections == 2
         assert [c.kind for c in second if isinstance(c, TransportChange)] == ["rotate"]
         assert "previous_response_id" not in bodies[1] and text_of(second) == "two"
+
+    run(scenario)
+
+
+def test_a_silent_websocket_times_out_but_a_slow_consumer_never_does() -> None:
+    async def scenario() -> None:
+        with ScriptedModelServer([Reply(text="one two three", chunk_chars=4),
+                                  Reply(text="late", stall_s=1.5)]) as server:
+            client = make_client("responses-ws", server.base_url, "scripted", "sk-test-key",
+                                 512, 0.4)
+            await client.connect()
+            seen = []
+            async for event in client.stream(1, OPENING, []):
+                seen.append(event)
+                if isinstance(event, ModelTextDelta):
+                    await asyncio.sleep(0.5)  # longer than the timeout, between two events
+            assert text_of(seen) == "one two three"
+            with pytest.raises(TransportError, match="no event from the WebSocket for 0.4s"):
+                async for _ in client.stream(2, OPENING, []):
+                    pass
+            await client.aclose()
 
     run(scenario)

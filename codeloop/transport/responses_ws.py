@@ -198,22 +198,29 @@ class ResponsesWebSocketClient:
         connect_ms, self._fresh_connect_ms = self._fresh_connect_ms, 0.0
         reply = parser.reply
         sent = time.perf_counter()
+        loop = asyncio.get_running_loop()
         try:
             await ws.send(body)
             uploaded = time.perf_counter()
             first = True
-            while not reply.complete:
-                message = await asyncio.wait_for(ws.recv(), self.timeout)
-                at = time.perf_counter()
-                if first:
-                    first = False
-                    yield ModelFirstByte(turn=turn, status=200, request_bytes=len(body.encode()),
-                                         connect_ms=connect_ms, reused=connect_ms == 0.0,
-                                         ttfb_ms=ms(sent, at), upload_ms=ms(sent, uploaded))
-                for event in parser.on_data(message if isinstance(message, str)
-                                            else message.decode("utf-8", "replace"), at):
-                    yield event  # the consumer dispatches it before we resume
-                reply.processing_s += time.perf_counter() - at
+            # one deadline, armed only while waiting for a message (never across a yield):
+            # cheaper than a wait_for, which makes a task for every message
+            async with asyncio.timeout(None) as deadline:
+                while not reply.complete:
+                    deadline.reschedule(loop.time() + self.timeout)
+                    message = await ws.recv()
+                    deadline.reschedule(None)
+                    at = time.perf_counter()
+                    if first:
+                        first = False
+                        yield ModelFirstByte(turn=turn, status=200,
+                                             request_bytes=len(body.encode()),
+                                             connect_ms=connect_ms, reused=connect_ms == 0.0,
+                                             ttfb_ms=ms(sent, at), upload_ms=ms(sent, uploaded))
+                    for event in parser.on_data(message if isinstance(message, str)
+                                                else message.decode("utf-8", "replace"), at):
+                        yield event  # the consumer dispatches it before we resume
+                    reply.processing_s += time.perf_counter() - at
         except ConnectionClosed as exc:
             self._ws = None
             self.request.continuation.reset()
