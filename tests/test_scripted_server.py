@@ -552,3 +552,19 @@ def test_rtt_delays_new_connections_requests_and_ws_streams() -> None:
     assert warm >= rtt
     assert opened >= 2 * rtt  # TCP handshake + upgrade
     assert first_event >= rtt
+
+
+def test_timings_give_the_servers_own_time_without_the_emulated_network(tmp_path: Path) -> None:
+    paced = [Reply(text="abcdefgh", chunk_chars=2)] * 2  # 4 pieces at 20/s: >= 150 ms of work
+    with ScriptedModelServer(paced, rtt_s=0.1, tokens_per_s=20) as srv:
+        srv.timings_file = tmp_path / "timings.jsonl"
+        with httpx.Client(timeout=5) as client:
+            _stream(client, srv.base_url, _chat_body())
+        with connect(srv.ws_url) as ws:
+            _turn(ws, _create())
+    timings = srv.timings
+    assert [t["protocol"] for t in timings] == ["chat", "responses-ws"]
+    assert [json.loads(line) for line in srv.timings_file.read_text().splitlines()] == timings
+    # the chat request paid a TCP handshake and one round trip; the WebSocket stream one trip
+    assert [round(t["network_delay_ms"], -2) for t in timings] == [200, 100]
+    assert all(150 <= t["server_ms"] < 1000 for t in timings)  # the pacing, not the delay
