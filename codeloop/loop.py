@@ -55,7 +55,7 @@ from codeloop.events import (
     UserMessage,
 )
 from codeloop.patch import PatchError, check_path, diffstat, plan, render
-from codeloop.sandbox import Sandbox, SandboxError
+from codeloop.sandbox import Sandbox, SandboxError, preload_gitpython
 from codeloop.testing import TestService
 from codeloop.testrun import TestResult
 from codeloop.tools import READ_ONLY, run_read_only, tool_schemas
@@ -174,6 +174,7 @@ class Session:
             version=__version__,
         ))
         self._connecting = asyncio.create_task(self._prepare_model())
+        preload_gitpython()
         # the warm runner starts now too: it reads only the dependency files, same as the sandbox's
         warming = asyncio.create_task(self.tests.prepare(self.repo_root))
         try:
@@ -188,7 +189,7 @@ class Session:
                 raise
             self.events.emit(SandboxReady(
                 path=str(self.sandbox.path), branch=self.sandbox.branch,
-                base_commit=self.sandbox.base_commit, head_commit=self.sandbox.head(),
+                base_commit=self.sandbox.base_commit, head_commit=self.sandbox.base_commit,
                 elapsed_ms=_ms_since(self._started)))
             if self.tests.trusted_before(self.sandbox.path):
                 await warming  # a self-check passed before: the baseline itself runs warm
