@@ -18,7 +18,7 @@ from pathlib import Path
 
 from codeloop.events import TestRunnerChange
 from codeloop.repomap import cache_dir
-from codeloop.testrun import TestResult, is_pytest, run_tests
+from codeloop.testrun import TestResult, run_tests, warm_wanted
 from codeloop.warm import WarmRunner, WarmUnavailable
 
 
@@ -26,7 +26,7 @@ def spawn_runner(mode: str, command: str, root: Path, hidden_env: tuple[str, ...
                  ) -> WarmRunner | None:
     """Start the warm runner's process right away, where the session will want one; the
     session's `prepare` then only waits for it (and says why, if it cannot be used)."""
-    if mode == "off" or not is_pytest(command):
+    if not warm_wanted(mode, command):
         return None
     try:
         runner = WarmRunner(command, root, hidden_env)
@@ -72,7 +72,7 @@ class TestService:
     async def prepare(self, root: Path) -> None:
         """Start and warm the runner. `root` only provides the dependency files, so this can
         start before the sandbox exists (the user's repo has the same ones)."""
-        if self.mode == "off" or not is_pytest(self.command):
+        if not warm_wanted(self.mode, self.command):
             return
         try:
             if self.runner is None:

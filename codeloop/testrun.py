@@ -176,6 +176,16 @@ class _ColdRun:
         return await self.process.wait()
 
 
+def environment_without(hidden: tuple[str, ...]) -> dict[str, str]:
+    """codeloop's environment minus the named variables (the API keys tests must not see)."""
+    return {k: v for k, v in os.environ.items() if k not in hidden}
+
+
+def warm_wanted(mode: str, command: str) -> bool:
+    """Whether `warm_tests` asks for a warm runner for this test command at all."""
+    return mode != "off" and is_pytest(command)
+
+
 def pytest_extras(command: str, junit: Path) -> list[str]:
     """What codeloop adds to a pytest command: JUnit XML with file/line, short tracebacks."""
     extras = [f"--junitxml={junit}", "-o", "junit_family=xunit1"]
@@ -200,7 +210,7 @@ async def run_tests(command: str, cwd: Path, timeout_s: float,
     junit_dir = tempfile.TemporaryDirectory(prefix="codeloop-junit-")
     junit = Path(junit_dir.name) / "report.xml"
     extras = pytest_extras(command, junit) if is_pytest(command) else []
-    env = {k: v for k, v in os.environ.items() if k not in hidden_env}
+    env = environment_without(hidden_env)
     env["PYTHONUNBUFFERED"] = "1"
     if warm is not None and extras:
         run: RunningTests = await warm.start(command, extras, cwd, env, first or [])

@@ -22,6 +22,8 @@ import tempfile
 import tomllib
 from pathlib import Path
 
+from codeloop.testrun import environment_without
+
 RUNNER = Path(__file__).with_name("warm_runner.py")
 DEPENDENCY_FILES = ("pyproject.toml", "setup.cfg", "setup.py", "requirements.txt",
                     "requirements-dev.txt", "requirements-test.txt", "poetry.lock", "uv.lock",
@@ -132,7 +134,7 @@ class WarmRunner:
                     [self.python, str(RUNNER), json.dumps(dependencies(self.root))],
                     cwd=self.root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                     stderr=subprocess.DEVNULL, start_new_session=True,
-                    env={k: v for k, v in os.environ.items() if k not in self.hidden_env})
+                    env=environment_without(self.hidden_env))
             except OSError as exc:
                 raise WarmUnavailable(f"the runner could not start: {exc}") from None
 
