@@ -221,24 +221,26 @@ def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, R
     # every API key in the environment stays out of the tests and out of any recording
     key_vars = tuple(sorted({config.api_key_env} | {
         name for name in os.environ if name.endswith(("_API_KEY", "_API_TOKEN"))}))
+    from codeloop.sandbox import exclude_from_git, start_sandbox
     from codeloop.testing import spawn_runner
 
-    # the warm test runner's start-up (~0.2 s) overlaps the imports below and the sandbox
+    # the warm test runner's start-up (~0.2 s) and the sandbox's git work overlap the imports
     runner = spawn_runner(config.warm_tests, test_command, repo_root, key_vars)
+    session_id = new_session_id()
+    exclude_from_git(repo_root, ".codeloop/")  # before the snapshot: recordings stay out
+    sandbox = start_sandbox(repo_root, session_id)
     from codeloop.events import EventStream
     from codeloop.loop import Session, SessionSettings
     from codeloop.progress import ProgressPrinter
     from codeloop.recording import Recorder
-    from codeloop.sandbox import exclude_from_git
     from codeloop.transport import make_client
 
     settings = SessionSettings(
-        session_id=new_session_id(), task=args.task or "", test_command=test_command,
+        session_id=session_id, task=args.task or "", test_command=test_command,
         apply_at_end=args.apply, pinned_files=args.add, hidden_env=key_vars)
     secrets_ = tuple(os.environ[name] for name in key_vars
                      if len(os.environ.get(name, "")) >= 8)
     events = EventStream()
-    exclude_from_git(repo_root, ".codeloop/")
     recorder = Recorder(repo_root, settings.session_id, secrets_,
                         mirror=sys.stdout if args.json else None)
     events.subscribe(recorder)
@@ -248,7 +250,7 @@ def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, R
     client = make_client(config.transport, config.base_url, config.model, api_key,
                          config.max_output_tokens, config.request_timeout_s,
                          config.responses_store, cache_key)
-    return Session(repo_root, config, settings, client, events, runner), recorder
+    return Session(repo_root, config, settings, client, events, runner, sandbox), recorder
 
 
 def run_headless(session: Session) -> int:

@@ -9,9 +9,11 @@ I/O detail lives in the module that owns it. Nothing here imports a UI.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +57,7 @@ from codeloop.events import (
     UserMessage,
 )
 from codeloop.patch import PatchError, check_path, diffstat, plan, render
-from codeloop.sandbox import Sandbox, SandboxError, preload_gitpython
+from codeloop.sandbox import Sandbox, SandboxError, preload_gitpython, start_sandbox
 from codeloop.testing import TestService
 from codeloop.testrun import TestResult
 from codeloop.tools import READ_ONLY, run_read_only, tool_schemas
@@ -103,8 +105,8 @@ class Session:
     """One run of codeloop on one task, from sandbox creation to the final result."""
 
     def __init__(self, repo_root: Path, config: Config, settings: SessionSettings,
-                 client: ModelClient, events: EventStream, runner: WarmRunner | None = None
-                 ) -> None:
+                 client: ModelClient, events: EventStream, runner: WarmRunner | None = None,
+                 sandbox: Future[Sandbox] | None = None) -> None:
         self.repo_root = repo_root
         self.config = config
         self.settings = settings
@@ -113,6 +115,7 @@ class Session:
         self.with_tools = config.edit_mode in ("auto", "tools")
         self.tools = tool_schemas() if self.with_tools else []
         self.sandbox: Sandbox | None = None
+        self._creating = sandbox  # started early by the CLI (`start_sandbox`), or by `open`
         self.messages: list[dict[str, Any]] = []
         self.sent = 0
         self.result: TestResult | None = None
@@ -164,7 +167,8 @@ class Session:
         return exit_code
 
     async def open(self) -> None:
-        """(a) create the sandbox while the connection opens, (b) run the baseline tests."""
+        """(a) the sandbox (started by the CLI, or now while the connection opens), (b) the
+        baseline tests."""
         self._started = time.perf_counter()
         self.events.emit(SessionStart(
             session_id=self.settings.session_id, task=self.settings.task,
@@ -173,36 +177,48 @@ class Session:
             test_command=self.settings.test_command, max_iterations=self.config.max_iterations,
             version=__version__,
         ))
-        self._connecting = asyncio.create_task(self._prepare_model())
-        preload_gitpython()
-        # the warm runner starts now too: it reads only the dependency files, same as the sandbox's
-        warming = asyncio.create_task(self.tests.prepare(self.repo_root))
+        creating = self._creating or start_sandbox(
+            self.repo_root, self.settings.session_id, self.settings.at)
+        warming: asyncio.Task[None] | None = None
         try:
-            # checkout can take seconds, so it runs in a thread while we connect; a cancel
-            # waits for it, so the branch it creates is known and reported
-            creating = asyncio.ensure_future(asyncio.to_thread(
-                Sandbox.create, self.repo_root, self.settings.session_id, self.settings.at))
-            try:
-                self.sandbox = await asyncio.shield(creating)
-            except asyncio.CancelledError:
-                self.sandbox = await creating
-                raise
+            if not creating.done():  # (started by the CLI, it usually is by now)
+                warming = self._connect_and_warm()  # both overlap the checkout
+                waiting = asyncio.wrap_future(creating)
+                try:
+                    await asyncio.shield(waiting)
+                except asyncio.CancelledError:  # wait for it: its branch is then reported
+                    self.sandbox = await waiting
+                    raise
+            self.sandbox = creating.result()
             self.events.emit(SandboxReady(
                 path=str(self.sandbox.path), branch=self.sandbox.branch,
                 base_commit=self.sandbox.base_commit, head_commit=self.sandbox.base_commit,
                 elapsed_ms=_ms_since(self._started)))
-            if self.tests.trusted_before(self.sandbox.path):
-                await warming  # a self-check passed before: the baseline itself runs warm
-                if self.tests.runner is None:
-                    self.tests.trusted = False
-                self.result = await self._run_tests(0)
-            else:  # the baseline runs cold (while the runner warms); the runner must match it
-                self.result = await self._run_tests(0)
-                self._checking = asyncio.create_task(self._self_check(warming, self.result))
+            trusted = self.tests.trusted_before(self.sandbox.path)
+            if trusted:  # a self-check passed before: the baseline itself runs warm
+                warming = warming or self._connect_and_warm()
+                await warming
+                self.tests.trusted = self.tests.runner is not None
+            baseline = asyncio.ensure_future(self._run_tests(0))
+            await asyncio.sleep(0)  # the tests' process starts first, then everything else
+            warming = warming or self._connect_and_warm()
+            if not trusted and self.tests.wanted:  # the baseline runs cold; beside it, once
+                # warm, the runner runs it too (in a copy) and must match it to be trusted
+                self._checking = asyncio.create_task(self._self_check(warming, baseline))
+            preload_gitpython()  # the first commit's import, while the main thread idles
+            self.result = await baseline
         except asyncio.CancelledError:
-            warming.cancel()
+            if warming is not None:
+                warming.cancel()
             self._interrupted()
             raise
+
+    def _connect_and_warm(self) -> asyncio.Task[None]:
+        """Open the model connection and warm the test runner, each in a task of its own (the
+        runner reads only the dependency files, the same in the repo as in the sandbox);
+        returns the runner's."""
+        self._connecting = asyncio.create_task(self._prepare_model())
+        return asyncio.create_task(self.tests.prepare(self.repo_root))
 
     async def _prepare_model(self) -> None:
         """Connect, and warm the server up where the wire supports it, while the sandbox is
@@ -239,6 +255,8 @@ class Session:
         await self.client.aclose()
         if self._checking is not None:
             self._checking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checking  # its copy of the sandbox is removed
         await self.tests.close()
         self.totals["wall_ms"] = _ms_since(self._started)
         self.events.emit(SessionEnd(
@@ -541,12 +559,30 @@ class Session:
                                            patch=proposal.diff))
         return proposals, answers
 
-    async def _self_check(self, warming: asyncio.Task[None], baseline: TestResult) -> None:
-        """In the background (a slow warm-up never delays the first turn): once the runner is
-        warm, its run of the baseline must match the cold one before it is trusted."""
+    async def _self_check(self, warming: asyncio.Task[None],
+                          baseline: asyncio.Future[TestResult]) -> None:
+        """Beside the cold baseline, in a copy of the sandbox at the same commit: once the runner
+        is warm (a slow warm-up never delays the first turn), its run of the baseline must match
+        the cold one before it is trusted."""
         assert self.sandbox is not None
-        await warming
-        await self.tests.self_check(baseline, self.sandbox.path)
+        sandbox = self.sandbox
+        making = asyncio.ensure_future(asyncio.to_thread(sandbox.scratch_copy))
+        try:
+            copy = await asyncio.shield(making)
+        except asyncio.CancelledError:  # the copy is still removed once made
+            making.add_done_callback(
+                lambda done: done.exception() or sandbox.discard_scratch(done.result()))
+            raise
+        except SandboxError as exc:
+            self.tests.fall_back(f"tests run cold: no copy of the sandbox for the self-check "
+                                 f"({exc})")
+            return
+        try:
+            await warming
+            warm = await self.tests.check_run(copy)
+            await self.tests.judge(warm, await asyncio.shield(baseline), copy, sandbox.path)
+        finally:
+            sandbox.discard_scratch(copy)
 
     async def _apply_and_test(self, turn: int, proposals: list[ProposedEdit],
                               spans: dict[str, float]) -> tuple[str, str]:

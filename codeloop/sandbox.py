@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -49,6 +50,22 @@ def preload_gitpython() -> None:
     (~50 ms of imports that overlap the sandbox's git commands and the baseline run)."""
     threading.Thread(target=importlib.import_module, args=("git",), name="import-gitpython",
                      daemon=True).start()
+
+
+def start_sandbox(repo_root: Path, session_id: str, at: str = "") -> Future[Sandbox]:
+    """`Sandbox.create` on its own thread, started now: the CLI calls this before its heavy
+    imports so the git work overlaps them. The thread is not a daemon: an interrupted start-up
+    still lets git finish, so no half-made worktree is left behind."""
+    future: Future[Sandbox] = Future()
+
+    def create() -> None:
+        try:
+            future.set_result(Sandbox.create(repo_root, session_id, at))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever awaits the sandbox
+            future.set_exception(exc)
+
+    threading.Thread(target=create, name="create-sandbox").start()
+    return future
 
 
 def find_repo(start: Path) -> Path:
@@ -136,6 +153,22 @@ class Sandbox:
         import git
 
         return git.Repo(self.path)
+
+    def scratch_copy(self) -> Path:
+        """A second worktree, detached at the session's starting commit, beside the sandbox: a
+        test run there shares no files with the sandbox (the warm runner's self-check runs
+        there while the baseline runs in the sandbox). `discard_scratch` removes it."""
+        path = self.path.with_name(self.path.name + "-check")
+        _git(self.repo_root, "worktree", "add", "--quiet", "--detach", str(path),
+             self.base_commit)
+        return path
+
+    def discard_scratch(self, path: Path) -> None:
+        """Remove a `scratch_copy` on a thread of its own (not a daemon: it finishes even when
+        the session is ending), so no one waits for it."""
+        threading.Thread(target=_git, args=(self.repo_root, "worktree", "remove", "--force",
+                                            str(path)), kwargs={"check": False},
+                         name="discard-scratch").start()
 
     def close(self) -> None:
         if "repo" in self.__dict__:
@@ -240,10 +273,12 @@ def copy_project(source: Path, dest: Path) -> Path:
 def clean(repo_root: Path) -> list[str]:
     """Remove every codeloop worktree and branch of this repo. Returns what was removed."""
     removed: list[str] = []
+    home = worktrees_home(repo_root)
     listing = _git(repo_root, "worktree", "list", "--porcelain")
     for block in listing.strip().split("\n\n"):
         fields = dict(line.split(" ", 1) for line in block.splitlines() if " " in line)
-        if fields.get("branch", "").startswith("refs/heads/" + BRANCH_PREFIX):
+        if fields.get("branch", "").startswith("refs/heads/" + BRANCH_PREFIX) or Path(
+                fields.get("worktree", "/")).resolve().parent == home.resolve():  # scratch copies
             _git(repo_root, "worktree", "remove", "--force", fields["worktree"])
             removed.append(fields["worktree"])
     _git(repo_root, "worktree", "prune")
@@ -252,7 +287,6 @@ def clean(repo_root: Path) -> list[str]:
     for branch in refs.split():
         _git(repo_root, "branch", "-q", "-D", branch)
         removed.append(branch)
-    home = worktrees_home(repo_root)
     if home.is_dir() and not any(home.iterdir()):
         home.rmdir()
     return removed

@@ -36,9 +36,19 @@ def spawn_runner(mode: str, command: str, root: Path, hidden_env: tuple[str, ...
     return runner
 
 
-def verdicts(result: TestResult) -> dict[str, tuple[str, str]]:
-    """Per failing test: (kind, message); plus the counts — what must agree warm and cold."""
-    table = {f["id"]: (f["kind"], f["message"]) for f in result.failures}
+def verdicts(result: TestResult, ran_in: Path | None = None, sandbox: Path | None = None
+             ) -> dict[str, tuple[str, str]]:
+    """Per failing test: (kind, message); plus the counts — what must agree warm and cold. A run
+    made in a copy of the sandbox (`ran_in`) has the copy's path in messages read as `sandbox`'s."""
+    moved = [] if ran_in is None or sandbox is None else [
+        (str(ran_in.resolve()), str(sandbox.resolve())), (str(ran_in), str(sandbox))]
+
+    def seen_from_sandbox(message: str) -> str:
+        for old, new in moved:
+            message = message.replace(old, new)
+        return message
+
+    table = {f["id"]: (f["kind"], seen_from_sandbox(f["message"])) for f in result.failures}
     table["<counts>"] = (str(sorted(result.counts.items())), str(result.exit_code))
     return table
 
@@ -65,14 +75,19 @@ class TestService:
     def label(self) -> str:
         return "warm" if self.trusted else "cold"
 
-    def _cold(self, reason: str) -> None:
+    @property
+    def wanted(self) -> bool:
+        return warm_wanted(self.mode, self.command)
+
+    def fall_back(self, reason: str) -> None:
+        """Runs are cold from now on; the event says why."""
         self.trusted = False
         self.emit(TestRunnerChange(mode="cold", message=reason))
 
     async def prepare(self, root: Path) -> None:
         """Start and warm the runner. `root` only provides the dependency files, so this can
         start before the sandbox exists (the user's repo has the same ones)."""
-        if not warm_wanted(self.mode, self.command):
+        if not self.wanted:
             return
         try:
             if self.runner is None:
@@ -80,7 +95,7 @@ class TestService:
             await self.runner.launch()
         except WarmUnavailable as exc:
             self.runner = None
-            self._cold(f"tests run cold: {exc}")
+            self.fall_back(f"tests run cold: {exc}")
 
     def _trust_file(self, sandbox: Path) -> Path | None:
         """Where a passed self-check for this interpreter, command, tree and dependencies is
@@ -111,19 +126,30 @@ class TestService:
         return True
 
     async def self_check(self, baseline: TestResult, root: Path) -> None:
-        """Trust the runner only if its run of the baseline matches the cold run exactly."""
+        """Trust the runner only if its run of the baseline matches the cold run exactly (the
+        session runs the two side by side instead: `check_run` in a copy, then `judge`)."""
+        await self.judge(await self.check_run(root), baseline, root, root)
+
+    async def check_run(self, tree: Path) -> TestResult | None:
+        """The self-check's warm run of the baseline in `tree`: the sandbox, or a copy of it at
+        the same commit. None when there is no runner (any more)."""
         if self.runner is None:
+            return None
+        return await self._warm(tree, lambda _: None, [])
+
+    async def judge(self, warm: TestResult | None, baseline: TestResult, tree: Path,
+                    sandbox: Path) -> None:
+        """Trust the runner when its self-check run (in `tree`) matches the cold baseline (in
+        `sandbox`) test by test; else fall back to cold runs, saying why."""
+        if warm is None or self.runner is None:
             return
-        warm = await self._warm(root, lambda _: None, [])
-        if warm is None:
-            return
-        if verdicts(warm) != verdicts(baseline):
-            self._cold(f"tests run cold: the warm self-check differed from the cold run "
-                       f"(cold: {baseline.summary}; warm: {warm.summary})")
+        if verdicts(warm, tree, sandbox) != verdicts(baseline):
+            self.fall_back(f"tests run cold: the warm self-check differed from the cold run "
+                           f"(cold: {baseline.summary}; warm: {warm.summary})")
             await self.close()
             return
         self.trusted = True
-        if (trust := self._trust_file(root)) is not None:
+        if (trust := self._trust_file(tree)) is not None:
             trust.parent.mkdir(parents=True, exist_ok=True)
             trust.write_text(f"{warm.summary}\n")
         self.emit(TestRunnerChange(
@@ -139,7 +165,7 @@ class TestService:
             return await run_tests(self.command + extra, root, self.timeout_s, on_output,
                                    self.hidden_env, warm=self.runner, first=first)
         except (ConnectionError, OSError, ValueError, KeyError) as exc:
-            self._cold(f"tests run cold: the warm runner failed ({type(exc).__name__}: {exc})")
+            self.fall_back(f"tests run cold: the warm runner failed ({type(exc).__name__}: {exc})")
             await self.close()
             return None
 

@@ -168,6 +168,12 @@ class _ColdRun:
         self.process = process
         self.pid = process.pid
 
+    @classmethod
+    async def start(cls, command: str, cwd: Path, env: dict[str, str]) -> _ColdRun:
+        return cls(await asyncio.create_subprocess_shell(
+            command, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL, start_new_session=True, env=env))
+
     async def read(self) -> bytes:
         assert self.process.stdout is not None
         return await self.process.stdout.read(65536)
@@ -213,12 +219,16 @@ async def run_tests(command: str, cwd: Path, timeout_s: float,
     env = environment_without(hidden_env)
     env["PYTHONUNBUFFERED"] = "1"
     if warm is not None and extras:
-        run: RunningTests = await warm.start(command, extras, cwd, env, first or [])
+        start = warm.start(command, extras, cwd, env, first or [])
     else:
-        run = _ColdRun(await asyncio.create_subprocess_shell(
-            " ".join([command, *map(shlex.quote, extras)]), cwd=cwd,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            stdin=asyncio.subprocess.DEVNULL, start_new_session=True, env=env))
+        start = _ColdRun.start(" ".join([command, *map(shlex.quote, extras)]), cwd, env)
+    # a cancel while the process is being started waits for it, then kills its whole group
+    starting = asyncio.ensure_future(start)
+    try:
+        run: RunningTests = await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        await _stop(await starting)
+        raise
     output = BoundedText()
     timed_out = False
     exit_code: int | None = None
@@ -240,9 +250,7 @@ async def run_tests(command: str, cwd: Path, timeout_s: float,
         exit_code = await run.wait()
     finally:
         if exit_code is None:  # cancelled: the whole group goes
-            _kill_group(run.pid)
-            with contextlib.suppress(ProcessLookupError):
-                await asyncio.shield(run.wait())
+            await _stop(run)
     text = output.text()
     result = TestResult(exit_code=exit_code, summary="", timed_out=timed_out, output=text,
                         duration_ms=round((time.perf_counter() - started) * 1000, 3))
@@ -262,6 +270,13 @@ def _counts_summary(result: TestResult) -> str:
     if result.counts:
         return ", ".join(f"{n} {k}" for k, n in result.counts.items() if n) or "no tests ran"
     return f"exit code {result.exit_code}"
+
+
+async def _stop(run: RunningTests) -> None:
+    """Kill the run's whole process group and reap it (even while being cancelled)."""
+    _kill_group(run.pid)
+    with contextlib.suppress(ProcessLookupError):
+        await asyncio.shield(run.wait())
 
 
 def _kill_group(pid: int) -> None:

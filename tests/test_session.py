@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from codeloop.sandbox import Sandbox
 from tests.conftest import (
     PYTEST_CMD,
     fix_diff,
@@ -289,6 +290,50 @@ def test_clean_removes_the_session_worktree_and_branch(tmp_path, isolated_env):
     assert cleaned.returncode == 0 and "removed" in cleaned.stdout
     assert git(repo, "branch", "--list", "codeloop/*") == ""
     assert len(git(repo, "worktree", "list").splitlines()) == 1
+
+
+def test_the_self_check_runs_beside_the_baseline_in_a_copy_that_is_then_removed(
+        tmp_path, isolated_env):
+    # one failure names its own file's absolute path: the copy's path must not count as a
+    # difference, or the runner would never be trusted
+    repo = tmp_path / "where"
+    (repo / "tests").mkdir(parents=True)
+    (repo / "tests" / "test_where.py").write_text(
+        "LIMIT = 1\n\n\ndef test_where():\n    assert __file__ == ''\n\n\n"
+        "def test_limit():\n    assert LIMIT == 2\n")
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "two failing tests")
+    fix = ("--- a/tests/test_where.py\n+++ b/tests/test_where.py\n@@ -1 +1 @@\n"
+           "-LIMIT = 1\n+LIMIT = 2\n")
+    with ScriptedModelServer([Reply(tool_calls=[patch_call(fix)])]) as server:
+        done = run_codeloop(repo, isolated_env,
+                            *session_args(server, "--json", "--max-iterations", "1"))
+    assert done.returncode == 1, done.stderr
+    events = json_events(done.stdout)
+    sandbox = sandbox_path(events)
+    runs = [e for e in events if e["type"] == "test.done"]
+    assert [(r["turn"], r["mode"], r["counts"]["failed"]) for r in runs] == [
+        (0, "cold", 2), (1, "warm", 1)]
+    assert str(sandbox / "tests" / "test_where.py") in runs[1]["failures"][0]["message"]
+    changes = [e for e in events if e["type"] == "test.runner"]
+    assert len(changes) == 1 and "self-check matched" in changes[0]["message"]
+    # gone once codeloop has exited: only the repo and the session's sandbox are left
+    worktrees = git(repo, "worktree", "list", "--porcelain").split("\n\n")
+    assert [w.splitlines()[0] for w in worktrees if w.strip()] == [
+        f"worktree {repo}", f"worktree {sandbox}"]
+
+
+def test_clean_also_removes_a_copy_left_behind_by_a_killed_session(tmp_path, isolated_env,
+                                                                     monkeypatch):
+    repo = make_repo(tmp_path, "offbyone")
+    monkeypatch.setenv("XDG_CACHE_HOME", isolated_env["XDG_CACHE_HOME"])
+    copy = Sandbox.create(repo, "killed").scratch_copy()
+    assert (copy / "pager" / "paginate.py").is_file()
+    assert "detached" in git(repo, "worktree", "list")
+    cleaned = run_codeloop(repo, isolated_env, "clean")
+    assert cleaned.returncode == 0 and f"removed {copy}" in cleaned.stdout
+    assert not copy.exists() and len(git(repo, "worktree", "list").splitlines()) == 1
 
 
 SLOPPY_DIFF = (

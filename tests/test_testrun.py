@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import shlex
+import subprocess
 import sys
 import textwrap
 import time
@@ -246,6 +247,28 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
             break
         time.sleep(0.05)
     assert _is_gone(grandchild), f"process {grandchild} survived the timeout"
+
+
+def test_a_cancel_at_any_point_of_the_start_kills_the_whole_group(tmp_path: Path) -> None:
+    # the shell's child outlives a kill of the shell alone: only a kill of the group gets it
+    command = "sh -c 'sleep 987; true'"
+
+    async def cancel_after(steps: int) -> bool:
+        task = asyncio.ensure_future(run_tests(command, tmp_path, 60, lambda _: None))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.wait({task}, timeout=10)  # a survivor holding the pipe would hang it
+        return task.cancelled()
+
+    try:
+        for steps in range(8):  # from before the process exists to well after it started
+            assert asyncio.run(cancel_after(steps)), f"cancelled after {steps} steps: hangs"
+            survivors = subprocess.run(["pgrep", "-f", "sleep 987"], capture_output=True,
+                                       text=True)
+            assert survivors.returncode == 1, f"cancelled after {steps}: {survivors.stdout}"
+    finally:
+        subprocess.run(["pkill", "-f", "sleep 987"])
 
 
 # ---------------------------------------------------------------- bounded output
