@@ -6,13 +6,14 @@ then `codeloop --task` fixing sandbox/offbyone against the scripted server at un
 (start-up, baseline, one turn, the verifying run): a project's first session (no earlier
 self-check to trust, so a cold baseline) and later ones, with warm_tests off and auto.
 
-    python benchmarks/test_runner.py [--repeat 7]
+    python benchmarks/test_runner.py [--repeat 7] [--e2e-repeat 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import json
 import os
 import statistics
@@ -68,7 +69,10 @@ def larger_suite(where: Path) -> Path:
     return where / archive.name.removesuffix(".tar.gz")
 
 
-def end_to_end(workdir: Path, cache: Path, warm_tests: str) -> float:
+def end_to_end(workdir: Path, cache: Path, warm_tests: str) -> tuple[float, dict[str, float]]:
+    """One `codeloop --task` run: its wall time, and when (ms after codeloop's event stream
+    opened) the session started, the sandbox was ready, the baseline and the verifying run were
+    done, and the session ended."""
     repo = copy_project(ROOT / "sandbox" / "offbyone", workdir / f"e2e-{warm_tests}")
     fix = (ROOT / "tests" / "data" / "fixes" / "offbyone.diff").read_text()
     reply = Reply(tool_calls=[ToolCall("apply_patch", json.dumps({"patch": fix}))])
@@ -77,17 +81,33 @@ def end_to_end(workdir: Path, cache: Path, warm_tests: str) -> float:
         started = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-m", "codeloop", "--task", "fix the pager", "--base-url",
-             server.base_url, "--test-cmd", COMMAND, "--warm-tests", warm_tests],
+             server.base_url, "--test-cmd", COMMAND, "--warm-tests", warm_tests, "--json"],
             cwd=repo, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"the one-bug task failed:\n{done.stderr}")
-    return wall * 1000
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    marks = {"start": events[0]["t"],
+             "sandbox": next(e["t"] for e in events if e["type"] == "sandbox.ready"),
+             "baseline": next(e["t"] for e in events if e["type"] == "test.done"),
+             "verified": [e["t"] for e in events if e["type"] == "test.done"][-1],
+             "end": events[-1]["t"]}
+    return wall * 1000, {name: t * 1000 for name, t in marks.items()}
+
+
+def e2e_line(label: str, runs: list[tuple[float, dict[str, float]]]) -> None:
+    walls = [wall for wall, _ in runs]
+    marks = {name: statistics.median(m[name] for _, m in runs) for name in runs[0][1]}
+    print(f"  {label:<48} {statistics.median(walls):5.0f} ms (min {min(walls):.0f})\n"
+          f"      events at: session.start {marks['start']:.0f}, sandbox.ready "
+          f"{marks['sandbox']:.0f}, baseline done {marks['baseline']:.0f}, verified "
+          f"{marks['verified']:.0f}, session.end {marks['end']:.0f} (medians)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--e2e-repeat", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="codeloop-runner-") as tmp_name:
         tmp = Path(tmp_name)
@@ -101,17 +121,19 @@ def main() -> None:
             row(f"sandbox/{project}", *asyncio.run(timings(root, args.repeat)))
         root = larger_suite(tmp / "sdist")
         row(LARGER, *asyncio.run(timings(root, max(3, args.repeat // 2))))
-        print("\none-bug task end to end (codeloop start-up, baseline, one turn, verifying run;"
-              " scripted server at unlimited speed), median of 3")
-        firsts = [end_to_end(tmp / f"first-{n}", tmp / f"cache-{n}", "auto") for n in range(3)]
-        print(f"  warm_tests=auto, first session of the project    "
-              f"{statistics.median(firsts):7.0f} ms (min {min(firsts):.0f}; cold baseline + "
-              "self-check)")
+        # as an install leaves them: a source checkout run with PYTHONDONTWRITEBYTECODE set
+        # (as on these machines) would otherwise recompile codeloop at every start
+        compileall.compile_dir(ROOT / "codeloop", quiet=1)
+        print(f"\none-bug task end to end (codeloop start-up, baseline, one turn, verifying run;"
+              f" scripted server at unlimited speed; codeloop byte-compiled), median of "
+              f"{args.e2e_repeat}, times in ms")
+        e2e_line("warm_tests=auto, first session of the project", [
+            end_to_end(tmp / f"first-{n}", tmp / f"cache-{n}", "auto")
+            for n in range(args.e2e_repeat)])
         for mode in ("off", "auto"):
-            walls = [end_to_end(tmp / f"{mode}-{n}", tmp / "cache-0", mode) for n in range(3)]
-            print(f"  warm_tests={mode:<4} later sessions (cache kept)    "
-                  f"{statistics.median(walls):7.0f} ms (min {min(walls):.0f})")
-
+            e2e_line(f"warm_tests={mode}, later sessions (self-check kept)", [
+                end_to_end(tmp / f"{mode}-{n}", tmp / "cache-0", mode)
+                for n in range(args.e2e_repeat)])
 
 if __name__ == "__main__":
     main()

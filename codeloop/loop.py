@@ -180,6 +180,7 @@ class Session:
         creating = self._creating or start_sandbox(
             self.repo_root, self.settings.session_id, self.settings.at)
         warming: asyncio.Task[None] | None = None
+        baseline: asyncio.Future[TestResult] | None = None
         try:
             if not creating.done():  # (started by the CLI, it usually is by now)
                 warming = self._connect_and_warm()  # both overlap the checkout
@@ -210,6 +211,10 @@ class Session:
         except asyncio.CancelledError:
             if warming is not None:
                 warming.cancel()
+            if baseline is not None:  # its process group is gone before the files are reset
+                baseline.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await baseline
             self._interrupted()
             raise
 
