@@ -5,6 +5,7 @@ timeouts, and the fall-back to cold runs with the reason."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -13,11 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from codeloop.events import TestRunnerChange
+from codeloop.config import Config
+from codeloop.events import EventStream, TestDone, TestRunnerChange
+from codeloop.loop import Session, SessionSettings
+from codeloop.sandbox import worktrees_home
 from codeloop.testing import TestService, spawn_runner, verdicts
 from codeloop.testrun import TestResult, run_tests
+from codeloop.transport.chat import ChatCompletionsClient
 from codeloop.warm import WarmRunner
-from tests.conftest import PYTEST_CMD, make_repo
+from tests.conftest import PYTEST_CMD, fix_diff, make_repo
+from tests.scripted_server import Reply, ScriptedModelServer, ToolCall
 
 PYPI_SUITES = ("six==1.16.0", "more-itertools==10.5.0")
 
@@ -221,3 +227,33 @@ def test_the_runner_started_before_the_session_is_the_one_used_and_holds_no_api_
     same, result = asyncio.run(scenario())
     assert same and result.counts["failed"] == 2
     assert runner.process.poll() is not None  # closed with the service
+
+
+def test_no_copy_for_the_self_check_means_cold_runs_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    repo = make_repo(tmp_path, "offbyone")
+    # something already sits where the session's copy would go: git refuses to make it there
+    blocker = worktrees_home(repo) / "blocked-check" / "not-ours.txt"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("left here by someone else\n")
+    events = EventStream()
+    seen: list[object] = []
+    events.subscribe(seen.append)
+    reply = Reply(tool_calls=[ToolCall("apply_patch", json.dumps({"patch": fix_diff(
+        "offbyone")}))])
+
+    async def scenario() -> int:
+        with ScriptedModelServer([reply]) as server:
+            config = Config(model="scripted", base_url=server.base_url, test_command=PYTEST_CMD)
+            client = ChatCompletionsClient(server.base_url, "scripted", None, 1024, 30.0)
+            settings = SessionSettings(session_id="blocked", task="fix the pager",
+                                       test_command=PYTEST_CMD)
+            return await Session(repo, config, settings, client, events).run()
+
+    assert asyncio.run(scenario()) == 0
+    changes = [e for e in seen if isinstance(e, TestRunnerChange)]
+    assert [c.mode for c in changes] == ["cold"]
+    assert "no copy of the sandbox for the self-check" in changes[0].message
+    runs = [e for e in seen if isinstance(e, TestDone)]
+    assert [(r.mode, r.counts["failed"]) for r in runs] == [("cold", 2), ("cold", 0)]
+    assert blocker.read_text() == "left here by someone else\n"
