@@ -6,7 +6,7 @@ then `codeloop --task` fixing sandbox/offbyone against the scripted server at un
 (start-up, baseline, one turn, the verifying run): a project's first session (no earlier
 self-check to trust, so a cold baseline) and later ones, with warm_tests off and auto.
 
-    python benchmarks/test_runner.py [--repeat 7] [--e2e-repeat 5]
+    python benchmarks/test_runner.py [--repeat 7] [--e2e-repeat 7]
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def e2e_line(label: str, runs: list[tuple[float, dict[str, float]]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--e2e-repeat", type=int, default=5)
+    parser.add_argument("--e2e-repeat", type=int, default=7)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="codeloop-runner-") as tmp_name:
         tmp = Path(tmp_name)

@@ -167,8 +167,8 @@ class Session:
         return exit_code
 
     async def open(self) -> None:
-        """(a) the sandbox (started by the CLI, or now while the connection opens), (b) the
-        baseline tests."""
+        """(a) the sandbox (started by the CLI, or now), (b) the baseline tests, while the
+        connection opens and the warm runner gets ready."""
         self._started = time.perf_counter()
         self.events.emit(SessionStart(
             session_id=self.settings.session_id, task=self.settings.task,
@@ -183,7 +183,6 @@ class Session:
         baseline: asyncio.Future[TestResult] | None = None
         try:
             if not creating.done():  # (started by the CLI, it usually is by now)
-                warming = self._connect_and_warm()  # both overlap the checkout
                 waiting = asyncio.wrap_future(creating)
                 try:
                     await asyncio.shield(waiting)
@@ -197,11 +196,13 @@ class Session:
                 elapsed_ms=_ms_since(self._started)))
             trusted = self.tests.trusted_before(self.sandbox.path)
             if trusted:  # a self-check passed before: the baseline itself runs warm
-                warming = warming or self._connect_and_warm()
+                warming = self._connect_and_warm()
                 await warming
                 self.tests.trusted = self.tests.runner is not None
             baseline = asyncio.ensure_future(self._run_tests(0))
-            await asyncio.sleep(0)  # the tests' process starts first, then everything else
+            # the tests' process starts first; connecting and warming overlap the run (the
+            # first request comes after it)
+            await asyncio.sleep(0)
             warming = warming or self._connect_and_warm()
             if not trusted and self.tests.wanted:  # the baseline runs cold; beside it, once
                 # warm, the runner runs it too (in a copy) and must match it to be trusted
