@@ -13,7 +13,6 @@ import json
 import time
 from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
-from functools import cached_property
 from typing import Any, Protocol
 
 import httpx
@@ -117,19 +116,13 @@ class HttpStreamClient:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.max_output_tokens = max_output_tokens
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._timeout_s = request_timeout_s
-
-    @cached_property
-    def _http(self) -> httpx.AsyncClient:
-        """The pooled client, made at first use (the connect task, once the baseline tests
-        run), not at start-up: making it imports httpcore (~30 ms)."""
-        return httpx.AsyncClient(
-            headers=self._headers,
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(
+            headers=headers,
             # a plain-HTTP endpoint never makes a TLS connection (no redirects are followed):
-            # not loading the CA bundle saves ~20 ms
+            # not loading the CA bundle saves ~20 ms of start-up
             verify=self.base_url.startswith("https:"),
-            timeout=httpx.Timeout(self._timeout_s, connect=10.0),
+            timeout=httpx.Timeout(request_timeout_s, connect=10.0),
             limits=httpx.Limits(max_connections=4, max_keepalive_connections=2,
                                 keepalive_expiry=KEEPALIVE_EXPIRY_S),
         )
@@ -146,8 +139,7 @@ class HttpStreamClient:
         return ""
 
     async def aclose(self) -> None:
-        if "_http" in self.__dict__:
-            await self._http.aclose()
+        await self._http.aclose()
 
     async def post_stream(self, turn: int, path: str, body: bytes, parser: StreamParser
                           ) -> AsyncIterator[Event]:
