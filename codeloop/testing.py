@@ -88,6 +88,10 @@ class TestService:
         """Start and warm the runner. `root` only provides the dependency files, so this can
         start before the sandbox exists (the user's repo has the same ones)."""
         if not self.wanted:
+            if self.mode == "on":  # asked for by name: say why not (auto stays quiet)
+                self.fall_back(f"tests run cold: warm_tests is on, but {self.command!r} is not "
+                               "a pytest command (warm runs need `pytest ...` or `python -m "
+                               "pytest ...`, without shell operators)")
             return
         try:
             if self.runner is None:

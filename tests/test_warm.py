@@ -257,3 +257,23 @@ def test_no_copy_for_the_self_check_means_cold_runs_with_the_reason(tmp_path, mo
     runs = [e for e in seen if isinstance(e, TestDone)]
     assert [(r.mode, r.counts["failed"]) for r in runs] == [("cold", 2), ("cold", 0)]
     assert blocker.read_text() == "left here by someone else\n"
+
+
+@pytest.mark.parametrize("mode", ["on", "auto", "off"])
+def test_on_says_why_a_command_that_is_not_pytest_runs_cold(tmp_path, mode):
+    root = write(tmp_path / "p", {"check.sh": "exit 0\n"})
+    changes: list[TestRunnerChange] = []
+
+    async def scenario() -> TestResult:
+        service = TestService("sh check.sh", 60, (), mode, False, changes.append)
+        await service.prepare(root)
+        result = await service.run(root, lambda _: None)
+        await service.close()
+        return result
+
+    assert asyncio.run(scenario()).passed
+    if mode == "on":
+        assert [c.mode for c in changes] == ["cold"]
+        assert "'sh check.sh' is not a pytest command" in changes[0].message
+    else:
+        assert changes == []
