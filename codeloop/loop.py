@@ -206,7 +206,8 @@ class Session:
             warming = warming or self._connect_and_warm()
             if not trusted and self.tests.wanted:  # the baseline runs cold; beside it, once
                 # warm, the runner runs it too (in a copy) and must match it to be trusted
-                self._checking = asyncio.create_task(self._self_check(warming, baseline))
+                self._checking = asyncio.create_task(self._self_check(
+                    warming, baseline, self.tests.check_alone(self.sandbox.path)))
             preload_gitpython()  # the first commit's import, while the main thread idles
             self.result = await baseline
         except asyncio.CancelledError:
@@ -566,12 +567,17 @@ class Session:
         return proposals, answers
 
     async def _self_check(self, warming: asyncio.Task[None],
-                          baseline: asyncio.Future[TestResult]) -> None:
-        """Beside the cold baseline, in a copy of the sandbox at the same commit: once the runner
-        is warm (a slow warm-up never delays the first turn), its run of the baseline must match
-        the cold one before it is trusted."""
+                          baseline: asyncio.Future[TestResult], alone: bool) -> None:
+        """Beside the cold baseline, in a copy of the sandbox at the same commit (or, `alone`,
+        after it in the sandbox itself): once the runner is warm (a slow warm-up never delays
+        the first turn), its run of the baseline must match the cold one to be trusted."""
         assert self.sandbox is not None
         sandbox = self.sandbox
+        if alone:
+            cold = await asyncio.shield(baseline)
+            await warming
+            await self.tests.self_check(cold, sandbox.path)
+            return
         making = asyncio.ensure_future(asyncio.to_thread(sandbox.scratch_copy))
         try:
             copy = await asyncio.shield(making)

@@ -70,6 +70,7 @@ class TestService:
         self.runner = runner  # started early by the CLI (`spawn_runner`), or by `prepare`
         self.trusted = False
         self.failed_last: list[str] = []
+        self._key: str | None = None  # of this set-up's remembered self-check outcomes
 
     @property
     def label(self) -> str:
@@ -101,18 +102,21 @@ class TestService:
             self.runner = None
             self.fall_back(f"tests run cold: {exc}")
 
-    def _trust_file(self, sandbox: Path) -> Path | None:
-        """Where a passed self-check for this interpreter, command, tree and dependencies is
-        remembered (None when there is nothing to key it on)."""
+    def _memo(self, kind: str, tree: Path) -> Path | None:
+        """Where a self-check's outcome for this interpreter, command, tree and dependencies is
+        remembered: `trust` (it matched) or `apart` (run side by side with the cold baseline,
+        it did not). None when there is nothing to key it on."""
         if self.runner is None:
             return None
-        tree = subprocess.run(["git", "rev-parse", "HEAD^{tree}"], cwd=sandbox,
-                              capture_output=True, text=True).stdout.strip()
-        if not tree:
-            return None
-        key = hashlib.sha1(json.dumps([self.runner.python, self.command, tree,
-                                       self.runner.fingerprint()]).encode()).hexdigest()
-        return cache_dir() / "warm-trust" / key
+        if self._key is None:
+            tree_id = subprocess.run(["git", "rev-parse", "HEAD^{tree}"], cwd=tree,
+                                     capture_output=True, text=True).stdout.strip()
+            if not tree_id:
+                return None
+            self._key = hashlib.sha1(json.dumps([self.runner.python, self.command, tree_id,
+                                                 self.runner.fingerprint()]).encode()
+                                     ).hexdigest()
+        return cache_dir() / f"warm-{kind}" / self._key
 
     def trusted_before(self, sandbox: Path) -> bool:
         """A self-check already passed for exactly this set-up: trust the runner now, so even
@@ -120,7 +124,7 @@ class TestService:
         if self.runner is None:
             return False
         self.runner.watch(sandbox)
-        trust = self._trust_file(sandbox)
+        trust = self._memo("trust", sandbox)
         if trust is None or not trust.is_file():
             return False
         self.trusted = True
@@ -128,6 +132,13 @@ class TestService:
             "warm test runner trusted from an earlier self-check on the same tree, command, "
             "interpreter and dependencies")))
         return True
+
+    def check_alone(self, sandbox: Path) -> bool:
+        """A self-check run side by side with the cold baseline disagreed before on this
+        set-up (a suite that binds a fixed port or path can disagree with itself run twice at
+        once): check after the baseline instead, alone, in the sandbox itself."""
+        apart = self._memo("apart", sandbox)
+        return apart is not None and apart.is_file()
 
     async def self_check(self, baseline: TestResult, root: Path) -> None:
         """Trust the runner only if its run of the baseline matches the cold run exactly (the
@@ -148,12 +159,18 @@ class TestService:
         if warm is None or self.runner is None:
             return
         if verdicts(warm, tree, sandbox) != verdicts(baseline):
+            beside = tree != sandbox
+            if beside and (apart := self._memo("apart", tree)) is not None:
+                apart.parent.mkdir(parents=True, exist_ok=True)
+                apart.write_text(f"cold: {baseline.summary}; warm: {warm.summary}\n")
             self.fall_back(f"tests run cold: the warm self-check differed from the cold run "
-                           f"(cold: {baseline.summary}; warm: {warm.summary})")
+                           f"(cold: {baseline.summary}; warm: {warm.summary})" + (
+                               "; they ran side by side, so the next session checks again "
+                               "after the baseline, alone" if beside else ""))
             await self.close()
             return
         self.trusted = True
-        if (trust := self._trust_file(tree)) is not None:
+        if (trust := self._memo("trust", tree)) is not None:
             trust.parent.mkdir(parents=True, exist_ok=True)
             trust.write_text(f"{warm.summary}\n")
         self.emit(TestRunnerChange(
@@ -203,6 +220,7 @@ class TestService:
                                self.hidden_env)
 
     async def close(self) -> None:
+        self._key = None  # a new runner may see other dependencies
         if self.runner is not None:
             await self.runner.close()
             self.runner = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -322,6 +323,43 @@ def test_the_self_check_runs_beside_the_baseline_in_a_copy_that_is_then_removed(
     worktrees = git(repo, "worktree", "list", "--porcelain").split("\n\n")
     assert [w.splitlines()[0] for w in worktrees if w.strip()] == [
         f"worktree {repo}", f"worktree {sandbox}"]
+
+
+def test_a_suite_that_disagrees_with_itself_side_by_side_is_checked_alone_next_time(
+        tmp_path, isolated_env):
+    # one test holds a fixed port for a while: two runs at once collide, one alone never does
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    repo = tmp_path / "port"
+    (repo / "tests").mkdir(parents=True)
+    (repo / "tests" / "test_port.py").write_text(
+        "import socket\nimport time\n\nLIMIT = 1\n\n\ndef test_port():\n"
+        "    with socket.socket() as held:\n"
+        f"        held.bind(('127.0.0.1', {port}))\n"
+        "        held.listen()\n        time.sleep(2.5)\n\n\n"
+        "def test_limit():\n    assert LIMIT == 2\n")
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "a suite holding a fixed port")
+    fix = ("--- a/tests/test_port.py\n+++ b/tests/test_port.py\n@@ -4 +4 @@\n"
+           "-LIMIT = 1\n+LIMIT = 2\n")
+
+    def session() -> list[dict]:
+        with ScriptedModelServer([Reply(tool_calls=[patch_call(fix)])]) as server:
+            done = run_codeloop(repo, isolated_env, *session_args(server, "--json"), timeout=90)
+        assert done.returncode == 0, done.stderr  # the verifying run is always right
+        return json_events(done.stdout)
+
+    first = [e for e in session() if e["type"] == "test.runner"]
+    assert [e["mode"] for e in first] == ["cold"]
+    assert "ran side by side" in first[0]["message"]
+    second = session()
+    changes = [e for e in second if e["type"] == "test.runner"]
+    assert [e["mode"] for e in changes] == ["warm"]
+    assert "self-check matched" in changes[0]["message"]
+    runs = [e for e in second if e["type"] == "test.done"]
+    assert [(r["mode"], r["passed"]) for r in runs] == [("cold", False), ("warm", True)]
 
 
 def test_clean_also_removes_a_copy_left_behind_by_a_killed_session(tmp_path, isolated_env,
