@@ -228,7 +228,7 @@ def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, R
     runner = spawn_runner(config.warm_tests, test_command, repo_root, key_vars)
     session_id = new_session_id()
     exclude_from_git(repo_root, ".codeloop/")  # before the snapshot: recordings stay out
-    sandbox = start_sandbox(repo_root, session_id)
+    sandbox_start = start_sandbox(repo_root, session_id)
     from codeloop.events import EventStream
     from codeloop.loop import Session, SessionSettings
     from codeloop.progress import ProgressPrinter
@@ -250,7 +250,7 @@ def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, R
     client = make_client(config.transport, config.base_url, config.model, api_key,
                          config.max_output_tokens, config.request_timeout_s,
                          config.responses_store, cache_key)
-    return Session(repo_root, config, settings, client, events, runner, sandbox), recorder
+    return Session(repo_root, config, settings, client, events, runner, sandbox_start), recorder
 
 
 def run_headless(session: Session) -> int:

@@ -106,7 +106,7 @@ class Session:
 
     def __init__(self, repo_root: Path, config: Config, settings: SessionSettings,
                  client: ModelClient, events: EventStream, runner: WarmRunner | None = None,
-                 sandbox: Future[Sandbox] | None = None) -> None:
+                 sandbox_start: Future[Sandbox] | None = None) -> None:
         self.repo_root = repo_root
         self.config = config
         self.settings = settings
@@ -115,7 +115,7 @@ class Session:
         self.with_tools = config.edit_mode in ("auto", "tools")
         self.tools = tool_schemas() if self.with_tools else []
         self.sandbox: Sandbox | None = None
-        self._creating = sandbox  # started early by the CLI (`start_sandbox`), or by `open`
+        self._creating = sandbox_start  # by the CLI (`start_sandbox`), else `open` starts it
         self.messages: list[dict[str, Any]] = []
         self.sent = 0
         self.result: TestResult | None = None
@@ -198,11 +198,9 @@ class Session:
             if trusted:  # a self-check passed before: the baseline itself runs warm
                 warming = self._connect_and_warm()
                 await warming
-                self.tests.trusted = self.tests.runner is not None
             baseline = asyncio.ensure_future(self._run_tests(0))
-            # the tests' process starts first; connecting and warming overlap the run (the
-            # first request comes after it)
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # the tests' process starts, then (unless the baseline
+            # waited for the runner) connecting and warming, which overlap the run
             warming = warming or self._connect_and_warm()
             if not trusted and self.tests.wanted:  # the baseline runs cold; beside it, once
                 # warm, the runner runs it too (in a copy) and must match it to be trusted
@@ -228,8 +226,8 @@ class Session:
         return asyncio.create_task(self.tests.prepare(self.repo_root))
 
     async def _prepare_model(self) -> None:
-        """Connect, and warm the server up where the wire supports it, while the sandbox is
-        being made and the baseline runs."""
+        """Connect, and warm the server up where the wire supports it, while the baseline
+        runs."""
         await self.client.connect()
         note = await self.client.warm_up(prompt.system_prompt(self.with_tools), self.tools)
         if note:
@@ -262,8 +260,7 @@ class Session:
         await self.client.aclose()
         if self._checking is not None:
             self._checking.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checking  # its copy of the sandbox is removed
+            await asyncio.gather(self._checking, return_exceptions=True)  # its copy is removed
         await self.tests.close()
         self.totals["wall_ms"] = _ms_since(self._started)
         self.events.emit(SessionEnd(
@@ -568,22 +565,31 @@ class Session:
 
     async def _self_check(self, warming: asyncio.Task[None],
                           baseline: asyncio.Future[TestResult], alone: bool) -> None:
-        """Beside the cold baseline, in a copy of the sandbox at the same commit (or, `alone`,
-        after it in the sandbox itself): once the runner is warm (a slow warm-up never delays
-        the first turn), its run of the baseline must match the cold one to be trusted."""
+        """Once the runner is warm (a slow warm-up never delays the first turn), its run of the
+        baseline must match the cold one to be trusted: beside the cold baseline, in a copy of
+        the sandbox, or (`alone`) after it, in the sandbox itself. Never raises: a check that
+        fails means cold runs."""
         assert self.sandbox is not None
-        sandbox = self.sandbox
-        if alone:
-            cold = await asyncio.shield(baseline)
-            await warming
-            await self.tests.self_check(cold, sandbox.path)
-            return
-        making = asyncio.ensure_future(asyncio.to_thread(sandbox.scratch_copy))
         try:
-            copy = await asyncio.shield(making)
-        except asyncio.CancelledError:  # the copy is still removed once made
-            making.add_done_callback(
-                lambda done: done.exception() or sandbox.discard_scratch(done.result()))
+            if alone:
+                cold = await asyncio.shield(baseline)
+                await warming
+                await self.tests.self_check(cold, self.sandbox.path)
+            else:
+                await self._check_beside(warming, baseline, self.sandbox)
+        except Exception as exc:  # noqa: BLE001 - the session goes on, cold
+            self.tests.fall_back(f"tests run cold: the self-check failed "
+                                 f"({type(exc).__name__}: {exc})")
+            await self.tests.close()
+
+    async def _check_beside(self, warming: asyncio.Task[None],
+                            baseline: asyncio.Future[TestResult], sandbox: Sandbox) -> None:
+        making = sandbox.start_scratch_copy()
+        try:
+            copy = await asyncio.wrap_future(making)
+        except asyncio.CancelledError:  # once made, the copy is still removed
+            making.add_done_callback(lambda done: done.exception() is None
+                                     and sandbox.discard_scratch(done.result()))
             raise
         except SandboxError as exc:
             self.tests.fall_back(f"tests run cold: no copy of the sandbox for the self-check "
@@ -601,7 +607,7 @@ class Session:
         assert self.sandbox is not None and self.result is not None
         if self._checking is not None and not self._checking.done():
             mark = time.perf_counter()
-            await asyncio.shield(self._checking)  # it tests the files as they were: finish first
+            await asyncio.shield(self._checking)  # trust is decided before the next run
             spans["test_ms"] += _ms_since(mark)  # a test run still going: not overhead
         mark = time.perf_counter()
         try:

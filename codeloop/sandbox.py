@@ -14,15 +14,17 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     import git
 
+T = TypeVar("T")
 BRANCH_PREFIX = "codeloop/"
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "codeloop", "GIT_AUTHOR_EMAIL": "codeloop@localhost",
@@ -52,20 +54,27 @@ def preload_gitpython() -> None:
                      daemon=True).start()
 
 
-def start_sandbox(repo_root: Path, session_id: str, at: str = "") -> Future[Sandbox]:
-    """`Sandbox.create` on its own thread, started now: the CLI calls this before its heavy
-    imports so the git work overlaps them. The thread is not a daemon: an interrupted start-up
-    still lets git finish, so no half-made worktree is left behind."""
-    future: Future[Sandbox] = Future()
+def _on_thread(name: str, work: Callable[[], T]) -> Future[T]:
+    """Run `work` on a thread of its own, started now. The future cannot be cancelled (a
+    cancel waits for it instead) and the thread is not a daemon: an interrupted codeloop still
+    lets git finish, so nothing is left half-made and whoever waits learns what was made."""
+    future: Future[T] = Future()
+    future.set_running_or_notify_cancel()
 
-    def create() -> None:
+    def run() -> None:
         try:
-            future.set_result(Sandbox.create(repo_root, session_id, at))
-        except BaseException as exc:  # noqa: BLE001 - handed to whoever awaits the sandbox
+            future.set_result(work())
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for it
             future.set_exception(exc)
 
-    threading.Thread(target=create, name="create-sandbox").start()
+    threading.Thread(target=run, name=name).start()
     return future
+
+
+def start_sandbox(repo_root: Path, session_id: str, at: str = "") -> Future[Sandbox]:
+    """`Sandbox.create`, started now on its own thread: the CLI calls this before its heavy
+    imports so the git work overlaps them."""
+    return _on_thread("create-sandbox", lambda: Sandbox.create(repo_root, session_id, at))
 
 
 def find_repo(start: Path) -> Path:
@@ -154,14 +163,19 @@ class Sandbox:
 
         return git.Repo(self.path)
 
-    def scratch_copy(self) -> Path:
-        """A second worktree, detached at the session's starting commit, beside the sandbox: a
-        test run there shares no files with the sandbox (the warm runner's self-check runs
-        there while the baseline runs in the sandbox). `discard_scratch` removes it."""
+    def start_scratch_copy(self) -> Future[Path]:
+        """A second worktree, detached at the session's starting commit, beside the sandbox,
+        made on its own thread: a test run there shares no files with the sandbox (the warm
+        runner's self-check runs there while the baseline runs in the sandbox).
+        `discard_scratch` removes it."""
         path = self.path.with_name(self.path.name + "-check")
-        _git(self.repo_root, "worktree", "add", "--quiet", "--detach", str(path),
-             self.base_commit)
-        return path
+
+        def make() -> Path:
+            _git(self.repo_root, "worktree", "add", "--quiet", "--detach", str(path),
+                 self.base_commit)
+            return path
+
+        return _on_thread("scratch-copy", make)
 
     def discard_scratch(self, path: Path) -> None:
         """Remove a `scratch_copy` on a thread of its own (not a daemon: it finishes even when

@@ -9,6 +9,7 @@ and with `fail_fast` they run alone, stopping at the first failure, before the f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shlex
@@ -86,8 +87,8 @@ class TestService:
         self.emit(TestRunnerChange(mode="cold", message=reason))
 
     async def prepare(self, root: Path) -> None:
-        """Start and warm the runner. `root` only provides the dependency files, so this can
-        start before the sandbox exists (the user's repo has the same ones)."""
+        """Start and warm the runner. `root` only provides the dependency files: the user's
+        repo has the same ones as the sandbox."""
         if not self.wanted:
             if self.mode == "on":  # asked for by name: say why not (auto stays quiet)
                 self.fall_back(f"tests run cold: warm_tests is on, but {self.command!r} is not "
@@ -117,6 +118,13 @@ class TestService:
                                                  self.runner.fingerprint()]).encode()
                                      ).hexdigest()
         return cache_dir() / f"warm-{kind}" / self._key
+
+    def _remember(self, kind: str, tree: Path, text: str) -> None:
+        """Best effort: a cache that cannot be written only means checking again next time."""
+        if (memo := self._memo(kind, tree)) is not None:
+            with contextlib.suppress(OSError):
+                memo.parent.mkdir(parents=True, exist_ok=True)
+                memo.write_text(text + "\n")
 
     def trusted_before(self, sandbox: Path) -> bool:
         """A self-check already passed for exactly this set-up: trust the runner now, so even
@@ -158,11 +166,15 @@ class TestService:
         `sandbox`) test by test; else fall back to cold runs, saying why."""
         if warm is None or self.runner is None:
             return
+        if warm.timed_out or baseline.timed_out or not baseline.counts:
+            self.fall_back("tests run cold: the warm self-check cannot be compared with the "
+                           f"cold run (cold: {baseline.summary}; warm: {warm.summary})")
+            await self.close()
+            return
         if verdicts(warm, tree, sandbox) != verdicts(baseline):
             beside = tree != sandbox
-            if beside and (apart := self._memo("apart", tree)) is not None:
-                apart.parent.mkdir(parents=True, exist_ok=True)
-                apart.write_text(f"cold: {baseline.summary}; warm: {warm.summary}\n")
+            if beside:
+                self._remember("apart", tree, f"cold: {baseline.summary}; warm: {warm.summary}")
             self.fall_back(f"tests run cold: the warm self-check differed from the cold run "
                            f"(cold: {baseline.summary}; warm: {warm.summary})" + (
                                "; they ran side by side, so the next session checks again "
@@ -170,9 +182,7 @@ class TestService:
             await self.close()
             return
         self.trusted = True
-        if (trust := self._memo("trust", tree)) is not None:
-            trust.parent.mkdir(parents=True, exist_ok=True)
-            trust.write_text(f"{warm.summary}\n")
+        self._remember("trust", tree, warm.summary)
         self.emit(TestRunnerChange(
             mode="warm", message=f"warm test runner ready ({len(self.runner.warmed)} modules "
                                  f"pre-imported); its self-check matched the cold baseline: "

@@ -17,13 +17,14 @@ import signal
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 HEAD_CHARS = 12_000
 TAIL_CHARS = 12_000
+T = TypeVar("T")
 _PYTEST_CMD = re.compile(r"^\s*(\S*python[\d.]*\s+-m\s+pytest|\S*pytest|uv\s+run\s+pytest)(\s|$)")
 _SUMMARY = re.compile(
     r"(?:\d+ (?:passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?)"
@@ -227,7 +228,8 @@ async def run_tests(command: str, cwd: Path, timeout_s: float,
     try:
         run: RunningTests = await asyncio.shield(starting)
     except asyncio.CancelledError:
-        await _stop(await starting)
+        with contextlib.suppress(Exception):  # a start that failed left nothing to stop
+            await _stop(await _finish(starting))
         raise
     output = BoundedText()
     timed_out = False
@@ -248,6 +250,7 @@ async def run_tests(command: str, cwd: Path, timeout_s: float,
         timed_out = True
         _kill_group(run.pid)
         exit_code = await run.wait()
+        await _drain(run)
     finally:
         if exit_code is None:  # cancelled: the whole group goes
             await _stop(run)
@@ -272,13 +275,40 @@ def _counts_summary(result: TestResult) -> str:
     return f"exit code {result.exit_code}"
 
 
+async def _finish(work: Awaitable[T]) -> T:
+    """Await `work` to its end through any further cancel (a second Ctrl-C while the first
+    is being handled): what it does is short, and stopping half-way would leave things
+    behind."""
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
+    return task.result()
+
+
 async def _stop(run: RunningTests) -> None:
-    """Kill the run's whole process group and reap it (even while being cancelled)."""
+    """Kill the run's whole process group, reap it and read its output to the end (the run
+    is being cancelled, maybe more than once)."""
     _kill_group(run.pid)
     with contextlib.suppress(ProcessLookupError):
-        await asyncio.shield(run.wait())
+        await _finish(run.wait())
+    await _finish(_drain(run))
+
+
+async def _drain(run: RunningTests) -> None:
+    """Read a killed run's output to its end, so its pipe is closed now rather than by the
+    garbage collector (bounded: something outside the group could still hold the pipe)."""
+    with contextlib.suppress(TimeoutError, OSError, ValueError):
+        async with asyncio.timeout(1):
+            while await run.read():
+                pass
 
 
 def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
+    try:
         os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:  # a warm child killed before its setsid() has no group yet,
+        with contextlib.suppress(ProcessLookupError):  # and has started nothing either
+            os.kill(pid, signal.SIGKILL)
+    except PermissionError:
+        pass

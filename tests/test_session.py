@@ -366,7 +366,9 @@ def test_clean_also_removes_a_copy_left_behind_by_a_killed_session(tmp_path, iso
                                                                      monkeypatch):
     repo = make_repo(tmp_path, "offbyone")
     monkeypatch.setenv("XDG_CACHE_HOME", isolated_env["XDG_CACHE_HOME"])
-    copy = Sandbox.create(repo, "killed").scratch_copy()
+    making = Sandbox.create(repo, "killed").start_scratch_copy()
+    assert not making.cancel()  # a cancel waits for the copy: it is known, so it is removed
+    copy = making.result(timeout=30)
     assert (copy / "pager" / "paginate.py").is_file()
     assert "detached" in git(repo, "worktree", "list")
     cleaned = run_codeloop(repo, isolated_env, "clean")

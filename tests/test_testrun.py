@@ -253,17 +253,21 @@ def test_a_cancel_at_any_point_of_the_start_kills_the_whole_group(tmp_path: Path
     # the shell's child outlives a kill of the shell alone: only a kill of the group gets it
     command = "sh -c 'sleep 987; true'"
 
-    async def cancel_after(steps: int) -> bool:
+    async def cancel_after(steps: int, twice: bool) -> bool:
         task = asyncio.ensure_future(run_tests(command, tmp_path, 60, lambda _: None))
         for _ in range(steps):
             await asyncio.sleep(0)
         task.cancel()
+        if twice:  # a second Ctrl-C while the first is being handled
+            await asyncio.sleep(0)
+            task.cancel()
         await asyncio.wait({task}, timeout=10)  # a survivor holding the pipe would hang it
         return task.cancelled()
 
     try:
-        for steps in range(8):  # from before the process exists to well after it started
-            assert asyncio.run(cancel_after(steps)), f"cancelled after {steps} steps: hangs"
+        # from before the process exists to well after it started, cancelled once and twice
+        for steps, twice in [(n, twice) for n in range(8) for twice in (False, True)]:
+            assert asyncio.run(cancel_after(steps, twice)), f"cancelled after {steps}: hangs"
             survivors = subprocess.run(["pgrep", "-f", "sleep 987"], capture_output=True,
                                        text=True)
             assert survivors.returncode == 1, f"cancelled after {steps}: {survivors.stdout}"

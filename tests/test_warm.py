@@ -277,3 +277,24 @@ def test_on_says_why_a_command_that_is_not_pytest_runs_cold(tmp_path, mode):
         assert "'sh check.sh' is not a pytest command" in changes[0].message
     else:
         assert changes == []
+
+
+def test_a_self_check_whose_runs_time_out_is_never_trusted(tmp_path):
+    # two timed-out runs look alike (killed, no results): that proves nothing about the runner
+    root = write(tmp_path / "p", {"tests/test_slow.py": (
+        "import time\n\ndef test_slow():\n    time.sleep(30)\n")})
+    changes: list[TestRunnerChange] = []
+
+    async def scenario() -> bool:
+        service = TestService(PYTEST_CMD, 1.5, (), "auto", False, changes.append)
+        await service.prepare(root)
+        baseline = await service.run(root, lambda _: None)
+        assert baseline.timed_out
+        await service.self_check(baseline, root)
+        trusted = service.trusted
+        await service.close()
+        return trusted
+
+    assert asyncio.run(scenario()) is False
+    assert [c.mode for c in changes] == ["cold"]
+    assert "cannot be compared" in changes[0].message
