@@ -183,11 +183,10 @@ class Session:
         baseline: asyncio.Future[TestResult] | None = None
         try:
             if not creating.done():  # (started by the CLI, it usually is by now)
-                waiting = asyncio.wrap_future(creating)
                 try:
-                    await asyncio.shield(waiting)
-                except asyncio.CancelledError:  # wait for it: its branch is then reported
-                    self.sandbox = await waiting
+                    await asyncio.wrap_future(creating)  # (it cannot be cancelled)
+                except asyncio.CancelledError:  # let git finish: the branch is then reported
+                    self.sandbox = creating.result()
                     raise
             self.sandbox = creating.result()
             self.events.emit(SandboxReady(

@@ -6,16 +6,25 @@ what a user would see: exit code, the events, the sandbox branch, and the user's
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
+import pytest
+
+from codeloop.config import Config
+from codeloop.events import EventStream, SessionEnd, TestStart
+from codeloop.loop import Session, SessionSettings
 from codeloop.sandbox import Sandbox
+from codeloop.transport.chat import ChatCompletionsClient
 from tests.conftest import (
     PYTEST_CMD,
     fix_diff,
@@ -360,6 +369,44 @@ def test_a_suite_that_disagrees_with_itself_side_by_side_is_checked_alone_next_t
     assert "self-check matched" in changes[0]["message"]
     runs = [e for e in second if e["type"] == "test.done"]
     assert [(r["mode"], r["passed"]) for r in runs] == [("cold", False), ("warm", True)]
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_while_the_sandbox_is_being_made_waits_for_it_and_reports_its_branch(
+        tmp_path, monkeypatch, presses):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    repo = make_repo(tmp_path, "offbyone")
+    before = tree_state(repo)
+    made: Future[Sandbox] = Future()  # as `start_sandbox` hands it over, but made slowly
+    made.set_running_or_notify_cancel()
+
+    def slowly() -> None:
+        time.sleep(1)
+        made.set_result(Sandbox.create(repo, "slow"))
+
+    seen: list[object] = []
+    events = EventStream()
+    events.subscribe(seen.append)
+
+    async def scenario() -> int:
+        with ScriptedModelServer([]) as server:
+            config = Config(model="scripted", base_url=server.base_url, test_command=PYTEST_CMD)
+            client = ChatCompletionsClient(server.base_url, "scripted", None, 1024, 30.0)
+            settings = SessionSettings(session_id="slow", task="x", test_command=PYTEST_CMD)
+            session = asyncio.ensure_future(
+                Session(repo, config, settings, client, events, sandbox_start=made).run())
+            threading.Thread(target=slowly).start()
+            for _ in range(presses):  # Ctrl-C, as run_headless delivers it
+                await asyncio.sleep(0.2)
+                session.cancel()
+            return await session
+
+    assert asyncio.run(scenario()) == 130
+    end = seen[-1]
+    assert isinstance(end, SessionEnd) and end.outcome == "interrupted"
+    assert end.branch == "codeloop/slow"  # made meanwhile, and said so
+    assert not any(isinstance(e, TestStart) for e in seen)  # nothing ran after the cancel
+    assert tree_state(repo) == before
 
 
 def test_clean_also_removes_a_copy_left_behind_by_a_killed_session(tmp_path, isolated_env,
