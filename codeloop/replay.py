@@ -142,7 +142,12 @@ class ReplayClient:
         if recorded is None:
             raise TransportError(f"the recording has no model reply for turn {turn}",
                                  retryable=False)
-        origin = recorded[0].t
+        first = recorded[0]
+        # the request went out this long before its first byte: the pace includes it, so the
+        # turn's recorded connect/TTFB spans are spent here too (not read as negative overhead)
+        lead = (first.connect_ms + first.ttfb_ms) / 1000 if isinstance(first, ModelFirstByte) \
+            else 0.0
+        origin = first.t - lead
         started = time.perf_counter()
         for event in recorded:
             if self.speed:

@@ -50,6 +50,18 @@ def test_re_execute_on_the_recorded_commit_reports_no_divergence(recorded, isola
     assert "re-execution matched the recording: 2 turn(s)" in done.stdout
 
 
+def test_re_execute_at_recorded_speed_spends_the_recorded_model_time(recorded, isolated_env):
+    # the turn's model spans are the recorded ones, so the replay must take as long for them:
+    # the harness overhead left over is then our own, never negative
+    repo, recording = recorded
+    done = run_codeloop(repo, isolated_env, "replay", str(recording), "--re-execute", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    turns = [json.loads(line) for line in done.stdout.splitlines()
+             if json.loads(line)["type"] == "turn.end"]
+    assert len(turns) == 2
+    assert all(t["spans"]["overhead_ms"] >= 0 for t in turns), [t["spans"] for t in turns]
+
+
 def test_re_execute_at_a_later_commit_reports_the_divergence_precisely(recorded, isolated_env):
     repo, recording = recorded
     source = repo / "pager" / "paginate.py"
