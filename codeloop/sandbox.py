@@ -178,11 +178,10 @@ class Sandbox:
         return _on_thread("scratch-copy", make)
 
     def discard_scratch(self, path: Path) -> None:
-        """Remove a `scratch_copy` on a thread of its own (not a daemon: it finishes even when
-        the session is ending), so no one waits for it."""
-        threading.Thread(target=_git, args=(self.repo_root, "worktree", "remove", "--force",
-                                            str(path)), kwargs={"check": False},
-                         name="discard-scratch").start()
+        """Remove a scratch copy on a thread of its own (it finishes even when the session is
+        ending), so no one waits for it."""
+        _on_thread("discard-scratch", lambda: _git(self.repo_root, "worktree", "remove",
+                                                  "--force", str(path), check=False))
 
     def close(self) -> None:
         if "repo" in self.__dict__:
@@ -291,8 +290,9 @@ def clean(repo_root: Path) -> list[str]:
     listing = _git(repo_root, "worktree", "list", "--porcelain")
     for block in listing.strip().split("\n\n"):
         fields = dict(line.split(" ", 1) for line in block.splitlines() if " " in line)
-        if fields.get("branch", "").startswith("refs/heads/" + BRANCH_PREFIX) or Path(
-                fields.get("worktree", "/")).resolve().parent == home.resolve():  # scratch copies
+        ours = fields.get("branch", "").startswith("refs/heads/" + BRANCH_PREFIX)
+        scratch = Path(fields.get("worktree", "/")).resolve().parent == home.resolve()
+        if ours or scratch:  # (scratch copies are detached, on no branch)
             _git(repo_root, "worktree", "remove", "--force", fields["worktree"])
             removed.append(fields["worktree"])
     _git(repo_root, "worktree", "prune")

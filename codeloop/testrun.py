@@ -248,9 +248,7 @@ async def run_tests(command: str, cwd: Path, timeout_s: float,
         exit_code = await asyncio.wait_for(pump(), timeout_s)
     except TimeoutError:
         timed_out = True
-        _kill_group(run.pid)
-        exit_code = await run.wait()
-        await _drain(run)
+        exit_code = await _stop(run)
     finally:
         if exit_code is None:  # cancelled: the whole group goes
             await _stop(run)
@@ -286,13 +284,15 @@ async def _finish(work: Awaitable[T]) -> T:
     return task.result()
 
 
-async def _stop(run: RunningTests) -> None:
-    """Kill the run's whole process group, reap it and read its output to the end (the run
-    is being cancelled, maybe more than once)."""
+async def _stop(run: RunningTests) -> int | None:
+    """Kill the run's whole process group, reap it and read its output to the end, through
+    any cancel; returns its exit code."""
     _kill_group(run.pid)
+    code = None
     with contextlib.suppress(ProcessLookupError):
-        await _finish(run.wait())
+        code = await _finish(run.wait())
     await _finish(_drain(run))
+    return code
 
 
 async def _drain(run: RunningTests) -> None:

@@ -28,6 +28,24 @@ def git(repo: Path, *args: str) -> str:
         capture_output=True, text=True).stdout
 
 
+def write_files(root: Path, files: dict[str, str]) -> Path:
+    """`root` holding `files` (relative path -> text)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def committed_repo(root: Path, files: dict[str, str]) -> Path:
+    """A git repo at `root` holding `files`, committed."""
+    write_files(root, files)
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "initial")
+    return root
+
+
 def make_repo(tmp_path: Path, project: str) -> Path:
     """A committed git repo holding a copy of `sandbox/<project>`."""
     return copy_project(SANDBOX / project, tmp_path / project)

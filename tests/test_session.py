@@ -27,6 +27,7 @@ from codeloop.sandbox import Sandbox
 from codeloop.transport.chat import ChatCompletionsClient
 from tests.conftest import (
     PYTEST_CMD,
+    committed_repo,
     fix_diff,
     git,
     make_repo,
@@ -306,14 +307,9 @@ def test_the_self_check_runs_beside_the_baseline_in_a_copy_that_is_then_removed(
         tmp_path, isolated_env):
     # one failure names its own file's absolute path: the copy's path must not count as a
     # difference, or the runner would never be trusted
-    repo = tmp_path / "where"
-    (repo / "tests").mkdir(parents=True)
-    (repo / "tests" / "test_where.py").write_text(
+    repo = committed_repo(tmp_path / "where", {"tests/test_where.py": (
         "LIMIT = 1\n\n\ndef test_where():\n    assert __file__ == ''\n\n\n"
-        "def test_limit():\n    assert LIMIT == 2\n")
-    git(repo, "init", "-q")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "two failing tests")
+        "def test_limit():\n    assert LIMIT == 2\n")})
     fix = ("--- a/tests/test_where.py\n+++ b/tests/test_where.py\n@@ -1 +1 @@\n"
            "-LIMIT = 1\n+LIMIT = 2\n")
     with ScriptedModelServer([Reply(tool_calls=[patch_call(fix)])]) as server:
@@ -340,17 +336,12 @@ def test_a_suite_that_disagrees_with_itself_side_by_side_is_checked_alone_next_t
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    repo = tmp_path / "port"
-    (repo / "tests").mkdir(parents=True)
-    (repo / "tests" / "test_port.py").write_text(
+    repo = committed_repo(tmp_path / "port", {"tests/test_port.py": (
         "import socket\nimport time\n\nLIMIT = 1\n\n\ndef test_port():\n"
         "    with socket.socket() as held:\n"
         f"        held.bind(('127.0.0.1', {port}))\n"
         "        held.listen()\n        time.sleep(2.5)\n\n\n"
-        "def test_limit():\n    assert LIMIT == 2\n")
-    git(repo, "init", "-q")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "a suite holding a fixed port")
+        "def test_limit():\n    assert LIMIT == 2\n")})
     fix = ("--- a/tests/test_port.py\n+++ b/tests/test_port.py\n@@ -4 +4 @@\n"
            "-LIMIT = 1\n+LIMIT = 2\n")
 

@@ -22,7 +22,7 @@ from codeloop.testing import TestService, spawn_runner, verdicts
 from codeloop.testrun import TestResult, run_tests
 from codeloop.transport.chat import ChatCompletionsClient
 from codeloop.warm import WarmRunner
-from tests.conftest import PYTEST_CMD, fix_diff, make_repo
+from tests.conftest import PYTEST_CMD, fix_diff, make_repo, write_files
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall
 
 PYPI_SUITES = ("six==1.16.0", "more-itertools==10.5.0")
@@ -74,16 +74,8 @@ def test_warm_and_cold_agree_on_real_third_party_suites(pypi_suites, index):
     assert cold.counts["passed"] > 20 and warm.counts == cold.counts
 
 
-def write(root: Path, files: dict[str, str]) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    return root
-
-
 def test_edits_are_seen_state_does_not_leak_capture_and_x_work(tmp_path):
-    root = write(tmp_path / "p", {
+    root = write_files(tmp_path / "p", {
         "mod.py": "VALUE = 1\nCALLS = []\n",
         "tests/test_a.py": "import mod\n\ndef test_value():\n    mod.CALLS.append(1)\n"
                            "    print('captured out')\n    assert mod.VALUE == 2\n\n"
@@ -114,7 +106,7 @@ def test_edits_are_seen_state_does_not_leak_capture_and_x_work(tmp_path):
 
 def test_a_hanging_warm_test_is_killed_with_its_process_group(tmp_path):
     pid_file = tmp_path / "child.pid"
-    root = write(tmp_path / "p", {"tests/test_hang.py": (
+    root = write_files(tmp_path / "p", {"tests/test_hang.py": (
         "import os, subprocess, time\n\ndef test_hang():\n"
         f"    child = subprocess.Popen(['sleep', '60'])\n"
         f"    open({str(pid_file)!r}, 'w').write(str(child.pid))\n    time.sleep(60)\n")})
@@ -140,7 +132,7 @@ def test_a_hanging_warm_test_is_killed_with_its_process_group(tmp_path):
 
 def test_a_warm_run_that_differs_from_cold_falls_back_with_the_reason(tmp_path):
     # this test can tell who started it: it fails only when forked from the warm runner
-    root = write(tmp_path / "p", {"tests/test_parent.py": (
+    root = write_files(tmp_path / "p", {"tests/test_parent.py": (
         "import os\n\ndef test_started_by_a_shell():\n"
         "    parent = open(f'/proc/{os.getppid()}/cmdline').read()\n"
         "    assert 'warm_runner' not in parent\n")})
@@ -162,7 +154,7 @@ def test_a_warm_run_that_differs_from_cold_falls_back_with_the_reason(tmp_path):
 
 
 def test_failing_tests_run_first_and_fail_fast_stops_at_them(tmp_path):
-    root = write(tmp_path / "p", {"tests/test_order.py": (
+    root = write_files(tmp_path / "p", {"tests/test_order.py": (
         "import time\n\ndef test_a_slow():\n    time.sleep(0.01)\n\n"
         "def test_b_broken():\n    assert False\n\ndef test_c_fine():\n    pass\n")})
 
@@ -261,7 +253,7 @@ def test_no_copy_for_the_self_check_means_cold_runs_with_the_reason(tmp_path, mo
 
 @pytest.mark.parametrize("mode", ["on", "auto", "off"])
 def test_on_says_why_a_command_that_is_not_pytest_runs_cold(tmp_path, mode):
-    root = write(tmp_path / "p", {"check.sh": "exit 0\n"})
+    root = write_files(tmp_path / "p", {"check.sh": "exit 0\n"})
     changes: list[TestRunnerChange] = []
 
     async def scenario() -> TestResult:
@@ -281,7 +273,7 @@ def test_on_says_why_a_command_that_is_not_pytest_runs_cold(tmp_path, mode):
 
 def test_a_self_check_whose_runs_time_out_is_never_trusted(tmp_path):
     # two timed-out runs look alike (killed, no results): that proves nothing about the runner
-    root = write(tmp_path / "p", {"tests/test_slow.py": (
+    root = write_files(tmp_path / "p", {"tests/test_slow.py": (
         "import time\n\ndef test_slow():\n    time.sleep(30)\n")})
     changes: list[TestRunnerChange] = []
 
