@@ -88,6 +88,9 @@ class ResponsesParser:
     def __init__(self, turn: int) -> None:
         self.reply = Reply(turn)
         self.response_id = ""
+        # the server sent this response's last event (terminal, failed or error): nothing more
+        # of it can follow, so what comes next on the same stream belongs to another request
+        self.ended = False
 
     def on_data(self, data: str, at: float) -> list[Event]:
         if data.strip() == "[DONE]":  # some Responses-compatible servers send it; ignore
@@ -118,13 +121,16 @@ class ResponsesParser:
                                                  "name": item.get("name", ""),
                                                  "arguments": item.get("arguments", "")}
         elif kind in TERMINAL:
+            self.ended = True
             self._complete(event.get("response") or {})
         elif kind == "response.failed":
+            self.ended = True
             error = (event.get("response") or {}).get("error") or {}
             raise TransportError(f"the response failed: {error.get('message', error)}",
                                  retryable=True, shown=reply.pieces > 0,
                                  code=str(error.get("code") or ""))
         elif kind == "error":
+            self.ended = True
             raise self.error(event)
         return []
 

@@ -1,9 +1,10 @@
 """The Responses API over one persistent WebSocket (`{base_url}/responses`, wss for https).
 
 Owns the socket's life: opened at start-up (before the user finishes typing), kept with pings,
-rotated while idle before the provider's 60-minute limit, re-opened after a drop with the full
-context re-sent, and — when it cannot be opened — an immediate fall-back to Responses over HTTP
-for that turn (never a storm of retries), with another try at the socket at a later idle moment.
+rotated while idle before the provider's 60-minute limit, re-opened after a drop (or after a
+request is abandoned: nothing of it may reach a later one) with the full context re-sent, and —
+when it cannot be opened — an immediate fall-back to Responses over HTTP for that turn (never a
+storm of retries), with another try at the socket at a later idle moment.
 Each turn sends only the new input items plus `previous_response_id`; anything that breaks the
 continuation resends the full input once, transparently, with an event that says so.
 """
@@ -28,6 +29,9 @@ from codeloop.transport.responses_http import ResponsesHttpClient
 ROTATE_AFTER_S = 55 * 60
 RETRY_SOCKET_AFTER_S = 30.0
 PING_INTERVAL_S = 20.0
+# an idle socket's close handshake is one round trip; a server that does not answer it must not
+# hold up the exit for websockets' default 10 s
+CLOSE_TIMEOUT_S = 1.0
 _RECONNECT_CODES = ("connection_closed", "websocket_connection_limit_reached")
 
 
@@ -77,7 +81,8 @@ class ResponsesWebSocketClient:
         try:
             self._ws = await connect(self.url, additional_headers=self.headers, compression=None,
                                      ping_interval=PING_INTERVAL_S, ping_timeout=PING_INTERVAL_S,
-                                     max_size=None, open_timeout=10)
+                                     close_timeout=CLOSE_TIMEOUT_S, max_size=None,
+                                     open_timeout=10)
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             self._ws, self._failed_at = None, time.monotonic()
             self._failure = f"{type(exc).__name__}: {exc}"
@@ -89,6 +94,25 @@ class ResponsesWebSocketClient:
 
     def _usable(self) -> bool:
         return self._ws is not None and self._ws.state.name == "OPEN"
+
+    def _abandon(self, ws: ClientConnection) -> None:
+        """Drop a socket whose request stopped before its last event (timed out, cancelled by
+        Ctrl-C, or unreadable): the rest of that response must never be read as the reply to a
+        later request.
+
+        Matching events to requests is not possible here: there is no cancel event, and an
+        `error` sent before `response.created` names no response, so a retry or the next turn
+        on this socket would be paired with the abandoned request's late events or error. So
+        the socket goes, and the next request opens a fresh one with the full input (the
+        continuation cache was local to this socket anyway). It is aborted, not closed: a
+        server busy with that response may answer a close frame only once it is done (Ctrl-C
+        used to wait out websockets' whole close timeout), and dropping the connection is how a
+        WebSocket response is stopped.
+        """
+        if self._ws is ws:
+            self._ws = None
+            self.request.continuation.reset()
+        ws.transport.abort()
 
     async def connect(self) -> None:
         """Pre-connect at start-up; if the socket cannot open, say so at the first turn."""
@@ -121,18 +145,21 @@ class ResponsesWebSocketClient:
         fields, history, fixed = self.request.build(messages, tools, delta=False)
         parser = ResponsesParser(0)
         started = time.perf_counter()
+        ws = self._ws
+        assert ws is not None
         try:
-            assert self._ws is not None
-            await self._ws.send(json.dumps({"type": "response.create", **fields,
-                                            "generate": False}))
+            await ws.send(json.dumps({"type": "response.create", **fields, "generate": False}))
             while not parser.reply.complete:
-                parser.on_data(await asyncio.wait_for(self._ws.recv(), 10), time.perf_counter())
+                parser.on_data(await asyncio.wait_for(ws.recv(), 10), time.perf_counter())
         except TransportError as exc:
             self.warm_up_supported = False
             return f"warm-up not supported by the server ({exc}); continuing without it"
         except (ConnectionClosed, TimeoutError) as exc:
             self.warm_up_supported = False
             return f"warm-up failed ({type(exc).__name__}); continuing without it"
+        finally:
+            if not parser.ended:
+                self._abandon(ws)
         self.request.continuation.completed(parser.response_id, history, fixed,
                                             reply_in_history=False)
         return (f"warmed up: instructions and tools sent ahead with generate=false "
@@ -222,14 +249,15 @@ class ResponsesWebSocketClient:
                         yield event  # the consumer dispatches it before we resume
                     reply.processing_s += time.perf_counter() - at
         except ConnectionClosed as exc:
-            self._ws = None
-            self.request.continuation.reset()
             raise TransportError(f"the WebSocket closed mid-response ({exc}) after "
                                  f"{reply.pieces} pieces", retryable=True,
                                  shown=reply.pieces > 0, code="connection_closed") from None
         except TimeoutError:
             raise TransportError(f"no event from the WebSocket for {self.timeout:g}s",
                                  retryable=True, shown=reply.pieces > 0) from None
+        finally:  # also when the consumer stops early: Ctrl-C, or a generator closed unfinished
+            if not parser.ended:
+                self._abandon(ws)
         for event in reply.finish(sent):
             yield event
 
