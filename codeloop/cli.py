@@ -12,6 +12,7 @@ import gc
 import hashlib
 import os
 import secrets
+import signal
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from codeloop import __version__
 from codeloop.config import EDIT_MODES, TRANSPORTS, Config, ConfigError, env_name, parse_bool
+from codeloop.interrupts import CtrlC, hold_ctrl_c, let_go_of_sigint
 
 if TYPE_CHECKING:
     from codeloop.loop import Session
@@ -91,9 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{_FLAG_HELP[key]} [{env_name(key)}; default: {getattr(defaults, key)!r}]",
         )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    clean = commands.add_parser("clean", help="remove codeloop's sandbox worktrees and branches")
+    clean = commands.add_parser(
+        "clean", help="remove the sandbox worktrees and branches codeloop made",
+        description="Remove the sandbox worktrees and branches codeloop made in this repo. Kept, "
+                    "and listed with the reason: a running session's sandbox, a sandbox with "
+                    "changes made in it after its session (unless --force), a branch with "
+                    "commits codeloop did not make, and anything codeloop did not make.")
     clean.add_argument("-C", "--repo", metavar="DIR", type=Path, default=argparse.SUPPRESS,
                        help="run in this repository instead of the current directory")
+    clean.add_argument("--dry-run", action="store_true",
+                       help="say what would be removed and kept; change nothing")
+    clean.add_argument("--force", action="store_true",
+                       help="remove codeloop's sandboxes even when they hold uncommitted changes")
     replay = commands.add_parser(
         "replay", help="watch, re-execute or re-ask a recorded session",
         description="Watch a recording (at its recorded pace), re-execute it in a fresh sandbox "
@@ -149,18 +160,21 @@ def new_session_id() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    ctrl_c = hold_ctrl_c()  # first (`python -m codeloop` did so even before importing this)
     try:
-        return _main(argv)
+        return _main(argv, ctrl_c)
     finally:
         # everything alive now dies with the process: keep it out of the collections the
         # interpreter runs while shutting down (measured: exit 40-57 ms -> 9-12 ms)
         gc.freeze()
 
 
-def _main(argv: list[str] | None) -> int:
+def _main(argv: list[str] | None, ctrl_c: CtrlC) -> int:
     args = build_parser().parse_args(argv)
     from codeloop.sandbox import SandboxError, clean, find_repo
 
+    if args.command in ("demo", "replay"):  # (they stop at a Ctrl-C wherever they are)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.command == "demo":
         from codeloop.replay_run import run_demo
 
@@ -178,39 +192,71 @@ def _main(argv: list[str] | None) -> int:
     except (SandboxError, FileNotFoundError, NotADirectoryError) as exc:
         return _error(str(exc))
     if args.command == "clean":
-        removed = clean(repo_root)
-        print("\n".join(f"removed {item}" for item in removed) or "nothing to clean")
+        report = clean(repo_root, force=args.force, dry_run=args.dry_run)
+        done, kept = ("would remove", "would keep") if args.dry_run else ("removed", "kept")
+        print("\n".join([*(f"{done} {item}" for item in report.removed),
+                         *(f"{kept} {item}: {why}" for item, why in report.kept)])
+              or "nothing to clean")
         return 0
     if not args.task and not args.plain and not (sys.stdin.isatty() and sys.stdout.isatty()):
         return _error("no terminal for the interactive app: pass --task TEXT to run headless, "
                       "or --plain for the line REPL")
+    if ctrl_c.pressed:  # nothing is made yet: there is nothing to end or report
+        from codeloop.loop import EXIT_INTERRUPTED
+
+        print("codeloop: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     try:
         session, recorder = build_session(repo_root, args)
     except ConfigError as exc:
         return _error(str(exc))
+    from codeloop.loop import EXIT_INTERRUPTED  # (imported by now: after the sandbox started)
+
     try:
-        if args.task:
-            return run_headless(session)
-        if args.plain:
-            from codeloop.repl import run_repl
-
-            return run_repl(session)
-        from codeloop.tui.app import CodeloopApp
-
-        return CodeloopApp(session).run() or 0
+        exit_code = _run_session(session, args, ctrl_c)
     finally:
         recorder.close()
-        if not args.json:
-            print(f"recording: {recorder.path}", file=sys.stderr)
+    if not args.json:
+        print(f"recording: {recorder.path}", file=sys.stderr)
+    if exit_code == EXIT_INTERRUPTED and session.sandbox is not None:
+        print(f"interrupted: the sandbox stays at {session.sandbox.path} on branch "
+              f"{session.sandbox.branch} (`codeloop clean` removes it)", file=sys.stderr)
+    return exit_code
+
+
+def _run_session(session: Session, args: argparse.Namespace, ctrl_c: CtrlC) -> int:
+    """The session, in the front end asked for; after a Ctrl-C during start-up, the session
+    starts and ends at once, interrupted, whatever the front end."""
+    if args.task or ctrl_c.pressed:
+        return run_headless(session, ctrl_c)
+    if args.plain:
+        from codeloop.repl import run_repl
+
+        return run_repl(session)
+    from codeloop.tui.app import CodeloopApp
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # (the app has its own ways)
+    return CodeloopApp(session).run() or 0
+
+
+def _secret_values(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The values of these environment variables long enough to be worth scrubbing."""
+    return tuple(os.environ[name] for name in names if len(os.environ.get(name, "")) >= 8)
 
 
 def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, Recorder]:
     """Config, key check, test command, recorder, printer and client, wired into a Session."""
     from codeloop.config import detect_test_command, load_config
+    from codeloop.redact import Redactor, redact
     from codeloop.transport import is_loopback
 
+    # every API key in the environment stays out of the tests and off every output
+    env_keys = tuple(name for name in os.environ if name.endswith(("_API_KEY", "_API_TOKEN")))
     flags = {key: getattr(args, key) for key in FLAG_KEYS.values()}
-    config, _ = load_config(repo_root, flags, flag_names={v: k for k, v in FLAG_KEYS.items()})
+    try:
+        config, _ = load_config(repo_root, flags, flag_names={v: k for k, v in FLAG_KEYS.items()})
+    except ConfigError as exc:  # it quotes the bad value: maybe a key, set in the wrong place
+        raise ConfigError(redact(str(exc), _secret_values(env_keys))) from None
     api_key = os.environ.get(config.api_key_env) or None
     if api_key is None and not is_loopback(config.base_url):
         raise ConfigError(
@@ -218,9 +264,7 @@ def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, R
             f"api_key_env), or point --base-url at a local server such as "
             f"http://127.0.0.1:8080/v1")
     test_command = config.test_command or detect_test_command(repo_root)
-    # every API key in the environment stays out of the tests and out of any recording
-    key_vars = tuple(sorted({config.api_key_env} | {
-        name for name in os.environ if name.endswith(("_API_KEY", "_API_TOKEN"))}))
+    key_vars = tuple(sorted({config.api_key_env, *env_keys}))
     from codeloop.sandbox import exclude_from_git, start_sandbox
     from codeloop.testing import spawn_runner
 
@@ -238,11 +282,9 @@ def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, R
     settings = SessionSettings(
         session_id=session_id, task=args.task or "", test_command=test_command,
         apply_at_end=args.apply, pinned_files=args.add, hidden_env=key_vars)
-    secrets_ = tuple(os.environ[name] for name in key_vars
-                     if len(os.environ.get(name, "")) >= 8)
-    events = EventStream()
-    recorder = Recorder(repo_root, settings.session_id, secrets_,
-                        mirror=sys.stdout if args.json else None)
+    # every subscriber (recording, --json, printer, REPL, TUI) gets the events redacted
+    events = EventStream(Redactor(_secret_values(key_vars)))
+    recorder = Recorder(repo_root, settings.session_id, mirror=sys.stdout if args.json else None)
     events.subscribe(recorder)
     if args.task and not args.json:
         events.subscribe(ProgressPrinter())
@@ -253,20 +295,22 @@ def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, R
     return Session(repo_root, config, settings, client, events, runner, sandbox_start), recorder
 
 
-def run_headless(session: Session) -> int:
-    """Run the session; Ctrl-C or SIGTERM cancels it, and it still ends cleanly."""
+def run_headless(session: Session, ctrl_c: CtrlC) -> int:
+    """Run the session; Ctrl-C or SIGTERM cancels it, and it still ends cleanly. A Ctrl-C
+    already noted (`ctrl_c`, during start-up) cancels it as soon as it has begun."""
     import asyncio
-    import signal
 
     async def interruptible() -> int:
         loop = asyncio.get_running_loop()
         runner = asyncio.ensure_future(session.run())
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, runner.cancel)
+        if ctrl_c.pressed:  # (queued after its first step: begun, its end is recorded too)
+            loop.call_soon(runner.cancel)
         try:
             return await runner
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
+            loop.remove_signal_handler(signal.SIGTERM)
+            let_go_of_sigint(loop, ctrl_c)  # the rest of the exit notes a Ctrl-C
 
     return asyncio.run(interruptible())

@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 TRANSPORTS = ("auto", "chat", "responses-http", "responses-ws")
 WARM_MODES = ("auto", "on", "off")
@@ -98,7 +99,23 @@ def _coerce(key: str, value: Any, where: str, parse: bool = False) -> Any:
     if key == "compact_at" and not value <= 1:
         raise ConfigError(f"{where}: compact_at is a share of the window, 0 < x <= 1; "
                           f"got {value!r}")
+    if key == "base_url" and not is_http_url(value):
+        raise ConfigError(f"{where}: base_url must be an http:// or https:// URL with a host, "
+                          f"such as {Config.base_url}; got {value!r}")
     return value
+
+
+def is_http_url(text: str) -> bool:
+    """An absolute http(s) URL naming a host (and a valid port, if any), with no spaces or
+    control characters (which `urlsplit` would quietly strip or keep in the host)."""
+    if not text.isprintable() or " " in text:
+        return False
+    try:
+        parts = urlsplit(text)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and (
+            parts.port is None or parts.port > 0)
+    except ValueError:  # e.g. an unclosed IPv6 bracket, a port that is not a number
+        return False
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from codeloop.redact import Redactor
 
 FORMAT_VERSION = 1
 
@@ -148,7 +151,8 @@ class ModelToolCall(Event):
 @dataclass
 class ModelRetry(Event):
     """A request failed and will be sent again after `delay_s`. `restart` is true when part of
-    the reply had already been shown: the turn restarts visibly, it is never silently re-sent."""
+    the reply had already been shown: the turn restarts visibly, it is never silently re-sent.
+    `elapsed_ms` is how long the failed attempt ran, from sending it to its failure."""
 
     type: ClassVar[str] = "model.retry"
     turn: int
@@ -156,6 +160,7 @@ class ModelRetry(Event):
     delay_s: float
     reason: str
     restart: bool = False
+    elapsed_ms: float = 0.0
 
 
 @dataclass
@@ -333,11 +338,16 @@ Subscriber = Callable[[Event], None]
 
 
 class EventStream:
-    """Stamps each event with the session clock and hands it to every subscriber, in order."""
+    """Stamps each event with the session clock and hands it to every subscriber, in order.
 
-    def __init__(self) -> None:
+    With a redactor, subscribers get the events it lets out (secrets scrubbed); `emit` still
+    returns the producer's own event, untouched.
+    """
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
         self._start = time.perf_counter()
         self._subscribers: list[Subscriber] = []
+        self._redactor = redactor
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
@@ -346,8 +356,13 @@ class EventStream:
         """Seconds since the session started."""
         return time.perf_counter() - self._start
 
+    def redact(self, text: str) -> str:
+        """`text` fit to print: for what a front end shows outside the stream (an exception)."""
+        return self._redactor.text(text) if self._redactor else text
+
     def emit(self, event: Event) -> Event:
         event.t = self.now()
-        for subscriber in self._subscribers:
-            subscriber(event)
+        for shown in self._redactor.filter(event) if self._redactor else (event,):
+            for subscriber in self._subscribers:
+                subscriber(shown)
         return event

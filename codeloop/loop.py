@@ -56,7 +56,7 @@ from codeloop.events import (
     TurnStart,
     UserMessage,
 )
-from codeloop.patch import PatchError, check_path, diffstat, plan, render
+from codeloop.patch import PatchError, check_path, diffstat, plan
 from codeloop.sandbox import Sandbox, SandboxError, preload_gitpython, start_sandbox
 from codeloop.testing import TestService
 from codeloop.testrun import TestResult
@@ -125,6 +125,7 @@ class Session:
         self.failed_patches: list[str] = []
         self.reads: dict[str, tuple[str, int]] = {}  # read_file arguments -> (digest, turn)
         self._last_report: tuple[str, int] | None = None  # (test report, turn it was shown)
+        self._tested_at: str | None = None  # the head `result` is of (None: the baseline's)
         self._compacted_to: int | None = None  # context size right after the last compaction
         self._probe = PrefixProbe(0.0, 0, "")
         self._checking: asyncio.Task[None] | None = None  # the warm runner's self-check
@@ -163,7 +164,11 @@ class Session:
         except Exception as exc:  # noqa: BLE001 - a bug must still end the recording cleanly
             outcome, exit_code = "internal_error", EXIT_FAILED
             self.events.emit(ErrorEvent(kind="internal", message=f"{type(exc).__name__}: {exc}"))
-        await self.close(outcome, exit_code, applied)
+        closing = asyncio.ensure_future(self.close(outcome, exit_code, applied))
+        while not closing.done():  # a Ctrl-C now does not cut the end short: it is recorded
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(closing)
+        closing.result()
         return exit_code
 
     async def open(self) -> None:
@@ -185,14 +190,10 @@ class Session:
             if not creating.done():  # (started by the CLI, it usually is by now)
                 try:
                     await asyncio.wrap_future(creating)  # (it cannot be cancelled)
-                except asyncio.CancelledError:  # let git finish: the branch is then reported
-                    self.sandbox = creating.result()
+                except asyncio.CancelledError:  # let git finish: the sandbox is then reported
+                    self._sandbox_ready(creating.result())
                     raise
-            self.sandbox = creating.result()
-            self.events.emit(SandboxReady(
-                path=str(self.sandbox.path), branch=self.sandbox.branch,
-                base_commit=self.sandbox.base_commit, head_commit=self.sandbox.base_commit,
-                elapsed_ms=_ms_since(self._started)))
+            self._sandbox_ready(creating.result())
             trusted = self.tests.trusted_before(self.sandbox.path)
             if trusted:  # a self-check passed before: the baseline itself runs warm
                 warming = self._connect_and_warm()
@@ -217,6 +218,12 @@ class Session:
             self._interrupted()
             raise
 
+    def _sandbox_ready(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.events.emit(SandboxReady(
+            path=str(sandbox.path), branch=sandbox.branch, base_commit=sandbox.base_commit,
+            head_commit=sandbox.base_commit, elapsed_ms=_ms_since(self._started)))
+
     def _connect_and_warm(self) -> asyncio.Task[None]:
         """Open the model connection and warm the test runner, each in a task of its own (the
         runner reads only the dependency files, the same in the repo as in the sandbox);
@@ -234,9 +241,10 @@ class Session:
                                              message=note))
 
     async def ask(self, text: str) -> str:
-        """Work on one user message: turns until the tests pass, the model stops proposing
-        edits, or `max_iterations` turns. Returns the outcome. Cancelling it (Ctrl-C) stops the
-        stream and the test process and leaves the sandbox at its last commit."""
+        """Work on one user message: turns until a patch (new, or already in the files) leaves
+        the tests passing, the model stops proposing edits, or `max_iterations` turns. Returns
+        the outcome. Cancelling it (Ctrl-C) stops the stream and the test process and leaves the
+        sandbox at its last commit."""
         self.events.emit(UserMessage(text=text))
         self._pending_user = text
         try:
@@ -262,10 +270,16 @@ class Session:
             await asyncio.gather(self._checking, return_exceptions=True)  # its copy is removed
         await self.tests.close()
         self.totals["wall_ms"] = _ms_since(self._started)
+        diffstat = ""
+        if self.sandbox:
+            try:
+                diffstat = self.sandbox.diffstat()
+            except SandboxError as exc:  # removed from under the session: it still ends
+                self.events.emit(ErrorEvent(
+                    kind="sandbox", message=f"the sandbox {self.sandbox.path} is gone: {exc}"))
         self.events.emit(SessionEnd(
             outcome=outcome, exit_code=exit_code,
-            branch=self.sandbox.branch if self.sandbox else "",
-            diffstat=self.sandbox.diffstat() if self.sandbox else "",
+            branch=self.sandbox.branch if self.sandbox else "", diffstat=diffstat,
             applied_to_worktree=applied, totals=self.totals,
         ))
         if self.sandbox:
@@ -464,8 +478,8 @@ class Session:
             "cached_tokens": done.usage.get("cached_tokens", 0)}))
         if outcome == "no_edits":
             raise StopLoop("no_edits")
-        if outcome == "applied" and self.result.passed:
-            raise StopLoop("passed")
+        if outcome in ("applied", "unchanged") and self.result.passed:
+            raise StopLoop("passed")  # (a patch already in the files changes nothing to do)
 
     async def _ask(self, turn: int, spans: dict[str, float]) -> _Reply:
         """Build the request (the opening once, then what the last turn appended) and send it.
@@ -505,15 +519,22 @@ class Session:
 
     async def _stream(self, turn: int, spans: dict[str, float]) -> _Reply:
         reply = _Reply()
+        attempt_connect_ms = 0.0  # booked as connect_ms during the attempt now running
         async for event in stream_with_retries(self.client, turn, self.messages, self.tools):
             self.events.emit(event)
             if isinstance(event, ModelFirstByte):
                 spans["connect_ms"] += event.connect_ms
+                attempt_connect_ms += event.connect_ms
                 spans["ttfb_ms"] = event.ttfb_ms
             elif isinstance(event, ModelToolCall):
                 reply.calls.append(event)
             elif isinstance(event, ModelRetry):
-                spans["retry_wait_ms"] += event.delay_s * 1000
+                # the failed attempt (a stall up to the request timeout, say) and the back-off:
+                # time lost to the server, not codeloop's own
+                spans["retry_wait_ms"] = round(
+                    spans["retry_wait_ms"] + event.elapsed_ms - attempt_connect_ms
+                    + event.delay_s * 1000, 3)
+                attempt_connect_ms = 0.0
             elif isinstance(event, ModelDone):
                 reply.done = event
         assert reply.done is not None
@@ -611,13 +632,15 @@ class Session:
         mark = time.perf_counter()
         try:
             edits = plan(self.sandbox.path, [p.diff for p in proposals])
-            changed = [e for e in edits if e.before != e.after]
+            self.sandbox.refuse_submodule_edits(
+                path for e in edits for path in (e.path, e.renamed_from) if path)
+            changed = [e for e in edits if e.changed]
             already = [label for e in edits for label in e.already_applied]
             stat = diffstat(changed)
             commit = self.sandbox.head()
             if changed:
                 commit = self.sandbox.commit_patch(
-                    render(changed), f"codeloop turn {turn}: {stat.splitlines()[-1]}")
+                    changed, f"codeloop turn {turn}: {stat.splitlines()[-1]}")
         except (PatchError, SandboxError) as exc:
             spans["apply_ms"] = _ms_since(mark)
             self.events.emit(PatchRejected(turn=turn, reason=str(exc)))
@@ -631,12 +654,15 @@ class Session:
             "Nothing changed: every hunk of the patch is already present in the files."]
         if already and changed:
             notes.append("Already present, skipped: " + "; ".join(already))
-        if changed:
+        # a result of other files (an /undo since) is never passed off as that of these
+        if changed or commit != (self._tested_at or self.sandbox.base_commit):
             self.result = await self._run_tests(turn)
             spans["test_ms"] = round(spans["test_ms"] + self.result.duration_ms, 3)
+            self._tested_at = commit
+        if changed:
             mark = time.perf_counter()
-            self.sandbox.reword_head(f"codeloop turn {turn}: {stat.splitlines()[-1]}\n\n"
-                                     f"tests: {self.result.summary}")
+            self._tested_at = self.sandbox.reword_head(
+                f"codeloop turn {turn}: {stat.splitlines()[-1]}\n\ntests: {self.result.summary}")
             spans["apply_ms"] += _ms_since(mark)
         mark = time.perf_counter()  # the feedback is the next request's prompt
         notes.append(self._report_once(turn))
@@ -660,11 +686,13 @@ class Session:
         return result
 
     def _report_once(self, turn: int) -> str:
-        """The test report, or a one-line reference when it is the same as last time (the
-        failures are already in the conversation; repeating them only costs tokens)."""
+        """The test report, or a one-line reference when the same failures were reported before
+        (they are already in the conversation; repeating them only costs tokens). A passing
+        report is one line: it is always given as it is."""
         assert self.result is not None
         report = prompt.test_report(self.result, self.config.tool_output_tokens * BYTES_PER_TOKEN)
-        if self._last_report is not None and self._last_report[0] == report:
+        if (not self.result.passed and self._last_report is not None
+                and self._last_report[0] == report):
             return (f"Test command result: {self.result.summary}: the same failures as after "
                     f"turn {self._last_report[1]}, word for word.")
         self._last_report = (report, turn)

@@ -1,17 +1,21 @@
 """Turning the unified diffs real models write into exact file edits, or a precise refusal.
 
 Owns the lenient repair of diff text (wrong or missing hunk numbers and counts, missing `a/` `b/`
-prefixes, blank context lines without their space), parsing with `unidiff`, placing each hunk by
-its content (tolerating CRLF/LF and trailing-whitespace differences), path safety, and rendering
-the result as one canonical diff for `git apply`. It reads the sandbox but never writes to it.
+prefixes, blank context lines without their space, git's quoted paths and its rename and mode
+headers), parsing with `unidiff`, placing each hunk by its content (tolerating CRLF/LF, trailing
+whitespace and indentation differences; refusing a hunk that fits several places), and path
+safety. The result is each file's whole new content (`FileEdit`), which `Sandbox.commit_patch`
+writes. It reads the sandbox but never writes to it.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 from unidiff import PatchSet
@@ -20,8 +24,13 @@ from unidiff.errors import UnidiffParseError
 DEV_NULL = "/dev/null"
 _HUNK_HEADER = re.compile(r"^@@(?:\s+-(\d+)(?:,\d+)?\s+\+(\d+)(?:,\d+)?)?\s*(?:@@+(.*))?$")
 _GIT_HEADER = re.compile(r"^diff --git ")
-_IGNORED_HEADERS = ("index ", "similarity index", "rename from", "rename to", "old mode",
-                    "new mode", "Binary files", "diff --git ", "new file mode", "deleted file mode")
+_C_ESCAPE = re.compile(rb'\\([0-7]{1,3}|[abtnvfr"\\])')
+_C_CHARS = {b"a": b"\a", b"b": b"\b", b"t": b"\t", b"n": b"\n", b"v": b"\v", b"f": b"\f",
+            b"r": b"\r", b'"': b'"', b"\\": b"\\"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NEIGHBOURHOOD = 40  # lines either side of a hunk searched first for what it meant
+REGULAR, EXECUTABLE = "100644", "100755"
+_UNSUPPORTED_MODES = {"120000": "a symbolic link", "160000": "a submodule"}
 
 
 class PatchError(Exception):
@@ -30,12 +39,21 @@ class PatchError(Exception):
 
 @dataclass
 class FileEdit:
-    """The whole effect of a patch on one file: content before and after (None = absent)."""
+    """The whole effect of a patch on one file: content before and after (None = absent), its
+    git mode before and after, and the path it was renamed from (its `before` is that file's)."""
 
     path: str
     before: str | None
     after: str | None
     already_applied: list[str] = field(default_factory=list)
+    mode_before: str | None = None
+    mode_after: str | None = None
+    renamed_from: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return (self.before != self.after or self.mode_before != self.mode_after
+                or self.renamed_from is not None)
 
 
 @dataclass
@@ -47,15 +65,88 @@ class _Hunk:
     no_eol_new: bool = False
 
 
+@dataclass
+class _FileHeader:
+    """One file's header as the model wrote it, decoded: the paths (or DEV_NULL), whether its
+    hunks gave line numbers, and what a `diff --git` extended header said."""
+
+    source: str
+    target: str
+    numbered: list[bool] = field(default_factory=list)
+    git: bool = False  # from a `diff --git` section: a hunkless file is meaningful
+    rename: bool = False
+    new_mode: str | None = None
+    unsupported: str = ""  # why codeloop cannot apply it (a binary patch, a copy)
+
+
+def _unquote(path: str) -> str:
+    """Decode a path git quoted (`"a/caf\\303\\251.py"`: C escapes, octal UTF-8 bytes)."""
+    if len(path) < 2 or not path.startswith('"') or not path.endswith('"'):
+        return path
+    raw = path[1:-1].encode("utf-8", "surrogateescape")
+    return _C_ESCAPE.sub(_unescape, raw).decode("utf-8", "surrogateescape")
+
+
+def _unescape(match: re.Match[bytes]) -> bytes:
+    code = match.group(1)
+    return _C_CHARS.get(code) or bytes([int(code, 8) & 0xFF])
+
+
 def _strip_prefix(raw: str) -> str:
-    path = raw.split("\t")[0].strip()
-    if path.startswith('"') and path.endswith('"'):
-        path = path[1:-1]
+    raw = raw.strip()
+    if raw.startswith('"'):  # a quoted path ends at its closing quote, before any timestamp
+        end = re.match(r'"(?:[^"\\]|\\.)*"', raw)
+        path = _unquote(end.group(0)) if end else raw
+    else:
+        path = raw.split("\t")[0].strip()
     if path == DEV_NULL:
         return path
     if path.startswith(("a/", "b/")):
         path = path[2:]
     return path
+
+
+def _git_paths(rest: str) -> tuple[str, str]:
+    """The two paths of a `diff --git A B` line (quoted, or split where both halves agree)."""
+    quoted = re.findall(r'"(?:[^"\\]|\\.)*"|\S+', rest)
+    if len(quoted) == 2 and any(part.startswith('"') for part in quoted):
+        return _strip_prefix(quoted[0]), _strip_prefix(quoted[1])
+    half = (len(rest) - 1) // 2
+    if rest[half:half + 1] == " " and rest[2:half] == rest[half + 3:]:
+        return _strip_prefix(rest[:half]), _strip_prefix(rest[half + 1:])
+    source, _, target = rest.partition(" b/")
+    return _strip_prefix(source), _strip_prefix("b/" + target)
+
+
+def _git_section(line: str, section: _FileHeader) -> bool:
+    """Fold one extended-header line of a `diff --git` section into it; False if it is none."""
+    if line.startswith("rename from "):
+        section.source, section.rename = _unquote(line[len("rename from "):].strip()), True
+    elif line.startswith("rename to "):
+        section.target, section.rename = _unquote(line[len("rename to "):].strip()), True
+    elif line.startswith(("new mode ", "new file mode ")):
+        section.new_mode = line.rsplit(" ", 1)[1].strip()
+        if line.startswith("new file mode "):
+            section.source = DEV_NULL
+    elif line.startswith("deleted file mode "):
+        section.target = DEV_NULL
+    elif line.startswith(("Binary files ", "GIT binary patch")):
+        section.unsupported = "binary patches are not supported; send the file's new content " \
+                              "as text"
+    elif line.startswith(("copy from ", "copy to ")):
+        section.unsupported = "copies are not supported; create the copy from '--- /dev/null'"
+    else:
+        return line.startswith(("index ", "similarity index", "dissimilarity index",
+                                "old mode "))
+    return True
+
+
+def _header_lines(header: _FileHeader) -> list[str]:
+    """The header unidiff parses; the paths it reads are never used (ours are decoded), so
+    control characters that would confuse it are masked."""
+    def shown(path: str, side: str) -> str:
+        return path if path == DEV_NULL else side + _CONTROL.sub("?", path)
+    return [f"--- {shown(header.source, 'a/')}", f"+++ {shown(header.target, 'b/')}"]
 
 
 def _is_file_header(lines: list[str], i: int) -> bool:
@@ -75,29 +166,49 @@ def _more_hunk_lines(lines: list[str], i: int) -> bool:
     return i < len(lines) and lines[i][0] in " -+" and not _ends_hunk(lines, i)
 
 
-def repair(diff_text: str) -> tuple[str, list[bool]]:
+def repair(diff_text: str) -> tuple[str, list[_FileHeader]]:
     """Rewrite a model's diff as a strictly valid unified diff: exact counts, real headers.
 
-    Returns the text and, per hunk, whether its header gave line numbers (a placement hint).
+    Returns the text and, per file header in it, the decoded header (paths, whether each hunk
+    gave line numbers, what a `diff --git` section said). A `diff --git` section without
+    `---`/`+++` lines (a pure rename or mode change) gets a header of its own.
     A line inside a hunk without its leading marker (often a blank line) is a context line whose
     space was dropped, as long as more hunk lines follow it.
     """
     lines = diff_text.replace("\r\n", "\n").split("\n")
     out: list[str] = []
-    numbered: list[bool] = []
+    headers: list[_FileHeader] = []
+    section: _FileHeader | None = None  # a `diff --git` section whose file header is pending
+
+    def flush() -> None:
+        if section is not None:
+            headers.append(section)
+            out.extend(_header_lines(section))
+
     i = 0
     while i < len(lines):
         line = lines[i]
+        match = _HUNK_HEADER.match(line)
+        if _GIT_HEADER.match(line) or (match and section is not None):
+            flush()  # (a hunk right after a `diff --git` line belongs to that line's paths)
+            section = None
+        if _GIT_HEADER.match(line):
+            section = _FileHeader(*_git_paths(line[len("diff --git "):]), git=True)
+            i += 1
+            continue
+        if section is not None and _git_section(line, section):
+            i += 1
+            continue
         if _is_file_header(lines, i):
-            source, target = _strip_prefix(line[4:]), _strip_prefix(lines[i + 1][4:])
-            out.append(f"--- {source if source == DEV_NULL else 'a/' + source}")
-            out.append(f"+++ {target if target == DEV_NULL else 'b/' + target}")
+            header = section or _FileHeader("", "")
+            header.source = _strip_prefix(line[4:])
+            header.target = _strip_prefix(lines[i + 1][4:])
+            headers.append(header)
+            out.extend(_header_lines(header))
+            section = None
             i += 2
             continue
-        match = _HUNK_HEADER.match(line)
         if not match:
-            if line.startswith(_IGNORED_HEADERS):
-                out.append(line)
             i += 1
             continue
         body: list[str] = []
@@ -112,12 +223,14 @@ def repair(diff_text: str) -> tuple[str, list[bool]]:
             i += 1
         old = sum(1 for b in body if b[0] in " -")
         new = sum(1 for b in body if b[0] in " +")
-        numbered.append(match.group(1) is not None)
+        if headers:
+            headers[-1].numbered.append(match.group(1) is not None)
         old_start = int(match.group(1) or 0)
         new_start = int(match.group(2) or 0)
         out.append(f"@@ -{old_start},{old} +{new_start},{new} @@{match.group(3) or ''}")
         out.extend(body)
-    return "\n".join(out) + "\n", numbered
+    flush()
+    return "\n".join(out) + "\n", headers
 
 
 def _norm(line: str) -> str:
@@ -138,19 +251,54 @@ def _find(haystack: list[str], needle: list[str], hint: int, key) -> list[int]:
     return sorted(found, key=lambda pos: abs(pos - hint))
 
 
-def _locate(file_lines: list[str], needle: list[str], hint: int) -> int | None:
-    """Where the hunk's old side sits: exact up to trailing whitespace, else unique by content."""
-    found = _find(file_lines, needle, hint, _norm)
-    if found:
-        return found[0]
-    loose = _find(file_lines, needle, hint, str.strip)
-    return loose[0] if len(loose) == 1 else None
+def _settle(found: list[int], hint: int, numbered: bool, cursor: int | None) -> list[int]:
+    """The one place among `found` (sorted nearest to `hint` first) the hunk means, or all of
+    them when nothing settles it. A numbered hunk is settled by its line numbers when the
+    nearest match is at the hinted line or less than half as far from it as the next one. An
+    unnumbered hunk is settled when it matches once, or once after the hunk before it
+    (hunks come in file order)."""
+    if len(found) <= 1:
+        return found
+    if numbered:
+        nearest, runner_up = abs(found[0] - hint), abs(found[1] - hint)
+        return found[:1] if nearest == 0 or 2 * nearest < runner_up else found
+    after = [pos for pos in found if cursor is not None and pos >= cursor]
+    return after if len(after) == 1 else found
 
 
-def _divergence(file_lines: list[str], needle: list[str], path: str, label: str) -> str:
-    """Say where the expected lines stop matching the file, and what exists that is closest."""
+def _locate(file_lines: list[str], needle: list[str], hint: int, numbered: bool,
+            cursor: int | None) -> list[int]:
+    """Where the hunk's old side may sit: exact up to trailing whitespace, else up to
+    indentation. One position when settled, several when ambiguous, none when absent."""
+    found = _find(file_lines, needle, hint, _norm) or _find(file_lines, needle, hint, str.strip)
+    return sorted(_settle(found, hint, numbered, cursor))
+
+
+def _as_sent(index: int, applied: list[tuple[int, int, int]]) -> int:
+    """The 1-based line number, in the file as the model saw it, of the line at `index` once the
+    hunks `applied` so far (each: position, lines removed, lines added) are in."""
+    for pos, removed, added in reversed(applied):
+        if index >= pos + added:
+            index -= added - removed
+        elif index > pos:
+            index = pos
+    return index + 1
+
+
+def _ambiguity(found: list[int], path: str, label: str, number: Callable[[int], int]) -> str:
+    lines = [str(number(pos)) for pos in found]
+    listed = ", ".join(lines[:-1]) + " and " + lines[-1]
+    return (f"{label} of {path}: its context matches {len(found)} places (lines {listed}) and "
+            "its line numbers do not say which. Send the hunk with correct line numbers or "
+            "with more context lines, so that it matches one place.")
+
+
+def _divergence(file_lines: list[str], needle: list[str], path: str, label: str,
+                hint: int, number: Callable[[int], int]) -> str:
+    """Say where the expected lines stop matching the file, and what exists that is closest,
+    looking near the hunk's own line numbers first (repeated code elsewhere is not it)."""
     best_pos, best_len = 0, -1
-    for pos in range(len(file_lines)):
+    for pos in sorted(range(len(file_lines)), key=lambda pos: abs(pos - hint)):
         length = 0
         while (length < len(needle) and pos + length < len(file_lines)
                and _norm(file_lines[pos + length]) == _norm(needle[length])):
@@ -163,17 +311,67 @@ def _divergence(file_lines: list[str], needle: list[str], path: str, label: str)
         where = best_pos + best_len
         actual = file_lines[where].rstrip("\n") if where < len(file_lines) else "<end of file>"
         text = (f"{label} of {path}: its first {best_len} line(s) match the file at line "
-                f"{best_pos + 1}, but hunk line {best_len + 1} expects {missing!r} where the file "
-                f"has {actual!r} (line {where + 1}).")
+                f"{number(best_pos)}, but hunk line {best_len + 1} expects {missing!r} where the "
+                f"file has {actual!r} (line {number(where)}).")
+        hint = where
     else:
         text = (f"{label} of {path}: its first context/removed line {missing!r} "
                 f"does not occur in the file.")
-    candidates = {_norm(line): n for n, line in reversed(list(enumerate(file_lines, 1)))}
-    close = difflib.get_close_matches(_norm(missing), list(candidates), n=3, cutoff=0.5)
+    close = _closest(file_lines, _norm(missing), hint)
     if close:
         text += " Closest existing lines: " + "; ".join(
-            f"line {candidates[c]}: {c!r}" for c in close)
+            f"line {number(index)}: {line!r}" for line, index in close)
     return text
+
+
+def _closest(file_lines: list[str], wanted: str, hint: int) -> list[tuple[str, int]]:
+    """Up to 3 (line, index) like `wanted`: from the hunk's neighbourhood if any are there, else
+    from the whole file; a line that occurs several times is named where it is nearest `hint`."""
+    low = max(hint - _NEIGHBOURHOOD, 0)
+    for start, stop in ((low, hint + _NEIGHBOURHOOD), (0, len(file_lines))):
+        nearest: dict[str, int] = {}
+        for index in range(start, min(stop, len(file_lines))):
+            key = _norm(file_lines[index])
+            if key not in nearest or abs(index - hint) < abs(nearest[key] - hint):
+                nearest[key] = index
+        close = difflib.get_close_matches(wanted, list(nearest), n=3, cutoff=0.5)
+        if close:
+            return [(line, nearest[line]) for line in close]
+    return []
+
+
+def _indent(line: str) -> str:
+    return line[:len(line) - len(line.lstrip(" \t"))]
+
+
+def _unit(indents: list[str]) -> str | None:
+    """One level of indentation among `indents`: a tab, or the spaces they are multiples of."""
+    used = [indent for indent in indents if indent]
+    if used and all(set(indent) == {"\t"} for indent in used):
+        return "\t"
+    if used and all(set(indent) == {" "} for indent in used):
+        return " " * math.gcd(*map(len, used))
+    return None
+
+
+def _reindent(hunk_side: list[str], file_side: list[str]) -> Callable[[str], str]:
+    """How the hunk's added lines must be indented to fit the file, learnt from the context and
+    removed lines placed on the file's: unchanged unless their indentation differed (placement
+    tolerated it), else each hunk indentation level becomes one of the file's."""
+    pairs = {_indent(h): _indent(f) for h, f in zip(hunk_side, file_side, strict=True)
+             if h.strip()}
+    if all(h == f for h, f in pairs.items()):
+        return lambda line: line
+    ours, theirs = _unit(list(pairs)), _unit(list(pairs.values()))
+
+    def fit(line: str) -> str:
+        indent = _indent(line)
+        if indent in pairs:
+            return pairs[indent] + line[len(indent):]
+        if ours and theirs and indent == ours * (len(indent) // len(ours)):
+            return theirs * (len(indent) // len(ours)) + line[len(indent):]
+        return line
+    return fit
 
 
 def _apply_hunks(path: str, content: str, hunks: list[_Hunk]) -> tuple[str, list[str]]:
@@ -182,42 +380,49 @@ def _apply_hunks(path: str, content: str, hunks: list[_Hunk]) -> tuple[str, list
     eol = "\r\n" if file_lines and file_lines[0].endswith("\r\n") else "\n"
     already: list[str] = []
     errors: list[str] = []
-    cursor = delta = 0
+    delta = 0
+    cursor: int | None = None  # where the previous hunk ended
+    applied: list[tuple[int, int, int]] = []  # (position, removed, added) of each hunk placed
     for number, hunk in enumerate(hunks, 1):
         label = f"hunk {number} ({hunk.header})"
         old = [line[1:] for line in hunk.lines if line[0] in " -"]
         new = [line[1:] for line in hunk.lines if line[0] in " +"]
         numbered = hunk.old_start is not None
         if old:
-            hint = hunk.old_start - 1 + delta if numbered else cursor
-            pos = _locate(file_lines, old, hint)
+            hint = hunk.old_start - 1 + delta if numbered else cursor or 0
+            found = _locate(file_lines, old, hint, numbered, cursor)
         else:
             hint = hunk.old_start + delta if numbered else len(file_lines)
-            pos = min(max(hint, 0), len(file_lines))
+            found = [min(max(hint, 0), len(file_lines))]
         only_adds = not any(line[0] == "-" for line in hunk.lines)
         if new and file_lines and (
-            (pos is None and _locate(file_lines, new, hint) is not None)
-            or (only_adds and pos is not None and _find(
-                file_lines[pos:pos + len(new)], new, 0, _norm) == [0])
+            (not found and _locate(file_lines, new, hint, numbered, cursor))
+            or (only_adds and len(found) == 1 and _find(
+                file_lines[found[0]:found[0] + len(new)], new, 0, _norm) == [0])
         ):
             already.append(f"{path} {label}")
             continue
-        if pos is None:
-            errors.append(_divergence(file_lines, old, path, label))
+        if len(found) != 1:
+            number = partial(_as_sent, applied=applied)
+            errors.append(_ambiguity(found, path, label, number) if found
+                          else _divergence(file_lines, old, path, label, hint, number))
             continue
+        pos = found[0]
+        fit = _reindent(old, [line.rstrip("\r\n") for line in file_lines[pos:pos + len(old)]])
         replacement: list[str] = []
         at = pos
         for kind, text in ((line[0], line[1:]) for line in hunk.lines):
             if kind == " ":
                 replacement.append(file_lines[at])
             elif kind == "+":
-                replacement.append(text + eol)
+                replacement.append(fit(text) + eol)
             at += kind != "+"
         if hunk.no_eol_new and replacement and at >= len(file_lines):
             replacement[-1] = replacement[-1].rstrip("\r\n")
         file_lines[pos:at] = replacement
         delta += len(replacement) - (at - pos)
         cursor = pos + len(replacement)
+        applied.append((pos, at - pos, len(replacement)))
     if errors:
         raise PatchError("\n".join(errors))
     for index in range(len(file_lines) - 1):
@@ -227,7 +432,12 @@ def _apply_hunks(path: str, content: str, hunks: list[_Hunk]) -> tuple[str, list
 
 
 def check_path(root: Path, rel: str) -> str:
-    """Refuse paths outside the sandbox (absolute, `..`, via a symlink) or inside `.git/`."""
+    """Refuse paths outside the sandbox (absolute, `..`, via a symlink), inside `.git/`, or
+    holding a control character (a NUL cannot even be passed to the OS)."""
+    control = _CONTROL.search(rel)
+    if control:
+        raise PatchError(f"refused: {rel!r} contains a control character "
+                         f"({control.group(0)!r}); file names here are printable text")
     if not rel or rel.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", rel) or "\\" in rel:
         raise PatchError(f"refused: {rel!r} is an absolute or non-POSIX path; use paths "
                          "relative to the repository root")
@@ -242,9 +452,9 @@ def check_path(root: Path, rel: str) -> str:
     return str(PurePosixPath(*parts))
 
 
-def _hunks_of(patched_file, numbered: Iterator[bool]) -> list[_Hunk]:
+def _hunks_of(patched_file, numbered: list[bool]) -> list[_Hunk]:
     hunks = []
-    for hunk in patched_file:
+    for hunk, has_numbers in zip(patched_file, numbered, strict=True):
         lines: list[str] = []
         no_eol_old = no_eol_new = False
         for line in hunk:
@@ -256,7 +466,7 @@ def _hunks_of(patched_file, numbered: Iterator[bool]) -> list[_Hunk]:
             lines.append(line.line_type + line.value.rstrip("\n"))
         header = f"@@ -{hunk.source_start},{hunk.source_length} +{hunk.target_start}," \
                  f"{hunk.target_length} @@"
-        start = hunk.source_start if next(numbered, False) else None
+        start = hunk.source_start if has_numbers else None
         hunks.append(_Hunk(start, lines, header, no_eol_old, no_eol_new))
     return hunks
 
@@ -268,19 +478,94 @@ def _read(root: Path, rel: str) -> str | None:
     return path.read_bytes().decode("utf-8", "surrogateescape")
 
 
+def _mode(root: Path, rel: str) -> str | None:
+    path = root / rel
+    if not path.is_file():
+        return None
+    return EXECUTABLE if path.stat().st_mode & 0o111 else REGULAR
+
+
+class _Plan:
+    """The edits of one reply so far, keyed by path; a path renamed away reads as absent."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.edits: dict[str, FileEdit] = {}
+
+    def renamed_away(self, rel: str) -> bool:
+        return any(edit.renamed_from == rel for edit in self.edits.values())
+
+    def edit(self, rel: str) -> FileEdit:
+        if self.renamed_away(rel):
+            raise PatchError(f"{rel}: this reply renames it away and then changes it again; "
+                             "send one diff per file")
+        if rel not in self.edits:
+            content, mode = _read(self.root, rel), _mode(self.root, rel)
+            self.edits[rel] = FileEdit(rel, content, content, mode_before=mode, mode_after=mode)
+        return self.edits[rel]
+
+    def rename(self, source: str, rel: str) -> FileEdit:
+        """The edit of `rel` that takes over `source` (already renamed: `rel`'s own edit)."""
+        origin = self.edit(source)
+        target = self.edits[rel].after if rel in self.edits else _read(self.root, rel)
+        if origin.after is None and target is not None:
+            if not origin.changed:
+                del self.edits[source]
+            edit = self.edit(rel)
+            edit.already_applied.append(f"{source} -> {rel} (already renamed)")
+            return edit
+        if origin.after is None:
+            raise PatchError(f"{source}: the patch renames it to {rel} but it does not exist")
+        if target is not None or (self.root / rel).is_symlink():
+            raise PatchError(f"{rel}: the patch renames {source} to {rel}, which exists; "
+                             "rename onto a free path, or send a diff against both files")
+        del self.edits[source]
+        self.edits[rel] = FileEdit(rel, origin.before, origin.after, origin.already_applied,
+                                   origin.mode_before, origin.mode_after, renamed_from=source)
+        return self.edits[rel]
+
+
+def _check_mode(rel: str, mode: str | None) -> None:
+    if mode not in (None, REGULAR, EXECUTABLE):
+        kind = _UNSUPPORTED_MODES.get(mode or "", "not a file mode git knows")
+        raise PatchError(f"{rel}: mode {mode} ({kind}) is not supported; codeloop writes "
+                         f"regular files ({REGULAR}) and executables ({EXECUTABLE})")
+
+
+def _plan_header(plans: _Plan, header: _FileHeader, hunks: list[_Hunk]) -> None:
+    source, target = header.source, header.target
+    if header.unsupported:
+        raise PatchError(f"{target if target != DEV_NULL else source}: {header.unsupported}")
+    rel = check_path(plans.root, target if target != DEV_NULL else source)
+    _check_mode(rel, header.new_mode)
+    if header.rename and source not in (DEV_NULL, rel):
+        edit = plans.rename(check_path(plans.root, source), rel)
+    else:
+        if source not in (DEV_NULL, target):
+            check_path(plans.root, source)
+        edit = plans.edit(rel)
+    _plan_file(edit, rel, edit.after, source, target, hunks)
+    if edit.after is None:
+        edit.mode_after = None
+    elif header.new_mode or edit.mode_after is None:
+        edit.mode_after = header.new_mode or REGULAR
+
+
 def plan(root: Path, diffs: list[str]) -> list[FileEdit]:
     """Compute every file edit of a reply's diffs, all or nothing; raises PatchError."""
-    edits: dict[str, FileEdit] = {}
+    plans = _Plan(root)
     errors: list[str] = []
     for diff_text in diffs:
-        repaired, numbered_list = repair(diff_text)
-        numbered = iter(numbered_list)
+        repaired, headers = repair(diff_text)
         try:
             patch = PatchSet(repaired)
         except UnidiffParseError as exc:
             errors.append(f"malformed diff: {exc}")
             continue
-        if not patch or any(not patched and not patched.is_removed_file for patched in patch):
+        if not patch or len(patch) != len(headers) or any(
+                len(patched) != len(header.numbered)
+                or not patched and not (header.git or header.target == DEV_NULL)
+                for patched, header in zip(patch, headers, strict=True)):
             errors.append("malformed diff: every file needs a '--- a/FILE' / '+++ b/FILE' "
                           "header followed by at least one '@@' hunk")
             continue
@@ -288,23 +573,14 @@ def plan(root: Path, diffs: list[str]) -> list[FileEdit]:
             errors.append("malformed diff: a hunk has no lines (every line of a hunk starts "
                           "with ' ', '-' or '+')")
             continue
-        for patched in patch:
-            source = _strip_prefix(patched.source_file)
-            target = _strip_prefix(patched.target_file)
+        for patched, header in zip(patch, headers, strict=True):
             try:
-                rel = check_path(root, target if target != DEV_NULL else source)
-                if source not in (DEV_NULL, target):
-                    check_path(root, source)
-                if rel not in edits:
-                    content = _read(root, rel)
-                    edits[rel] = FileEdit(rel, content, content)
-                edit = edits[rel]
-                _plan_file(edit, rel, edit.after, source, target, _hunks_of(patched, numbered))
+                _plan_header(plans, header, _hunks_of(patched, header.numbered))
             except PatchError as exc:
                 errors.append(str(exc))
     if errors:
         raise PatchError("\n".join(errors))
-    return [edit for edit in edits.values() if edit.before != edit.after or edit.already_applied]
+    return [edit for edit in plans.edits.values() if edit.changed or edit.already_applied]
 
 
 def _plan_file(edit: FileEdit, rel: str, current: str | None, source: str, target: str,
@@ -330,46 +606,12 @@ def _plan_file(edit: FileEdit, rel: str, current: str | None, source: str, targe
     edit.already_applied.extend(already)
 
 
-def _diff_lines(lines: list[str]) -> list[str]:
-    out = []
-    for line in lines:
-        out.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
-    return out
-
-
-def render(edits: list[FileEdit]) -> str:
-    """One canonical git-style diff for the edits, for `git apply`."""
-    parts: list[str] = []
-    for edit in edits:
-        if edit.before == edit.after:
-            continue
-        before = (edit.before or "").splitlines(keepends=True)
-        after = (edit.after or "").splitlines(keepends=True)
-        parts.append(f"diff --git a/{edit.path} b/{edit.path}\n")
-        if edit.before is None:
-            parts.append("new file mode 100644\n")
-        elif edit.after is None:
-            parts.append("deleted file mode 100644\n")
-        body = difflib.unified_diff(
-            before, after,
-            fromfile=DEV_NULL if edit.before is None else f"a/{edit.path}",
-            tofile=DEV_NULL if edit.after is None else f"b/{edit.path}",
-            n=3,
-        )
-        for line in body:
-            if line.startswith(("---", "+++")):
-                parts.append(line.rstrip("\n") + "\n")
-            else:
-                parts.extend(_diff_lines([line]))
-    return "".join(parts)
-
-
 def diffstat(edits: list[FileEdit]) -> str:
     """`N files changed, +A -D` with one line per file, like `git diff --stat` but shorter."""
     rows: list[str] = []
     total_add = total_del = 0
     for edit in edits:
-        if edit.before == edit.after:
+        if not edit.changed:
             continue
         added = removed = 0
         before, after = (edit.before or "").splitlines(), (edit.after or "").splitlines()
@@ -377,6 +619,10 @@ def diffstat(edits: list[FileEdit]) -> str:
             added += line.startswith("+")
             removed += line.startswith("-")
         total_add, total_del = total_add + added, total_del + removed
-        rows.append(f"{edit.path} | +{added} -{removed}")
+        name = f"{edit.renamed_from} => {edit.path}" if edit.renamed_from else edit.path
+        mode = (f" (mode {edit.mode_before} => {edit.mode_after})"
+                if None not in (edit.mode_before, edit.mode_after)
+                and edit.mode_before != edit.mode_after else "")
+        rows.append(f"{name} | +{added} -{removed}{mode}")
     rows.append(f"{len(rows)} file(s) changed, +{total_add} -{total_del}")
     return "\n".join(rows)

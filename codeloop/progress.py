@@ -1,11 +1,14 @@
 """The headless human-readable printer: progress on stderr and the final summary.
 
-A consumer of events only; it decides nothing. Model text streams through as it arrives.
+A consumer of events only; it decides nothing. Model text streams through as it arrives, up to a
+bound: a reply or message of megabytes (a huge patch) shows its head and its tail, and how much
+was left out between them.
 """
 
 from __future__ import annotations
 
 import sys
+from collections import deque
 from typing import IO
 
 from codeloop.events import (
@@ -30,8 +33,20 @@ from codeloop.events import (
     TurnStart,
 )
 
+HEAD, TAIL = 16_000, 4_000  # characters of one text shown before and after what is left out
 SPAN_ORDER = ("prompt_ms", "connect_ms", "ttfb_ms", "ttft_ms", "decode_ms", "tools_ms",
               "apply_ms", "test_ms", "retry_wait_ms", "overhead_ms")
+
+
+def left_out(count: int) -> str:
+    return f"\n… [{count:,} characters not shown] …\n"
+
+
+def clip(text: str) -> str:
+    """`text`, or when longer than HEAD + TAIL its head and tail around what was left out."""
+    if len(text) <= HEAD + TAIL:
+        return text
+    return text[:HEAD] + left_out(len(text) - HEAD - TAIL) + text[-TAIL:]
 
 
 def format_spans(spans: dict[str, float]) -> str:
@@ -48,19 +63,42 @@ class ProgressPrinter:
     def __init__(self, stream: IO[str] | None = None) -> None:
         self._out = stream or sys.stderr
         self._in_text = False
+        self._shown = 0  # characters of the streaming text written so far
+        self._tail: deque[str] = deque()  # its pieces past HEAD: at least the last TAIL chars
+        self._tail_chars = 0
+        self._dropped = 0  # characters past HEAD no longer in `_tail`
 
     def _line(self, text: str) -> None:
         if self._in_text:
-            self._out.write("\n")
-            self._in_text = False
-        self._out.write(text + "\n")
+            self._end_text()
+        self._out.write(clip(text) + "\n")
         self._out.flush()
+
+    def _stream(self, text: str) -> None:
+        """A piece of streaming text: written while within HEAD, else kept for the tail."""
+        self._in_text = True
+        shown = text[:max(HEAD - self._shown, 0)]
+        if shown:
+            self._out.write(shown)
+            self._out.flush()
+            self._shown += len(shown)
+        if len(shown) < len(text):
+            self._tail.append(text[len(shown):])
+            self._tail_chars += len(self._tail[-1])
+            while self._tail_chars - len(self._tail[0]) >= TAIL:
+                self._tail_chars -= len(self._tail[0])
+                self._dropped += len(self._tail.popleft())
+
+    def _end_text(self) -> None:
+        tail = "".join(self._tail)
+        dropped = self._dropped + max(len(tail) - TAIL, 0)
+        self._out.write((left_out(dropped) if dropped else "") + tail[-TAIL:] + "\n")
+        self._in_text, self._shown, self._tail_chars, self._dropped = False, 0, 0, 0
+        self._tail.clear()
 
     def __call__(self, event: Event) -> None:  # noqa: C901 - one branch per event type
         if isinstance(event, ModelTextDelta):
-            self._out.write(event.text)
-            self._out.flush()
-            self._in_text = True
+            self._stream(event.text)
         elif isinstance(event, SessionStart):
             self._line(f"codeloop {event.version} · {event.model} via {event.transport} "
                        f"({event.base_url}) · tests: {event.test_command}")

@@ -1,27 +1,40 @@
 """The session recording: every event as one JSON line, flushed as it is written.
 
-Owns the file under `.codeloop/sessions/` and the last line of defence for secrets: the API key's
-value is scrubbed from every line before it reaches the disk or any other printed JSON.
+Owns the file under `.codeloop/sessions/` and its reference scheme: a large string (a patch, a
+file, a long reply) is written once, where it first occurs; a later copy of it, or of a part of
+it, is written as a reference to that place, and `References` turns each one back into the
+string when the recording is read. (Secrets are already scrubbed from the events it gets: see
+`codeloop.redact`.)
+
+A reference stands where the string would, as a JSON object:
+
+* `{"$same": [line, key, ...]}`: the string at that path of that (earlier, 1-based) line's event;
+  with `"json": name`, the field `name` of the JSON object that string holds; with
+  `"slice": [start, end]`, that part of it.
+* `{"$streamed": line}` (a `model.done` text): the texts of the `model.text_delta` events from
+  that line to this one, joined: the reply as it was streamed.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from codeloop.events import Event
+from codeloop.events import Event, ModelDone, ModelRequest, ModelRetry, ModelTextDelta
 
 SESSIONS_DIR = Path(".codeloop") / "sessions"
-REDACTED = "[redacted]"
+LARGE = 64 * 1024  # strings from this length on are written once
+RECENT = 8  # large strings kept to be referred to (the copies come within a turn or two)
 
 
-def event_line(event: Event, secrets: tuple[str, ...] = ()) -> str:
-    """The event's JSON line (no newline), with any secret value replaced."""
-    line = json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))
-    for secret in secrets:
-        line = line.replace(secret, REDACTED)
-    return line
+def _dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def event_line(event: Event) -> str:
+    """The event's JSON line (no newline), whole: every string written out."""
+    return _dumps(event.to_dict())
 
 
 class Recorder:
@@ -30,19 +43,127 @@ class Recorder:
     `mirror` (stdout for `--json`) gets the very same lines; each event is serialised once.
     """
 
-    def __init__(self, repo_root: Path, session_id: str, secrets: tuple[str, ...] = (),
-                 mirror: IO[str] | None = None) -> None:
+    def __init__(self, repo_root: Path, session_id: str, mirror: IO[str] | None = None) -> None:
         self.path = repo_root / SESSIONS_DIR / f"{session_id}.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("w", encoding="utf-8")
         self._streams = [self._file] + ([mirror] if mirror else [])
-        self._secrets = tuple(s for s in secrets if s)
+        self._line = 0
+        self._written: dict[str, dict[str, Any]] = {}  # large string -> reference to it
+        self._streamed: list[str] = []  # the current reply's text pieces
+        self._streamed_from = 0  # the line of its first piece
 
     def __call__(self, event: Event) -> None:
-        line = event_line(event, self._secrets) + "\n"
+        self._line += 1
+        line = _dumps(self._compact(event)) + "\n"
         for stream in self._streams:
             stream.write(line)
             stream.flush()
 
     def close(self) -> None:
         self._file.close()
+
+    def _compact(self, event: Event) -> dict[str, Any]:
+        """The event's data with each large string that was written before as a reference."""
+        data = event.to_dict()
+        if isinstance(event, ModelTextDelta):  # (pieces: small, and each one new)
+            if not self._streamed:
+                self._streamed_from = self._line
+            self._streamed.append(event.text)
+            return data
+        if isinstance(event, ModelDone) and len(event.text) >= LARGE \
+                and "".join(self._streamed) == event.text:
+            data["text"] = {"$streamed": self._streamed_from}
+            self._remember(event.text, [self._line, "text"])
+        if isinstance(event, ModelRequest | ModelRetry | ModelDone):
+            self._streamed = []  # a new reply starts (after a retry, it starts over)
+        return {key: self._dedupe(value, [self._line, key]) for key, value in data.items()}
+
+    def _dedupe(self, value: Any, where: list[Any]) -> Any:
+        if isinstance(value, str):
+            return self._string(value, where) if len(value) >= LARGE else value
+        if isinstance(value, dict):
+            return {key: self._dedupe(item, [*where, key]) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._dedupe(item, [*where, i]) for i, item in enumerate(value)]
+        return value
+
+    def _string(self, text: str, where: list[Any]) -> str | dict[str, Any]:
+        """A large string: a reference when it, or a string it is part of, was written."""
+        known = self._written.get(text)
+        if known is not None:
+            return known
+        for earlier, reference in reversed(self._written.items()):
+            at = earlier.find(text) if len(earlier) > len(text) else -1
+            if at != -1:  # e.g. a ```diff block of a reply written before
+                return {**reference, "slice": [at, at + len(text)]}
+        self._remember(text, where)
+        return text
+
+    def _remember(self, text: str, where: list[Any]) -> None:
+        self._written[text] = {"$same": where}
+        if text.startswith("{"):  # tool call arguments: the patch inside comes back decoded
+            try:
+                fields = json.loads(text)
+            except ValueError:
+                fields = None
+            if isinstance(fields, dict):
+                for name, value in fields.items():
+                    if isinstance(value, str) and len(value) >= LARGE:
+                        self._written.setdefault(value, {"$same": where, "json": name})
+        while len(self._written) > RECENT:
+            del self._written[next(iter(self._written))]
+
+
+class References:
+    """Reads the references back: each line's data, in file order, with its strings whole.
+
+    Raises ValueError (saying what is damaged) for a reference that does not resolve.
+    """
+
+    def __init__(self) -> None:
+        self._lines: list[Any] = []  # every line read so far, resolved
+
+    def resolve(self, data: Any) -> Any:
+        resolved = self._value(data)
+        self._lines.append(resolved)
+        return resolved
+
+    def _value(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            if "$same" in value or "$streamed" in value:
+                return self._dereference(value)
+            return {key: self._value(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._value(item) for item in value]
+        return value
+
+    def _dereference(self, reference: dict[str, Any]) -> str:
+        try:
+            if "$streamed" in reference:
+                since = self._index(reference["$streamed"])
+                return "".join(earlier["text"] for earlier in self._lines[since:]
+                               if isinstance(earlier, dict)
+                               and earlier.get("type") == "model.text_delta")
+            number, *path = reference["$same"]
+            value = self._lines[self._index(number)]
+            for key in path:
+                value = value[key]
+            if "json" in reference:
+                value = json.loads(value)[reference["json"]]
+            if "slice" in reference:
+                start, end = reference["slice"]
+                value = value[start:end]
+        except (KeyError, IndexError, TypeError, ValueError):
+            value = None
+        if not isinstance(value, str):
+            raise ValueError(f"is damaged: the reference {_dumps(reference)[:80]} does not lead "
+                             "to a string written before")
+        return value
+
+    def _index(self, number: Any) -> int:
+        """Where line `number` (1-based) is kept; IndexError unless it was read already."""
+        if not isinstance(number, int) or isinstance(number, bool) \
+                or not 1 <= number <= len(self._lines):
+            raise IndexError(number)
+        return number - 1

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import Completer, Completion
@@ -19,10 +21,12 @@ from prompt_toolkit.patch_stdout import patch_stdout
 
 from codeloop import commands
 from codeloop.history import state_dir
+from codeloop.interrupts import let_go_of_sigint
 from codeloop.loop import EXIT_FAILED, EXIT_PASSED, Session
 from codeloop.progress import ProgressPrinter
 from codeloop.transport import TransportError
 
+T = TypeVar("T")
 BANNER = ("codeloop line mode · Enter sends · Ctrl+J new line · Tab completes /commands · "
           "Ctrl-C cancels a turn, or quits at the prompt · /help")
 
@@ -54,19 +58,24 @@ def _keys() -> KeyBindings:
     return keys
 
 
-async def _cancellable(session: Session, coro) -> None:
-    """Run one turn's work; Ctrl-C cancels it and returns to the prompt."""
+async def _cancellable(session: Session, coro: Coroutine[Any, Any, T]) -> T | None:
+    """Run one turn's or command's work; Ctrl-C cancels it and returns to the prompt, and so
+    does an error, once reported (None then): nothing that goes wrong in one ends the REPL."""
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(coro)
+    outside = signal.getsignal(signal.SIGINT)
     loop.add_signal_handler(signal.SIGINT, task.cancel)
     try:
-        await task
+        return await task
     except asyncio.CancelledError:
         print("\ncancelled: the sandbox is at its last commit", flush=True)
     except TransportError as exc:
-        print(f"\nmodel error: {exc}", flush=True)
+        print(f"\nmodel error: {session.events.redact(str(exc))}", flush=True)
+    except Exception as exc:  # noqa: BLE001 - reported; the user decides what next
+        print(f"\nerror: {type(exc).__name__}: {session.events.redact(str(exc))}", flush=True)
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
+        let_go_of_sigint(loop, outside)  # (codeloop's, which only notes a press)
+    return None
 
 
 async def _repl(session: Session) -> int:
@@ -88,8 +97,9 @@ async def _repl(session: Session) -> int:
         if not line:
             continue
         if line.startswith("/"):
-            await asyncio.shield(opening)
-            answer = await commands.run(session, line)
+            answer = await _cancellable(session, _command_after(opening, session, line))
+            if answer is None:  # (cancelled, or failed and said so)
+                continue
             if answer.quit:
                 break
             print(answer.text, flush=True)
@@ -97,9 +107,17 @@ async def _repl(session: Session) -> int:
         await _cancellable(session, _ask_after(opening, session, line))
     if not opening.done():
         opening.cancel()
+    await asyncio.gather(opening, return_exceptions=True)  # its end is recorded before the last
     exit_code = EXIT_PASSED if session.result and session.result.passed else EXIT_FAILED
     await session.close(outcome, exit_code)
     return exit_code
+
+
+async def _command_after(opening: asyncio.Future, session: Session, line: str
+                         ) -> commands.Answer:
+    if line.split()[0] != "/quit":  # (which needs nothing of a start-up, even a failed one)
+        await asyncio.shield(opening)  # a Ctrl-C here cancels the command, not the start-up
+    return await commands.run(session, line)
 
 
 async def _ask_after(opening: asyncio.Future, session: Session, text: str) -> None:

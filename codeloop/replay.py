@@ -1,7 +1,9 @@
 """Recorded sessions as a producer: read a recording, play it back, re-execute it, re-ask it.
 
-Owns the recording format checks (version in the first line; a corrupt line is an error; a
-truncated last line — a crash — replays what is there and says so), the watch player (events at
+Owns the recording format checks (version in the first line; a corrupt line or a field of the
+wrong type is an error naming the line; event types and fields of a newer codeloop are skipped
+and noted; a truncated last line — a crash — or a missing `session.end` replays what is there and
+says so), the watch player (events at
 their recorded pace), the replay model client (recorded replies fed to a real session, which
 really applies the patches and really runs the tests), the divergence report, and re-asking the
 recorded requests of another model or transport for an A/B latency comparison.
@@ -11,15 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import statistics
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin, get_type_hints
 
 from codeloop.events import (
+    EVENT_TYPES,
     FORMAT_VERSION,
     Event,
     ModelDone,
@@ -30,10 +35,12 @@ from codeloop.events import (
     ModelToolCall,
     PatchApplied,
     PatchRejected,
+    SessionEnd,
     TestDone,
     event_from_dict,
 )
 from codeloop.latency import percentile
+from codeloop.recording import References
 from codeloop.transport import ModelClient, TransportError
 
 REPLY_EVENTS = (ModelFirstByte, ModelTextDelta, ModelToolCall, ModelDone)
@@ -48,6 +55,8 @@ class Recording:
     path: Path
     events: list[Event]
     truncated: bool = False
+    unknown_types: set[str] = field(default_factory=set)  # skipped: from a newer codeloop
+    unknown_fields: set[str] = field(default_factory=set)  # `type.field`, dropped likewise
 
     @property
     def start(self) -> Any:
@@ -55,6 +64,22 @@ class Recording:
 
     def turns(self) -> list[int]:
         return sorted({e.turn for e in self.events if isinstance(e, ModelDone)})
+
+    def notices(self) -> list[str]:
+        """What the user is told before it plays: what was skipped, and an unfinished end."""
+        notes = []
+        skipped = [f"{what} {', '.join(sorted(names))}" for what, names in (
+            ("event type(s)", self.unknown_types), ("field(s)", self.unknown_fields)) if names]
+        if skipped:
+            notes.append(f"{self.path}: skipped what this codeloop does not know (written by a "
+                         f"newer version?): {'; '.join(skipped)}")
+        if self.truncated:
+            notes.append(f"{self.path}: the last line was cut off and no session.end follows "
+                         "(the session crashed?); replaying the complete lines")
+        elif not any(isinstance(e, SessionEnd) for e in self.events):
+            notes.append(f"{self.path}: no session.end: the session did not finish (it was "
+                         "killed, or is still running); replaying what is there")
+        return notes
 
 
 def load(path: Path) -> Recording:
@@ -82,17 +107,108 @@ def load(path: Path) -> Recording:
     if version > FORMAT_VERSION:
         raise RecordingError(f"{path}: recording format {version} is newer than this codeloop "
                              f"reads (format {FORMAT_VERSION}); upgrade codeloop")
-    events: list[Event] = []
-    truncated = False
+    recording = Recording(path, [])
+    references = References()  # a large string is written once; later copies refer to it
     for number, line in enumerate(lines, 1):
         try:
-            events.append(event_from_dict(json.loads(line)))
-        except (ValueError, TypeError) as exc:
+            data = json.loads(line)
+        except ValueError as exc:
             if number == len(lines) and not ends_cleanly:
-                truncated = True  # the process died while writing its last line
+                recording.truncated = True  # the process died while writing its last line
                 break
             raise RecordingError(f"{path}: line {number} is corrupt ({exc})") from None
-    return Recording(path, events, truncated)
+        try:
+            event = _checked_event(references.resolve(data), recording)
+        except ValueError as exc:
+            raise RecordingError(f"{path}: line {number} {exc}") from None
+        if event is not None:
+            recording.events.append(event)
+    return recording
+
+
+def _checked_event(data: Any, recording: Recording) -> Event | None:
+    """The event one line holds, every field checked against the type its class declares.
+
+    Format 1 stays forward compatible: an event type or a field this codeloop does not know
+    (a newer minor version wrote it) is left out and noted on `recording`, returning None for
+    an unknown type. Raises ValueError saying what is damaged.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"is not a JSON object ({_shown(data)})")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ValueError("is damaged: field 'type' " + (
+            f"should be a string, not {_shown(kind)}" if "type" in data else "is missing"))
+    cls = EVENT_TYPES.get(kind)
+    if cls is None:
+        recording.unknown_types.add(kind)
+        return None
+    declared = _declared_fields(cls)
+    values = {}
+    for name, value in data.items():
+        if name == "type":
+            continue
+        if name not in declared:
+            recording.unknown_fields.add(f"{kind}.{name}")
+            continue
+        problem = _mismatch(value, declared[name][0], repr(name))
+        if problem:
+            raise ValueError(f"is damaged: {kind} field {problem}")
+        values[name] = value
+    missing = [name for name, (_, required) in declared.items()
+               if required and name not in values]
+    if missing:
+        raise ValueError(f"is damaged: {kind} field {missing[0]!r} is missing")
+    return cls(**values)
+
+
+@cache
+def _declared_fields(cls: type[Event]) -> dict[str, tuple[Any, bool]]:
+    """Each field of an event class: its declared type, and whether every line must carry it
+    (it has no default). Read from the dataclass itself, so a new field is checked too."""
+    hints = get_type_hints(cls)
+    return {f.name: (hints[f.name], f.default is MISSING and f.default_factory is MISSING)
+            for f in fields(cls)}
+
+
+_SCALAR_NAMES = {int: "an integer", float: "a finite number", str: "a string",
+                 bool: "true or false"}
+
+
+def _mismatch(value: Any, hint: Any, where: str) -> str | None:
+    """Where in `value` (a field named `where`) it does not fit the declared type `hint`, and
+    how; None when it fits. Containers are checked element by element."""
+    origin = get_origin(hint)
+    if origin in (list, dict):
+        if not isinstance(value, origin):
+            return f"{where} should be {_type_name(hint)}, not {_shown(value)}"
+        item = get_args(hint)[-1]
+        items = enumerate(value) if origin is list else value.items()
+        return next((problem for key, element in items
+                     if (problem := _mismatch(element, item, f"{where}[{key!r}]"))), None)
+    if _fits(value, hint):
+        return None
+    return f"{where} should be {_type_name(hint)}, not {_shown(value)}"
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    if hint is Any:
+        return True
+    if isinstance(value, bool):  # JSON true/false is never a number
+        return hint is bool
+    if hint is float:  # JSON has one number type; an infinity would stall the player forever
+        return isinstance(value, int | float) and math.isfinite(value)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    return _SCALAR_NAMES.get(hint) or str(hint).replace("typing.", "")
+
+
+def _shown(value: Any) -> str:
+    """A value as the line wrote it, cut short (a recorded patch can be megabytes)."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def reply_events(recording: Recording) -> dict[int, list[Event]]:
@@ -254,18 +370,22 @@ def recorded_figures(recording: Recording) -> list[AskFigures]:
 
 async def ask_again(recording: Recording, client: ModelClient,
                     tools: list[dict[str, Any]]) -> list[AskFigures]:
+    """Each recorded request sent once more (no retries: a failure is the measurement's end);
+    raises TransportError as the client does."""
     await client.connect()
     figures = []
-    for turn, messages in recorded_requests(recording):
-        started = time.perf_counter()
-        done: ModelDone | None = None
-        async for event in client.stream(turn, messages, tools):
-            if isinstance(event, ModelDone):
-                done = event
-        assert done is not None
-        figures.append(AskFigures(turn, done.ttft_ms, done.tokens_per_s,
-                                  round((time.perf_counter() - started) * 1000, 3)))
-    await client.aclose()
+    try:
+        for turn, messages in recorded_requests(recording):
+            started = time.perf_counter()
+            done: ModelDone | None = None
+            async for event in client.stream(turn, messages, tools):
+                if isinstance(event, ModelDone):
+                    done = event
+            assert done is not None
+            figures.append(AskFigures(turn, done.ttft_ms, done.tokens_per_s,
+                                      round((time.perf_counter() - started) * 1000, 3)))
+    finally:
+        await client.aclose()
     return figures
 
 

@@ -11,11 +11,12 @@ import asyncio
 import json
 import sys
 import tempfile
+from concurrent.futures import Future
 from pathlib import Path
 
 from codeloop.config import Config
 from codeloop.events import Event, EventStream, SandboxReady, UserMessage
-from codeloop.loop import Session, SessionSettings
+from codeloop.loop import EXIT_MODEL, EXIT_USAGE, Session, SessionSettings
 from codeloop.progress import ProgressPrinter
 from codeloop.recording import Recorder, event_line
 from codeloop.replay import (
@@ -30,15 +31,22 @@ from codeloop.replay import (
     recorded_figures,
     summary,
 )
-from codeloop.sandbox import clean, copy_project, exclude_from_git
+from codeloop.sandbox import (
+    Sandbox,
+    SandboxError,
+    clean,
+    copy_project,
+    exclude_from_git,
+    start_sandbox,
+)
 from codeloop.tools import tool_schemas
 
 DEMO_PROJECT = "offbyone"
 
 
-def _error(message: str) -> int:
+def _error(message: str, exit_code: int = EXIT_USAGE) -> int:
     print(f"codeloop: error: {message}", file=sys.stderr)
-    return 2
+    return exit_code
 
 
 def run_replay(args: argparse.Namespace, repo_root: Path | None) -> int:
@@ -46,9 +54,8 @@ def run_replay(args: argparse.Namespace, repo_root: Path | None) -> int:
         recording = load(Path(args.file))
     except RecordingError as exc:
         return _error(str(exc))
-    if recording.truncated:
-        print(f"codeloop: {args.file}: the last line was cut off (the session crashed?); "
-              "replaying the complete lines", file=sys.stderr)
+    for notice in recording.notices():
+        print(f"codeloop: {notice}", file=sys.stderr)
     if args.ask:
         return ask(recording, args)
     if args.re_execute:
@@ -81,7 +88,10 @@ def watch(recording: Recording, speed: float | None, as_json: bool) -> int:
 
 
 def _session(recording: Recording, repo_root: Path, at: str, speed: float | None,
-             events: EventStream) -> Session:
+             events: EventStream, *, session_id: str = "",
+             sandbox_start: Future[Sandbox] | None = None) -> Session:
+    """A real Session answered by the recorded replies (`sandbox_start`: its sandbox, already
+    being created for `session_id`)."""
     start = recording.start
     task = next((e.text for e in recording.events if isinstance(e, UserMessage)), start.task)
     config = Config(model=start.model, base_url=start.base_url, edit_mode=start.edit_mode,
@@ -89,20 +99,30 @@ def _session(recording: Recording, repo_root: Path, at: str, speed: float | None
                     max_iterations=max(len(recording.turns()), 1))
     from codeloop.cli import new_session_id
 
-    settings = SessionSettings(session_id=new_session_id(), task=task,
+    settings = SessionSettings(session_id=session_id or new_session_id(), task=task,
                                test_command=start.test_command, at=at)
-    return Session(repo_root, config, settings, ReplayClient(recording, speed), events)
+    return Session(repo_root, config, settings, ReplayClient(recording, speed), events,
+                   sandbox_start=sandbox_start)
 
 
 def re_execute(recording: Recording, repo_root: Path, at: str, speed: float | None,
                as_json: bool) -> int:
     """The recorded replies, a fresh sandbox at `at`, real patches, real tests; then where it
-    diverged. Exit 0 when nothing did, 1 when something did."""
+    diverged. Exit 0 when nothing did, 1 when something did, 2 when `at` is no commit here."""
+    from codeloop.cli import new_session_id
+
+    exclude_from_git(repo_root, ".codeloop/")
+    session_id = new_session_id()
+    # the sandbox first: a revision that is no commit here is a usage error, not a divergence,
+    # and a session that cannot start leaves no recording behind
+    creating = start_sandbox(repo_root, session_id, at)
+    if isinstance(failed := creating.exception(), SandboxError):
+        return _error(str(failed))
     events = EventStream()
     replayed: list[Event] = []
     events.subscribe(replayed.append)
-    exclude_from_git(repo_root, ".codeloop/")
-    session = _session(recording, repo_root, at, speed, events)
+    session = _session(recording, repo_root, at, speed, events, session_id=session_id,
+                       sandbox_start=creating)
     recorder = Recorder(repo_root, session.settings.session_id,
                         mirror=sys.stdout if as_json else None)
     events.subscribe(recorder)
@@ -128,7 +148,8 @@ def ask(recording: Recording, args: argparse.Namespace) -> int:
     """Send the recorded requests again to another model/transport; compare the latency."""
     import os
 
-    from codeloop.transport import make_client
+    from codeloop.redact import redact
+    from codeloop.transport import TransportError, make_client
 
     start = recording.start
     base_url = args.base_url or start.base_url
@@ -141,7 +162,10 @@ def ask(recording: Recording, args: argparse.Namespace) -> int:
                          8192, 120.0)
     tools = tool_schemas() if start.edit_mode in ("auto", "tools") else []
     before = recorded_figures(recording)
-    after = asyncio.run(ask_again(recording, client, tools))
+    try:
+        after = asyncio.run(ask_again(recording, client, tools))
+    except TransportError as exc:  # a server may echo the key it refused: never shown
+        return _error(f"--ask stopped: {redact(str(exc), (key,) if key else ())}", EXIT_MODEL)
     stats = {"recorded": summary(before), "now": summary(after)}
     if args.json:
         print(json.dumps({"turns": [{"turn": a.turn, "recorded": vars(b), "now": vars(a)}

@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import signal
+import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+REAPER = Path(__file__).with_name("reaper.py")
+DRAIN_GRACE_S = 1.0  # after the test command exits: for its output still on the way
 HEAD_CHARS = 12_000
 TAIL_CHARS = 12_000
 T = TypeVar("T")
@@ -152,35 +155,82 @@ def _summary_line(output: str) -> str:
 
 
 class RunningTests(Protocol):
-    """A started test run: its process group leader, its output, its exit code."""
+    """A started test run: the process that runs it, its output, its exit code."""
 
     pid: int
 
     async def read(self) -> bytes:
         """The next piece of output; b"" at the end."""
 
-    async def wait(self) -> int: ...
+    async def wait(self) -> int:
+        """The exit code, once the test command has exited (its output may still be open)."""
+
+    def kill(self) -> None:
+        """End the run now, with every process it started."""
+
+    def close(self) -> None:
+        """Release the output, read to its end or not."""
 
 
-class _ColdRun:
-    """The test command as a shell subprocess in its own session."""
+class _ColdRun(asyncio.SubprocessProtocol):
+    """The test command as a shell in a session of its own. On Linux it runs under reaper.py,
+    which ends every process the command started once it exits (daemons in sessions of their
+    own too); elsewhere the shell's process group is killed when it exits."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.pid = process.pid
+    def __init__(self, supervised: bool) -> None:
+        self.supervised = supervised
+        self.pid = 0
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._output = asyncio.StreamReader()
+        self._exit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
     @classmethod
     async def start(cls, command: str, cwd: Path, env: dict[str, str]) -> _ColdRun:
-        return cls(await asyncio.create_subprocess_shell(
-            command, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            stdin=asyncio.subprocess.DEVNULL, start_new_session=True, env=env))
+        supervised = sys.platform == "linux" and bool(sys.executable)
+        argv = ([sys.executable, "-I", "-S", str(REAPER), command] if supervised
+                else ["/bin/sh", "-c", command])
+        _, run = await asyncio.get_running_loop().subprocess_exec(
+            lambda: cls(supervised), *argv, cwd=cwd, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True, env=env)
+        return run
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self._transport = transport
+        self.pid = transport.get_pid()
+        pipe = transport.get_pipe_transport(1)
+        assert isinstance(pipe, asyncio.ReadTransport)
+        self._output.set_transport(pipe)  # a reader that falls behind pauses the pipe
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self._output.feed_data(data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self._output.feed_eof()
+
+    def process_exited(self) -> None:
+        assert self._transport is not None
+        if not self.supervised:  # what the test left in the shell's group goes with it
+            kill_group(self.pid)
+        self._exit.set_result(self._transport.get_returncode())
 
     async def read(self) -> bytes:
-        assert self.process.stdout is not None
-        return await self.process.stdout.read(65536)
+        return await self._output.read(65536)
 
     async def wait(self) -> int:
-        return await self.process.wait()
+        return await asyncio.shield(self._exit)
+
+    def kill(self) -> None:
+        if not self.supervised:
+            kill_group(self.pid)
+        elif not self._exit.done():  # reaper.py ends the whole run on SIGTERM
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
 
 def environment_without(hidden: tuple[str, ...]) -> dict[str, str]:
@@ -208,7 +258,9 @@ async def run_tests(command: str, cwd: Path, timeout_s: float,
                     on_output: Callable[[str], None], hidden_env: tuple[str, ...] = (),
                     warm: WarmStarter | None = None, first: list[str] | None = None
                     ) -> TestResult:
-    """Run `command` in `cwd` in its own process group; kill the whole group at the timeout.
+    """Run `command` in `cwd` in a session of its own; at its exit, at the timeout or on a
+    cancel, every process it started is killed (its output is read for `DRAIN_GRACE_S` more
+    after it exits, for what is still on the way).
 
     With `warm`, a pytest command runs in a child forked from the warm runner instead (same
     arguments, same results); `first` are test ids to run first.
@@ -223,35 +275,16 @@ async def run_tests(command: str, cwd: Path, timeout_s: float,
         start = warm.start(command, extras, cwd, env, first or [])
     else:
         start = _ColdRun.start(" ".join([command, *map(shlex.quote, extras)]), cwd, env)
-    # a cancel while the process is being started waits for it, then kills its whole group
+    # a cancel while the process is being started waits for it, then kills all it started
     starting = asyncio.ensure_future(start)
     try:
         run: RunningTests = await asyncio.shield(starting)
     except asyncio.CancelledError:
         with contextlib.suppress(Exception):  # a start that failed left nothing to stop
-            await _stop(await _finish(starting))
+            await _follow(await _finish(starting), BoundedText(), lambda _: None, 0)
         raise
     output = BoundedText()
-    timed_out = False
-    exit_code: int | None = None
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
-
-    async def pump() -> int:
-        while chunk := await run.read():
-            if shown := output.add(decoder.decode(chunk)):
-                on_output(shown)
-        if shown := output.add(decoder.decode(b"", final=True)):
-            on_output(shown)
-        return await run.wait()
-
-    try:
-        exit_code = await asyncio.wait_for(pump(), timeout_s)
-    except TimeoutError:
-        timed_out = True
-        exit_code = await _stop(run)
-    finally:
-        if exit_code is None:  # cancelled: the whole group goes
-            await _stop(run)
+    exit_code, timed_out = await _follow(run, output, on_output, timeout_s)
     text = output.text()
     result = TestResult(exit_code=exit_code, summary="", timed_out=timed_out, output=text,
                         duration_ms=round((time.perf_counter() - started) * 1000, 3))
@@ -261,7 +294,7 @@ async def run_tests(command: str, cwd: Path, timeout_s: float,
                                                          cwd.resolve())
     junit_dir.cleanup()
     if timed_out:
-        result.summary = f"timed out after {timeout_s:g}s (process group killed)"
+        result.summary = f"timed out after {timeout_s:g}s (every process it started killed)"
     else:
         result.summary = _summary_line(text) or _counts_summary(result)
     return result
@@ -284,27 +317,54 @@ async def _finish(work: Awaitable[T]) -> T:
     return task.result()
 
 
-async def _stop(run: RunningTests) -> int | None:
-    """Kill the run's whole process group, reap it and read its output to the end, through
-    any cancel; returns its exit code."""
-    _kill_group(run.pid)
-    code = None
-    with contextlib.suppress(ProcessLookupError):
-        code = await _finish(run.wait())
-    await _finish(_drain(run))
-    return code
+async def _follow(run: RunningTests, output: BoundedText, on_output: Callable[[str], None],
+                  timeout_s: float) -> tuple[int, bool]:
+    """Read the run's output into `output` until the command exits, and then for
+    `DRAIN_GRACE_S` at most; returns (exit code, whether it timed out). At the timeout, on a
+    cancel, or when the output is still open after the grace period, everything the run
+    started is killed first."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    async def read_all() -> None:
+        while chunk := await run.read():
+            if shown := output.add(decoder.decode(chunk)):
+                on_output(shown)
+        if shown := output.add(decoder.decode(b"", final=True)):
+            on_output(shown)
+
+    reading = asyncio.ensure_future(read_all())
+    exiting = asyncio.ensure_future(run.wait())
+    try:
+        await asyncio.wait({exiting}, timeout=timeout_s)
+        if exiting.done():
+            await asyncio.wait({reading}, timeout=DRAIN_GRACE_S)
+    finally:
+        timed_out = not exiting.done()
+        await _finish(_end(run, exiting, reading))
+    failure = None if reading.cancelled() else reading.exception()
+    code = exiting.result()
+    if failure is not None:
+        raise failure
+    return code, timed_out
 
 
-async def _drain(run: RunningTests) -> None:
-    """Read a killed run's output to its end, so its pipe is closed now rather than by the
-    garbage collector (bounded: something outside the group could still hold the pipe)."""
-    with contextlib.suppress(TimeoutError, OSError, ValueError):
-        async with asyncio.timeout(1):
-            while await run.read():
-                pass
+async def _end(run: RunningTests, exiting: asyncio.Task[int], reading: asyncio.Task[None]
+               ) -> None:
+    """Unless the command has exited and its output is read to the end: kill what the run
+    started, wait for its exit, read its output to the end (for `DRAIN_GRACE_S` at most:
+    something out of reach could hold it open). Then release the output."""
+    if not (exiting.done() and reading.done()):
+        run.kill()
+    await asyncio.wait({exiting})
+    if not reading.done():
+        await asyncio.wait({reading}, timeout=DRAIN_GRACE_S)
+        reading.cancel()
+        await asyncio.wait({reading})
+    run.close()
 
 
-def _kill_group(pid: int) -> None:
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group `pid` leads (or led), where there is one."""
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:  # a warm child killed before its setsid() has no group yet,

@@ -4,7 +4,8 @@ Owns starting the runner under the project's interpreter (the one its test comma
 safety checks (fork available, no threads in the runner, every warm import succeeded), the
 dependency watch that restarts it (pyproject/requirements/lock files, site-packages), and one run:
 a child forked by the runner, its output read from a FIFO, killed as a whole process group at a
-timeout. Whether a warm run is trusted at all is decided by the session's self-check.
+timeout (the runner, a child subreaper, then ends whatever else the child started). Whether a
+warm run is trusted at all is decided by the session's self-check.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import tempfile
 import tomllib
 from pathlib import Path
 
-from codeloop.testrun import environment_without
+from codeloop.testrun import environment_without, kill_group
 
 RUNNER = Path(__file__).with_name("warm_runner.py")
 DEPENDENCY_FILES = ("pyproject.toml", "setup.cfg", "setup.py", "requirements.txt",
@@ -82,14 +83,16 @@ class _WarmRun:
     def __init__(self, runner: WarmRunner, pid: int, fifo: Path, fd: int) -> None:
         self.runner, self.pid, self.fifo, self._fd = runner, pid, fifo, fd
         self._reader: asyncio.StreamReader | None = None
+        self._pipe: asyncio.BaseTransport | None = None
         self._exit: int | None = None
 
     async def read(self) -> bytes:
         if self._reader is None:
             loop = asyncio.get_running_loop()
             self._reader = asyncio.StreamReader()
-            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(self._reader),
-                                         os.fdopen(self._fd, "rb", buffering=0))
+            self._pipe, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(self._reader),
+                os.fdopen(self._fd, "rb", buffering=0))
         return await self._reader.read(65536)
 
     async def wait(self) -> int:
@@ -100,6 +103,15 @@ class _WarmRun:
                 self.fifo.unlink(missing_ok=True)
                 self.runner.busy.release()
         return self._exit
+
+    def kill(self) -> None:
+        kill_group(self.pid)  # the runner ends the rest, once the child is gone
+
+    def close(self) -> None:
+        if self._pipe is not None:
+            self._pipe.close()
+        elif self._reader is None:  # never read: the FIFO is still a bare descriptor
+            os.close(self._fd)
 
 
 class WarmRunner:

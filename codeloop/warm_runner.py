@@ -10,7 +10,10 @@ object per line:
       "site": [...]}                                                     after warming
   -> {"args": [...], "cwd": "...", "env": {...}, "output": FIFO, "path0": bool, "first": [...]}
   <- {"pid": P}                                                          the child started
-  <- {"exit": CODE}                                                      the child finished
+  <- {"exit": CODE}                        the child finished, and all it started is ended
+
+The runner is a child subreaper (reaper.py): what a child leaves behind, daemons in sessions of
+their own included, is handed to the runner, which kills it before it reports the exit.
 """
 
 import importlib
@@ -18,6 +21,18 @@ import json
 import os
 import sys
 import threading
+
+
+def _load_reaper():
+    """reaper.py, beside this file, under a name of its own: the project's modules, which may
+    have any name, never meet it."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reaper.py")
+    spec = importlib.util.spec_from_file_location("_codeloop_reaper", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _send(message):
@@ -113,6 +128,8 @@ def _child(request):
 
 
 def main():
+    reaper = _load_reaper()
+    reaper.become_subreaper()
     distributions = json.loads(sys.argv[1]) if len(sys.argv) > 1 else []
     warmed, failed = _warm(distributions)
     import gc
@@ -124,6 +141,7 @@ def main():
     _send({"ready": True, "threads": threading.active_count(), "warmed": warmed,
            "failed": failed, "fork": hasattr(os, "fork"),
            "site": [p for p in site.getsitepackages() if os.path.isdir(p)]})
+    keep = set(reaper.children())  # whatever warming started is the runner's, not a run's
     for line in sys.stdin:
         request = json.loads(line)
         pid = os.fork()
@@ -133,8 +151,8 @@ def main():
             finally:
                 os._exit(70)
         _send({"pid": pid})
-        _, status = os.waitpid(pid, 0)
-        _send({"exit": os.waitstatus_to_exitcode(status)})
+        reaper.wait_exited(pid)
+        _send({"exit": os.waitstatus_to_exitcode(reaper.end_all(pid, keep))})
 
 
 if __name__ == "__main__":

@@ -356,7 +356,8 @@ def test_clean_with_nothing_to_clean_says_so(tmp_path: Path) -> None:
     assert result.stdout.strip() == "nothing to clean"
 
 
-def test_clean_removes_codeloop_worktrees_and_branches_only(tmp_path: Path) -> None:
+def test_clean_keeps_worktrees_and_branches_under_codeloop_that_it_did_not_make(
+        tmp_path: Path) -> None:
     repo = make_git_repo(tmp_path / "repo")
     sandbox = tmp_path / "wt"
     other = tmp_path / "other-wt"
@@ -367,36 +368,31 @@ def test_clean_removes_codeloop_worktrees_and_branches_only(tmp_path: Path) -> N
     result = run_cli(repo, "clean", env=cli_env(tmp_path))
 
     assert result.returncode == 0
-    assert f"removed {sandbox}" in result.stdout
-    assert "removed codeloop/x" in result.stdout
-    assert "removed codeloop/orphan" in result.stdout
-    assert not sandbox.exists()
-    assert git(repo, "branch", "--list", "codeloop/*") == ""
-    # what is not codeloop's stays
-    assert other.is_dir()
-    assert "feature" in git(repo, "branch", "--list", "feature")
+    assert result.stdout.splitlines() == [
+        f"kept {sandbox}: not made by codeloop",
+        "kept codeloop/orphan: not made by codeloop",
+        "kept codeloop/x: not made by codeloop"]
+    assert sandbox.is_dir() and other.is_dir()
+    assert {"codeloop/orphan", "codeloop/x", "feature"} <= set(
+        git(repo, "branch", "--list", "--format=%(refname:short)").split())
     again = run_cli(repo, "clean", env=cli_env(tmp_path))
-    assert again.stdout.strip() == "nothing to clean"
+    assert again.stdout == result.stdout
 
 
 def test_clean_honours_repo_flag_given_before_the_subcommand(tmp_path: Path) -> None:
     repo = make_git_repo(tmp_path / "repo")
-    sandbox = tmp_path / "wt"
-    git(repo, "worktree", "add", "-q", "-b", "codeloop/x", str(sandbox))
+    git(repo, "branch", "codeloop/x")
     result = run_cli(tmp_path, "-C", str(repo), "clean", env=cli_env(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert "removed codeloop/x" in result.stdout
-    assert not sandbox.exists()
+    assert result.stdout == "kept codeloop/x: not made by codeloop\n"
 
 
 def test_clean_honours_repo_flag_given_after_the_subcommand(tmp_path: Path) -> None:
     repo = make_git_repo(tmp_path / "repo")
-    sandbox = tmp_path / "wt"
-    git(repo, "worktree", "add", "-q", "-b", "codeloop/x", str(sandbox))
+    git(repo, "branch", "codeloop/x")
     result = run_cli(tmp_path, "clean", "-C", str(repo), env=cli_env(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert "removed codeloop/x" in result.stdout
-    assert not sandbox.exists()
+    assert result.stdout == "kept codeloop/x: not made by codeloop\n"
 
 
 def test_every_configuration_key_has_a_flag_a_variable_and_an_example_entry() -> None:

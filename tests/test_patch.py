@@ -1,7 +1,7 @@
 """The patch engine against the diffs real models write.
 
-Each test builds a real git repo, plans the model's diff with `plan`, renders it, applies it with
-`git apply --index` through `Sandbox.commit_patch`, and checks the exact bytes left on disk.
+Each test builds a real git repo, plans the model's diff with `plan`, commits the edits through
+`Sandbox.commit_patch`, and checks the exact bytes left on disk.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from codeloop.patch import FileEdit, PatchError, diffstat, plan, render
+from codeloop.patch import FileEdit, PatchError, diffstat, plan
 from codeloop.sandbox import Sandbox
 
 TEN = "".join(f"line {n}\n" for n in range(1, 11)).encode()
@@ -50,14 +50,14 @@ def make_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MakeRepo:
 
 @pytest.fixture
 def apply(make_repo: MakeRepo) -> Iterator[Apply]:
-    """plan -> render -> Sandbox.commit_patch; returns the worktree (proven clean) and edits."""
+    """plan -> Sandbox.commit_patch; returns the worktree (proven clean) and edits."""
     sandboxes: list[Sandbox] = []
 
     def run(files: dict[str, bytes], diffs: list[str]) -> tuple[Path, list[FileEdit]]:
         sandbox = Sandbox.create(make_repo(files), "s1")
         sandboxes.append(sandbox)
         edits = plan(sandbox.path, diffs)
-        sandbox.commit_patch(render(edits), "apply the model's diff")
+        sandbox.commit_patch(edits, "apply the model's diff")
         assert _git(sandbox.path, "status", "--porcelain") == ""
         return sandbox.path, edits
 
@@ -244,7 +244,6 @@ def test_fully_applied_patch_yields_no_changed_edits(make_repo: MakeRepo) -> Non
     assert [edit for edit in edits if edit.before != edit.after] == []
     assert [edit.already_applied for edit in edits] == [
         ["f.txt hunk 1 (@@ -2,3 +2,3 @@)"], ["new.txt (already created)"]]
-    assert render(edits) == ""
     assert diffstat(edits) == "0 file(s) changed, +0 -0"
 
 

@@ -400,20 +400,6 @@ def test_ctrl_c_while_the_sandbox_is_being_made_waits_for_it_and_reports_its_bra
     assert tree_state(repo) == before
 
 
-def test_clean_also_removes_a_copy_left_behind_by_a_killed_session(tmp_path, isolated_env,
-                                                                     monkeypatch):
-    repo = make_repo(tmp_path, "offbyone")
-    monkeypatch.setenv("XDG_CACHE_HOME", isolated_env["XDG_CACHE_HOME"])
-    making = Sandbox.create(repo, "killed").start_scratch_copy()
-    assert not making.cancel()  # a cancel waits for the copy: it is known, so it is removed
-    copy = making.result(timeout=30)
-    assert (copy / "pager" / "paginate.py").is_file()
-    assert "detached" in git(repo, "worktree", "list")
-    cleaned = run_codeloop(repo, isolated_env, "clean")
-    assert cleaned.returncode == 0 and f"removed {copy}" in cleaned.stdout
-    assert not copy.exists() and len(git(repo, "worktree", "list").splitlines()) == 1
-
-
 SLOPPY_DIFF = (
     # no a/ b/ prefixes, hunk numbers far off, a blank context line without its space,
     # trailing whitespace on a context line, CRLF line endings

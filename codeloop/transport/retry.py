@@ -3,13 +3,14 @@
 429, 5xx and connection errors back off exponentially with jitter, capped, honouring the server's
 Retry-After (up to two minutes); billing 429s and other 4xx fail at once. A failure after part of
 the reply was shown is never silently re-sent: the turn restarts visibly, once. Every retry is a
-`model.retry` event.
+`model.retry` event, with the time the failed attempt took.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -33,6 +34,7 @@ async def stream_with_retries(client: ModelClient, turn: int, messages: list[dic
     attempt = 0
     restarted = False
     while True:
+        started = time.perf_counter()
         try:
             async for event in client.stream(turn, messages, tools):
                 yield event
@@ -46,5 +48,6 @@ async def stream_with_retries(client: ModelClient, turn: int, messages: list[dic
             delay = backoff_delay(attempt, error)
             attempt += 1
             yield ModelRetry(turn=turn, attempt=attempt, delay_s=round(delay, 3),
-                             reason=str(error), restart=error.shown)
+                             reason=str(error), restart=error.shown,
+                             elapsed_ms=round((time.perf_counter() - started) * 1000, 3))
             await asyncio.sleep(delay)

@@ -45,7 +45,7 @@ from codeloop.events import (
 from codeloop.history import History
 from codeloop.latency import LatencyModel
 from codeloop.loop import EXIT_FAILED, EXIT_PASSED, Session
-from codeloop.progress import format_spans
+from codeloop.progress import clip, format_spans
 from codeloop.transport import TransportError
 from codeloop.tui.panel import LatencyPanel
 from codeloop.tui.prompt_input import PromptInput
@@ -119,7 +119,8 @@ class CodeloopApp(App[int]):
             await self.session.open()
             self.opened = True
         except Exception as exc:  # noqa: BLE001 - shown to the user, the app stays up
-            self.transcript.add_text(f"could not start the session: {exc}", "error")
+            self.transcript.add_text("could not start the session: "
+                                     + self.session.events.redact(str(exc)), "error")
         self.busy = None
         self._next()
 
@@ -151,7 +152,8 @@ class CodeloopApp(App[int]):
         try:
             await self.session.ask(text)
         except TransportError as exc:
-            self.transcript.add_text(f"model error: {exc}", "error")
+            self.transcript.add_text(f"model error: {self.session.events.redact(str(exc))}",
+                                     "error")
         finally:
             self.transcript.end_model()
             self.busy = None
@@ -268,9 +270,9 @@ class CodeloopApp(App[int]):
                 diff = patch_argument(event.arguments)
             except ValueError:
                 diff = event.arguments
-            self.transcript.add_diff("apply_patch", diff, "tool")
+            self.transcript.add_diff("apply_patch", clip(diff), "tool")
         else:
-            self.transcript.add_text(f"⚙ {event.name} {event.arguments}", "tool")
+            self.transcript.add_text(f"⚙ {event.name} {clip(event.arguments)}", "tool")
 
     def _show_tests(self, event: TestDone) -> None:
         style = "ok" if event.passed else "error"

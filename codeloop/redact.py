@@ -1,0 +1,90 @@
+"""Secrets off every output: the one function that scrubs them, and the event filter that runs it.
+
+The event stream hands each subscriber (the recorder and `--json`, the progress printer, the line
+REPL, the TUI) only what `Redactor.filter` returns, so no output path can forget to redact. What
+a front end prints outside the event stream (an exception's message) goes through
+`EventStream.redact`, the same function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+from codeloop.events import Event, ModelTextDelta, TestOutput
+
+REDACTED = "[redacted]"
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """`text` with every occurrence of each secret value replaced by REDACTED."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+class Redactor:
+    """Scrubs the secret values out of events before anyone sees them.
+
+    Streamed text is scrubbed across its pieces: the end of a piece that could be the start of a
+    secret is held back until the next piece shows whether it is one (a model streams a key as
+    several tokens). Held text goes out before any other event, so nothing is lost or reordered.
+    """
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self.secrets = tuple(s for s in secrets if s)
+        self._held: ModelTextDelta | TestOutput | None = None  # its end waits for the next piece
+
+    def text(self, text: str) -> str:
+        return redact(text, self.secrets)
+
+    def filter(self, event: Event) -> list[Event]:
+        """The events to hand on in place of `event`. Never the loop's own object when a field
+        had to change: the conversation keeps what the model really said."""
+        held, self._held = self._held, None
+        if isinstance(event, ModelTextDelta | TestOutput):  # pieces a secret can straddle
+            if held is not None and type(held) is type(event) and held.turn == event.turn:
+                return self._piece(event, held.text + event.text)
+            return [*([held] if held else []), *self._piece(event, event.text)]
+        changed = {name: scrubbed for name, value in vars(event).items() if name != "t"
+                   for scrubbed in [self._scrub(value)] if scrubbed is not value}
+        return [*([held] if held else []),
+                dataclasses.replace(event, **changed) if changed else event]
+
+    def _piece(self, event: ModelTextDelta | TestOutput, text: str) -> list[Event]:
+        """A streamed piece (after what was held back): out up to where a secret may start."""
+        text = self.text(text)
+        keep = len(text) - self._unfinished(text)
+        if keep < len(text):
+            self._held = dataclasses.replace(event, text=text[keep:])
+        if not keep:
+            return []
+        shown = text[:keep]
+        return [event if shown == event.text else dataclasses.replace(event, text=shown)]
+
+    def _scrub(self, value: Any) -> Any:
+        """`value` with secrets replaced in every string it holds; the same object if none."""
+        if isinstance(value, str):
+            return self.text(value)  # (`redact` returns the very string when nothing matched)
+        if isinstance(value, dict):
+            items = {key: self._scrub(item) for key, item in value.items()}
+            return items if any(items[k] is not value[k] for k in value) else value
+        if isinstance(value, list):
+            parts = [self._scrub(item) for item in value]
+            return parts if any(a is not b for a, b in zip(parts, value, strict=True)) else value
+        return value
+
+    def _unfinished(self, text: str) -> int:
+        """Length of the longest end of `text` that some secret begins with (but is not)."""
+        longest = 0
+        for secret in self.secrets:
+            start = max(0, len(text) - len(secret) + 1)
+            at = text.find(secret[0], start)
+            while at != -1 and len(text) - at > longest:
+                if secret.startswith(text[at:]):
+                    longest = len(text) - at
+                    break
+                at = text.find(secret[0], at + 1)
+        return longest
