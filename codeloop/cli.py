@@ -171,26 +171,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None, ctrl_c: CtrlC) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("demo", "replay"):
+        return _play(args, ctrl_c)
     from codeloop.sandbox import SandboxError, clean, find_repo
 
-    if args.command in ("demo", "replay"):  # (they stop at a Ctrl-C wherever they are)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    if args.command == "demo":
-        from codeloop.replay_run import run_demo
-
-        return run_demo(args)
-    if args.command == "replay":
-        from codeloop.replay_run import run_replay
-
-        try:
-            found: Path | None = find_repo((args.repo or Path.cwd()).resolve())
-        except (SandboxError, FileNotFoundError, NotADirectoryError):
-            found = None
-        return run_replay(args, found)
     try:
         repo_root = find_repo((args.repo or Path.cwd()).resolve())
     except (SandboxError, FileNotFoundError, NotADirectoryError) as exc:
         return _error(str(exc))
+    if ctrl_c.pressed:  # nothing is made yet: there is nothing to clean, end or report
+        return _interrupted()
     if args.command == "clean":
         report = clean(repo_root, force=args.force, dry_run=args.dry_run)
         done, kept = ("would remove", "would keep") if args.dry_run else ("removed", "kept")
@@ -201,11 +191,6 @@ def _main(argv: list[str] | None, ctrl_c: CtrlC) -> int:
     if not args.task and not args.plain and not (sys.stdin.isatty() and sys.stdout.isatty()):
         return _error("no terminal for the interactive app: pass --task TEXT to run headless, "
                       "or --plain for the line REPL")
-    if ctrl_c.pressed:  # nothing is made yet: there is nothing to end or report
-        from codeloop.loop import EXIT_INTERRUPTED
-
-        print("codeloop: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
     try:
         session, recorder = build_session(repo_root, args)
     except ConfigError as exc:
@@ -224,6 +209,44 @@ def _main(argv: list[str] | None, ctrl_c: CtrlC) -> int:
     return exit_code
 
 
+def _interrupted(mid_line: bool = False) -> int:
+    from codeloop.loop import EXIT_INTERRUPTED
+
+    print(("\n" if mid_line else "") + "codeloop: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _raise_at_ctrl_c(ctrl_c: CtrlC) -> None:
+    """From now on a Ctrl-C raises KeyboardInterrupt, unless SIGINT is ignored (as whoever
+    started codeloop left it: then it stays so)."""
+    if not ctrl_c.ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _play(args: argparse.Namespace, ctrl_c: CtrlC) -> int:
+    """`demo` and `replay`: they stop at a Ctrl-C wherever they are (exit 130, no traceback);
+    one noted during start-up stops them before they begin."""
+    try:
+        _raise_at_ctrl_c(ctrl_c)
+        if ctrl_c.pressed:
+            return _interrupted()
+        if args.command == "demo":
+            from codeloop.replay_run import run_demo
+
+            return run_demo(args)
+        from codeloop.replay_run import run_replay
+        from codeloop.sandbox import SandboxError, find_repo
+
+        try:
+            found: Path | None = find_repo((args.repo or Path.cwd()).resolve())
+        except (SandboxError, FileNotFoundError, NotADirectoryError):
+            found = None
+        return run_replay(args, found)
+    except KeyboardInterrupt:
+        hold_ctrl_c()  # (a press from here on only adds to the one being answered)
+        return _interrupted(mid_line=True)  # (what was playing may have stopped mid-line)
+
+
 def _run_session(session: Session, args: argparse.Namespace, ctrl_c: CtrlC) -> int:
     """The session, in the front end asked for; after a Ctrl-C during start-up, the session
     starts and ends at once, interrupted, whatever the front end."""
@@ -235,7 +258,7 @@ def _run_session(session: Session, args: argparse.Namespace, ctrl_c: CtrlC) -> i
         return run_repl(session)
     from codeloop.tui.app import CodeloopApp
 
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # (the app has its own ways)
+    _raise_at_ctrl_c(ctrl_c)  # (the app has its own ways)
     return CodeloopApp(session).run() or 0
 
 
@@ -265,18 +288,24 @@ def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, R
             f"http://127.0.0.1:8080/v1")
     test_command = config.test_command or detect_test_command(repo_root)
     key_vars = tuple(sorted({config.api_key_env, *env_keys}))
+    session_id = new_session_id()
+    from codeloop.recording import SESSIONS_DIR, Recorder
+
+    try:  # before anything is made: where it cannot be written, nothing is
+        recorder = Recorder(repo_root, session_id, mirror=sys.stdout if args.json else None)
+    except OSError as exc:  # `.codeloop` a file, say
+        raise ConfigError(f"cannot write recordings to {repo_root / SESSIONS_DIR}: "
+                          f"{exc.strerror or exc}") from None
     from codeloop.sandbox import exclude_from_git, start_sandbox
     from codeloop.testing import spawn_runner
 
     # the warm test runner's start-up (~0.2 s) and the sandbox's git work overlap the imports
     runner = spawn_runner(config.warm_tests, test_command, repo_root, key_vars)
-    session_id = new_session_id()
     exclude_from_git(repo_root, ".codeloop/")  # before the snapshot: recordings stay out
     sandbox_start = start_sandbox(repo_root, session_id)
     from codeloop.events import EventStream
     from codeloop.loop import Session, SessionSettings
     from codeloop.progress import ProgressPrinter
-    from codeloop.recording import Recorder
     from codeloop.transport import make_client
 
     settings = SessionSettings(
@@ -284,7 +313,6 @@ def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, R
         apply_at_end=args.apply, pinned_files=args.add, hidden_env=key_vars)
     # every subscriber (recording, --json, printer, REPL, TUI) gets the events redacted
     events = EventStream(Redactor(_secret_values(key_vars)))
-    recorder = Recorder(repo_root, settings.session_id, mirror=sys.stdout if args.json else None)
     events.subscribe(recorder)
     if args.task and not args.json:
         events.subscribe(ProgressPrinter())
@@ -303,7 +331,7 @@ def run_headless(session: Session, ctrl_c: CtrlC) -> int:
     async def interruptible() -> int:
         loop = asyncio.get_running_loop()
         runner = asyncio.ensure_future(session.run())
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGTERM,) if ctrl_c.ignored else (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, runner.cancel)
         if ctrl_c.pressed:  # (queued after its first step: begun, its end is recorded too)
             loop.call_soon(runner.cancel)
@@ -311,6 +339,7 @@ def run_headless(session: Session, ctrl_c: CtrlC) -> int:
             return await runner
         finally:
             loop.remove_signal_handler(signal.SIGTERM)
-            let_go_of_sigint(loop, ctrl_c)  # the rest of the exit notes a Ctrl-C
+            if not ctrl_c.ignored:
+                let_go_of_sigint(loop, ctrl_c)  # the rest of the exit notes a Ctrl-C
 
     return asyncio.run(interruptible())

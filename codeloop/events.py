@@ -6,10 +6,13 @@ same dict form goes to the recording, to `--json` and to every other consumer. N
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import MISSING, dataclass, field, fields
+from functools import cache
+from typing import TYPE_CHECKING, Any, ClassVar, get_args, get_origin, get_type_hints
 
 if TYPE_CHECKING:
     from codeloop.redact import Redactor
@@ -321,17 +324,94 @@ class SessionEnd(Event):
 EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in Event.__subclasses__()}
 
 
-def event_from_dict(data: dict[str, Any]) -> Event:
-    """Rebuild an event from its dict form; raises ValueError on an unknown type or bad fields."""
+def event_from_dict(data: Any, skipped: set[str] | None = None) -> Event | None:
+    """The event a dict (a recording's line) holds, every field checked against the type its
+    class declares; raises ValueError saying what does not fit.
+
+    An event type or a field this codeloop does not know is an error, unless `skipped` is
+    given: format 1 stays forward compatible, so a reader of a newer codeloop's recording
+    leaves it out and names it there (`type`, or `type.field`), returning None for the type.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"not a JSON object ({_shown(data)})")
     kind = data.get("type")
-    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if not isinstance(kind, str):
+        raise ValueError("field 'type' " + (
+            f"should be a string, not {_shown(kind)}" if "type" in data else "is missing"))
+    cls = EVENT_TYPES.get(kind)
     if cls is None:
-        raise ValueError(f"unknown event type {kind!r}")
-    fields = {k: v for k, v in data.items() if k != "type"}
-    try:
-        return cls(**fields)
-    except TypeError as exc:
-        raise ValueError(f"bad fields for event {kind!r}: {exc}") from None
+        if skipped is None:
+            raise ValueError(f"unknown event type {kind!r}")
+        skipped.add(kind)
+        return None
+    declared = _declared_fields(cls)
+    values = {}
+    for name, value in data.items():
+        if name == "type":
+            continue
+        if name not in declared:
+            if skipped is None:
+                raise ValueError(f"unknown field {name!r} in a {kind} event")
+            skipped.add(f"{kind}.{name}")
+            continue
+        problem = _mismatch(value, declared[name][0], repr(name))
+        if problem:
+            raise ValueError(f"{kind} field {problem}")
+        values[name] = value
+    missing = [name for name, (_, required) in declared.items()
+               if required and name not in values]
+    if missing:
+        raise ValueError(f"{kind} field {missing[0]!r} is missing")
+    return cls(**values)
+
+
+@cache
+def _declared_fields(cls: type[Event]) -> dict[str, tuple[Any, bool]]:
+    """Each field of an event class: its declared type, and whether every line must carry it
+    (it has no default). Read from the dataclass itself, so a new field is checked too."""
+    hints = get_type_hints(cls)
+    return {f.name: (hints[f.name], f.default is MISSING and f.default_factory is MISSING)
+            for f in fields(cls)}
+
+
+_SCALAR_NAMES = {int: "an integer", float: "a finite number", str: "a string",
+                 bool: "true or false"}
+
+
+def _mismatch(value: Any, hint: Any, where: str) -> str | None:
+    """Where in `value` (a field named `where`) it does not fit the declared type `hint`, and
+    how; None when it fits. Containers are checked element by element."""
+    origin = get_origin(hint)
+    if origin in (list, dict):
+        if not isinstance(value, origin):
+            return f"{where} should be {_type_name(hint)}, not {_shown(value)}"
+        item = get_args(hint)[-1]
+        items = enumerate(value) if origin is list else value.items()
+        return next((problem for key, element in items
+                     if (problem := _mismatch(element, item, f"{where}[{key!r}]"))), None)
+    if _fits(value, hint):
+        return None
+    return f"{where} should be {_type_name(hint)}, not {_shown(value)}"
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    if hint is Any:
+        return True
+    if isinstance(value, bool):  # JSON true/false is never a number
+        return hint is bool
+    if hint is float:  # JSON has one number type; an infinity would stall the player forever
+        return isinstance(value, int | float) and math.isfinite(value)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    return _SCALAR_NAMES.get(hint) or str(hint).replace("typing.", "")
+
+
+def _shown(value: Any) -> str:
+    """A value as the line wrote it, cut short (a recorded patch can be megabytes)."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 Subscriber = Callable[[Event], None]

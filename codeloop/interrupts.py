@@ -20,10 +20,13 @@ if TYPE_CHECKING:
 
 
 class CtrlC:
-    """The process's SIGINT handler: `pressed` once Ctrl-C came."""
+    """The process's SIGINT handler: `pressed` once Ctrl-C came. `ignored`: SIGINT was ignored
+    when codeloop started (a non-interactive shell starts its background jobs so, because a
+    Ctrl-C at the script reaches them too); codeloop then never takes it over."""
 
     def __init__(self) -> None:
         self.pressed = False
+        self.ignored = False
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.pressed = True
@@ -34,8 +37,11 @@ CTRL_C = CtrlC()
 
 def hold_ctrl_c() -> CtrlC:
     """Make SIGINT a noted press from now on (again, once a loop has let go of it); returns the
-    one handler, so a press noted by the entry point is still known to `main`."""
-    signal.signal(signal.SIGINT, CTRL_C)
+    one handler, so a press noted by the entry point is still known to `main`. A SIGINT
+    ignored by whoever started codeloop stays ignored."""
+    CTRL_C.ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if not CTRL_C.ignored:
+        signal.signal(signal.SIGINT, CTRL_C)
     return CTRL_C
 
 

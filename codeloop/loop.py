@@ -57,7 +57,13 @@ from codeloop.events import (
     UserMessage,
 )
 from codeloop.patch import PatchError, check_path, diffstat, plan
-from codeloop.sandbox import Sandbox, SandboxError, preload_gitpython, start_sandbox
+from codeloop.sandbox import (
+    Sandbox,
+    SandboxDamaged,
+    SandboxError,
+    preload_gitpython,
+    start_sandbox,
+)
 from codeloop.testing import TestService
 from codeloop.testrun import TestResult
 from codeloop.tools import READ_ONLY, run_read_only, tool_schemas
@@ -125,7 +131,8 @@ class Session:
         self.failed_patches: list[str] = []
         self.reads: dict[str, tuple[str, int]] = {}  # read_file arguments -> (digest, turn)
         self._last_report: tuple[str, int] | None = None  # (test report, turn it was shown)
-        self._tested_at: str | None = None  # the head `result` is of (None: the baseline's)
+        self._tested_at: str | None = None  # the commit `result` is of (None: none yet)
+        self._results: dict[str, TestResult] = {}  # commit -> the result of its files
         self._compacted_to: int | None = None  # context size right after the last compaction
         self._probe = PrefixProbe(0.0, 0, "")
         self._checking: asyncio.Task[None] | None = None  # the warm runner's self-check
@@ -208,6 +215,7 @@ class Session:
                     warming, baseline, self.tests.check_alone(self.sandbox.path)))
             preload_gitpython()  # the first commit's import, while the main thread idles
             self.result = await baseline
+            self._tested(self.sandbox.base_commit)
         except asyncio.CancelledError:
             if warming is not None:
                 warming.cancel()
@@ -373,9 +381,14 @@ class Session:
     # commands from an interactive user (the TUI and the line REPL)
 
     def undo(self) -> str:
-        """Sandbox back to the previous turn's commit; the model hears of it next time."""
+        """Sandbox back to the previous turn's commit; the model hears of it next time. The
+        test result is again that commit's (known unless its test run was interrupted: then
+        the next patch, or /test, runs them)."""
         assert self.sandbox is not None
         head = self.sandbox.undo()
+        if head in self._results:
+            self.result = self._results[head]
+            self._tested_at = head
         self.notes.append(f"The user undid your last change: the files are back at commit "
                           f"{head[:10]}.")
         self.events.emit(Notice(kind="undo", message=f"sandbox back at {head[:10]}"))
@@ -396,7 +409,9 @@ class Session:
 
     async def rerun_tests(self) -> TestResult:
         """Run the tests now; the model sees the result with the next message."""
+        assert self.sandbox is not None
         self.result = await self._run_tests(self.turn)
+        self._tested(self.sandbox.head())
         self.notes.append("The user re-ran the tests. " + prompt.test_report(self.result))
         return self.result
 
@@ -641,6 +656,8 @@ class Session:
             if changed:
                 commit = self.sandbox.commit_patch(
                     changed, f"codeloop turn {turn}: {stat.splitlines()[-1]}")
+        except SandboxDamaged:  # not a refusal: the session ends, saying what is left how
+            raise
         except (PatchError, SandboxError) as exc:
             spans["apply_ms"] = _ms_since(mark)
             self.events.emit(PatchRejected(turn=turn, reason=str(exc)))
@@ -658,11 +675,11 @@ class Session:
         if changed or commit != (self._tested_at or self.sandbox.base_commit):
             self.result = await self._run_tests(turn)
             spans["test_ms"] = round(spans["test_ms"] + self.result.duration_ms, 3)
-            self._tested_at = commit
+            self._tested(commit)
         if changed:
             mark = time.perf_counter()
-            self._tested_at = self.sandbox.reword_head(
-                f"codeloop turn {turn}: {stat.splitlines()[-1]}\n\ntests: {self.result.summary}")
+            self._tested(self.sandbox.reword_head(
+                f"codeloop turn {turn}: {stat.splitlines()[-1]}\n\ntests: {self.result.summary}"))
             spans["apply_ms"] += _ms_since(mark)
         mark = time.perf_counter()  # the feedback is the next request's prompt
         notes.append(self._report_once(turn))
@@ -671,12 +688,20 @@ class Session:
         spans["prompt_ms"] += _ms_since(mark)
         return "applied" if changed else "unchanged", "\n\n".join(n for n in notes if n)
 
+    def _tested(self, commit: str) -> None:
+        """`result` is that of `commit`'s files: remembered, for an /undo back to it."""
+        assert self.result is not None
+        self._tested_at = commit
+        self._results[commit] = self.result
+
     async def _run_tests(self, turn: int) -> TestResult:
         assert self.sandbox is not None
         self.events.emit(TestStart(turn=turn, command=self.settings.test_command))
         mode = self.tests.label
-        result = await self.tests.run(
-            self.sandbox.path, lambda text: self.events.emit(TestOutput(turn=turn, text=text)))
+        with self.sandbox.test_run():  # (what it writes there is the session's own)
+            result = await self.tests.run(
+                self.sandbox.path, lambda text: self.events.emit(TestOutput(turn=turn,
+                                                                            text=text)))
         if turn == 0:
             self.totals["baseline_test_ms"] = result.duration_ms
         self.events.emit(TestDone(

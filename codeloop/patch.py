@@ -3,22 +3,25 @@
 Owns the lenient repair of diff text (wrong or missing hunk numbers and counts, missing `a/` `b/`
 prefixes, blank context lines without their space, git's quoted paths and its rename and mode
 headers), parsing with `unidiff`, placing each hunk by its content (tolerating CRLF/LF, trailing
-whitespace and indentation differences; refusing a hunk that fits several places), and path
-safety. The result is each file's whole new content (`FileEdit`), which `Sandbox.commit_patch`
-writes. It reads the sandbox but never writes to it.
+whitespace and indentation differences; recognising a hunk already applied; refusing a hunk
+that fits several places), and path safety (only regular files are patched). The result is
+each file's whole new content (`FileEdit`), which `Sandbox.commit_patch` writes. It reads the
+sandbox but never writes to it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
 
-from unidiff import PatchSet
+from unidiff import PatchedFile, PatchSet
 from unidiff.errors import UnidiffParseError
 
 DEV_NULL = "/dev/null"
@@ -237,18 +240,44 @@ def _norm(line: str) -> str:
     return line.rstrip()
 
 
-def _find(haystack: list[str], needle: list[str], hint: int, key) -> list[int]:
-    """All positions where `needle` occurs in `haystack` under `key`, nearest to `hint` first."""
+def _bare(line: str) -> str:
+    """A file's line without its end of line ("\\n" or "\\r\\n")."""
+    return line.rstrip("\r\n")
+
+
+def _lines_of(content: str) -> list[str]:
+    """`content`'s lines without their ends of line (CRLF or LF: the same lines)."""
+    return [_bare(line) for line in _split(content)]
+
+
+def _split(content: str) -> list[str]:
+    """`content`'s lines, each with its "\\n" (a CRLF stays whole). Only "\\n" ends a line, as
+    for git and diff: a form feed, a lone "\\r" or a Unicode line separator is part of one."""
+    lines = [line + "\n" for line in content.split("\n")]
+    lines[-1] = lines[-1][:-1]
+    return lines if lines[-1] else lines[:-1]
+
+
+_Key = Callable[[str], str]
+
+
+def _find(haystack: list[str], needle: list[str], hint: int, key: _Key,
+          keyed: dict[_Key, list[str]]) -> list[int]:
+    """All positions where `needle` occurs in `haystack` under `key`, nearest to `hint` first.
+    `keyed` holds the haystack under each key used so far (a file can be long: keyed once)."""
     if not needle:
         return [min(max(hint, 0), len(haystack))]
     wanted = [key(n) for n in needle]
-    keyed = [key(h) for h in haystack]
-    first = wanted[0]
-    found = [
-        pos for pos in range(len(keyed) - len(wanted) + 1)
-        if keyed[pos] == first and keyed[pos:pos + len(wanted)] == wanted
-    ]
-    return sorted(found, key=lambda pos: abs(pos - hint))
+    if key not in keyed:
+        keyed[key] = [key(h) for h in haystack]
+    lines, found, pos = keyed[key], [], -1
+    while True:  # (list.index: each occurrence of the first line, found at C speed)
+        try:
+            pos = lines.index(wanted[0], pos + 1, len(lines) - len(wanted) + 1)
+        except ValueError:
+            return sorted(found, key=lambda at: abs(at - hint))
+        if lines[pos:pos + len(wanted)] == wanted:
+            found.append(pos)
 
 
 def _settle(found: list[int], hint: int, numbered: bool, cursor: int | None) -> list[int]:
@@ -266,12 +295,60 @@ def _settle(found: list[int], hint: int, numbered: bool, cursor: int | None) -> 
     return after if len(after) == 1 else found
 
 
-def _locate(file_lines: list[str], needle: list[str], hint: int, numbered: bool,
-            cursor: int | None) -> list[int]:
-    """Where the hunk's old side may sit: exact up to trailing whitespace, else up to
-    indentation. One position when settled, several when ambiguous, none when absent."""
-    found = _find(file_lines, needle, hint, _norm) or _find(file_lines, needle, hint, str.strip)
-    return sorted(_settle(found, hint, numbered, cursor))
+def _find_new(file_lines: list[str], old: list[str], new: list[str], hint: int,
+              keys: tuple[_Key, ...], keyed: dict[_Key, list[str]]) -> list[int]:
+    """Where the hunk's new side already sits, nearest `hint` first: compared under `keys` (as
+    leniently as its old side was found), but never so leniently that the two sides look alike
+    (a hunk that changes only indentation is looked for with it, one that changes only
+    trailing whitespace exactly)."""
+    telling = [key for key in keys if list(map(key, old)) != list(map(key, new))]
+    for key in telling or [_bare]:
+        found = _find(file_lines, new, hint, key, keyed)
+        if found:
+            return found
+    return []
+
+
+def _place(file_lines: list[str], old: list[str], new: list[str], hint: int, numbered: bool,
+           cursor: int | None, adds: bool) -> tuple[str, list[int]]:
+    """What a hunk means here, from where its old side and its new side sit in the file.
+
+    Returns ("applied", [where its new side is]), ("apply", [where its old side is]),
+    ("ambiguous", [the places its old side fits]), ("absent", []), or ("elsewhere", [where its
+    old side is, where its new side is]) for an unnumbered hunk that cannot be told apart from
+    one already applied. The old side is matched exactly up to trailing whitespace, else up to
+    indentation. The file already holds the hunk when its new side is found and
+    - its old side lies inside it (lines added at the hunk's start or end), or
+    - its old side is nowhere, or
+    - (a numbered hunk that `adds` a line other than a blank one) it sits at or nearer the
+      hunk's line numbers than the nearest old-side match: a patch sent again is recognised
+      where it went, not applied a second time to a repeat of its context elsewhere, however
+      far. (A new side of context and blank lines alone says nothing: it is found anywhere.)
+    An unnumbered hunk has no numbers to choose by: an old side that fits once, with such a new
+    side elsewhere, is "elsewhere". Without an old side, only a new side at the insertion point
+    counts. Otherwise the old side is settled as `_settle` says.
+    """
+    keyed: dict[_Key, list[str]] = {}
+    found = _find(file_lines, old, hint, _norm, keyed)
+    # (the new side's indentation is the file's wherever the old side's was)
+    keys: tuple[_Key, ...] = (_norm,) if found else (_norm, str.strip)
+    if old and not found:
+        found = _find(file_lines, old, hint, str.strip, keyed)
+    present = _find_new(file_lines, old, new, hint, keys, keyed) if new and file_lines else []
+    present = [pos for pos in present if numbered or cursor is None or pos >= cursor]
+    inside = [pos for pos in present
+              if any(pos <= at <= pos + len(new) - len(old) for at in found)]
+    if inside:
+        return "applied", inside[:1]
+    rival = bool(present and old and (adds or not found))  # (the new side, apart from the old)
+    if rival and (not found or numbered and abs(present[0] - hint) <= abs(found[0] - hint)):
+        return "applied", present[:1]
+    settled = sorted(_settle(found, hint, numbered, cursor))
+    if rival and not numbered and len(settled) == 1:
+        return "elsewhere", [settled[0], present[0]]
+    if not settled:
+        return "absent", []
+    return ("apply" if len(settled) == 1 else "ambiguous"), settled
 
 
 def _as_sent(index: int, applied: list[tuple[int, int, int]]) -> int:
@@ -293,6 +370,13 @@ def _ambiguity(found: list[int], path: str, label: str, number: Callable[[int], 
             "with more context lines, so that it matches one place.")
 
 
+def _elsewhere(found: list[int], path: str, label: str, number: Callable[[int], int]) -> str:
+    old, new = map(number, found)
+    return (f"{label} of {path}: it fits at line {old}, but its new lines are already at line "
+            f"{new}: it may have been applied there already. Send it with line numbers (or "
+            "with more context lines) so that it says which.")
+
+
 def _divergence(file_lines: list[str], needle: list[str], path: str, label: str,
                 hint: int, number: Callable[[int], int]) -> str:
     """Say where the expected lines stop matching the file, and what exists that is closest,
@@ -306,10 +390,10 @@ def _divergence(file_lines: list[str], needle: list[str], path: str, label: str,
         if length > best_len:
             best_pos, best_len = pos, length
     best_len = max(best_len, 0)
-    missing = needle[best_len].rstrip("\n") if best_len < len(needle) else ""
+    missing = needle[best_len] if best_len < len(needle) else ""
     if best_len > 0:
         where = best_pos + best_len
-        actual = file_lines[where].rstrip("\n") if where < len(file_lines) else "<end of file>"
+        actual = _bare(file_lines[where]) if where < len(file_lines) else "<end of file>"
         text = (f"{label} of {path}: its first {best_len} line(s) match the file at line "
                 f"{number(best_pos)}, but hunk line {best_len + 1} expects {missing!r} where the "
                 f"file has {actual!r} (line {number(where)}).")
@@ -357,26 +441,32 @@ def _unit(indents: list[str]) -> str | None:
 def _reindent(hunk_side: list[str], file_side: list[str]) -> Callable[[str], str]:
     """How the hunk's added lines must be indented to fit the file, learnt from the context and
     removed lines placed on the file's: unchanged unless their indentation differed (placement
-    tolerated it), else each hunk indentation level becomes one of the file's."""
+    tolerated it), else an indentation seen there maps as it did, and any other level of the
+    hunk's unit becomes that level of the file's, shifted by as many levels as the seen ones
+    were (a hunk written one level too shallow stays one level too shallow nowhere)."""
     pairs = {_indent(h): _indent(f) for h, f in zip(hunk_side, file_side, strict=True)
              if h.strip()}
     if all(h == f for h, f in pairs.items()):
         return lambda line: line
     ours, theirs = _unit(list(pairs)), _unit(list(pairs.values()))
+    shifts = {len(f) // len(theirs) - len(h) // len(ours) for h, f in pairs.items()
+              } if ours and theirs else set()
+    shift = shifts.pop() if len(shifts) == 1 else None
 
     def fit(line: str) -> str:
         indent = _indent(line)
         if indent in pairs:
             return pairs[indent] + line[len(indent):]
-        if ours and theirs and indent == ours * (len(indent) // len(ours)):
-            return theirs * (len(indent) // len(ours)) + line[len(indent):]
+        levels = len(indent) // len(ours) if ours else 0
+        if shift is not None and theirs and indent == ours * levels and levels + shift >= 0:
+            return theirs * (levels + shift) + line[len(indent):]
         return line
     return fit
 
 
 def _apply_hunks(path: str, content: str, hunks: list[_Hunk]) -> tuple[str, list[str]]:
     """Place and apply every hunk of one file; returns new content and already-applied labels."""
-    file_lines = content.splitlines(keepends=True)
+    file_lines = _split(content)
     eol = "\r\n" if file_lines and file_lines[0].endswith("\r\n") else "\n"
     already: list[str] = []
     errors: list[str] = []
@@ -390,25 +480,24 @@ def _apply_hunks(path: str, content: str, hunks: list[_Hunk]) -> tuple[str, list
         numbered = hunk.old_start is not None
         if old:
             hint = hunk.old_start - 1 + delta if numbered else cursor or 0
-            found = _locate(file_lines, old, hint, numbered, cursor)
         else:
             hint = hunk.old_start + delta if numbered else len(file_lines)
-            found = [min(max(hint, 0), len(file_lines))]
-        only_adds = not any(line[0] == "-" for line in hunk.lines)
-        if new and file_lines and (
-            (not found and _locate(file_lines, new, hint, numbered, cursor))
-            or (only_adds and len(found) == 1 and _find(
-                file_lines[found[0]:found[0] + len(new)], new, 0, _norm) == [0])
-        ):
+        adds = any(line[0] == "+" and line[1:].strip() for line in hunk.lines)
+        verdict, found = _place(file_lines, old, new, hint, numbered, cursor, adds)
+        if verdict == "applied":
             already.append(f"{path} {label}")
+            # (the file holds its effect: what follows sits where the new side numbers it)
+            delta += len(new) - len(old)
+            cursor = found[0] + len(new)
             continue
-        if len(found) != 1:
+        if verdict != "apply":
             number = partial(_as_sent, applied=applied)
-            errors.append(_ambiguity(found, path, label, number) if found
+            errors.append(_ambiguity(found, path, label, number) if verdict == "ambiguous"
+                          else _elsewhere(found, path, label, number) if verdict == "elsewhere"
                           else _divergence(file_lines, old, path, label, hint, number))
             continue
         pos = found[0]
-        fit = _reindent(old, [line.rstrip("\r\n") for line in file_lines[pos:pos + len(old)]])
+        fit = _reindent(old, [_bare(line) for line in file_lines[pos:pos + len(old)]])
         replacement: list[str] = []
         at = pos
         for kind, text in ((line[0], line[1:]) for line in hunk.lines):
@@ -452,6 +541,30 @@ def check_path(root: Path, rel: str) -> str:
     return str(PurePosixPath(*parts))
 
 
+def _check_target(root: Path, rel: str) -> None:
+    """Refuse to change what is not a regular file of its own: a symbolic link, or a path
+    through one (writing through it would change the file it points to, which git does not see
+    as changed: the link would be committed as it was), a directory, or a path under a file.
+    A link is refused, not followed: the model learns the real path, and no reply reaches one
+    file by two names."""
+    parts = PurePosixPath(rel).parts
+    for depth in range(1, len(parts) + 1):
+        here, name = root.joinpath(*parts[:depth]), "/".join(parts[:depth])
+        if here.is_symlink():
+            via = (f"{rel!r} is a symbolic link" if depth == len(parts)
+                   else f"{rel!r} leads through {name!r}, a symbolic link")
+            real = (root / rel).resolve()
+            advice = (f"; patch {real.relative_to(root.resolve()).as_posix()!r} itself"
+                      if real.is_relative_to(root.resolve()) else "")
+            raise PatchError(f"refused: {via} (to {os.readlink(here)!r}){advice}")
+        if depth < len(parts) and here.exists() and not here.is_dir():
+            raise PatchError(f"refused: {rel!r} cannot be created: {name!r} is a file")
+    if (root / rel).is_dir():
+        kind = "a submodule (a repository of its own)" if (root / rel / ".git").exists() \
+            else "a directory"
+        raise PatchError(f"refused: {rel!r} is {kind}; a patch changes files")
+
+
 def _hunks_of(patched_file, numbered: list[bool]) -> list[_Hunk]:
     hunks = []
     for hunk, has_numbers in zip(patched_file, numbered, strict=True):
@@ -488,8 +601,9 @@ def _mode(root: Path, rel: str) -> str | None:
 class _Plan:
     """The edits of one reply so far, keyed by path; a path renamed away reads as absent."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, modes: dict[str, str]) -> None:
         self.root = root
+        self.modes = modes  # git's own, where the patch sets a mode (else the worktree's)
         self.edits: dict[str, FileEdit] = {}
 
     def renamed_away(self, rel: str) -> bool:
@@ -500,7 +614,8 @@ class _Plan:
             raise PatchError(f"{rel}: this reply renames it away and then changes it again; "
                              "send one diff per file")
         if rel not in self.edits:
-            content, mode = _read(self.root, rel), _mode(self.root, rel)
+            content = _read(self.root, rel)
+            mode = (self.modes.get(rel) or _mode(self.root, rel)) if content is not None else None
             self.edits[rel] = FileEdit(rel, content, content, mode_before=mode, mode_after=mode)
         return self.edits[rel]
 
@@ -516,7 +631,7 @@ class _Plan:
             return edit
         if origin.after is None:
             raise PatchError(f"{source}: the patch renames it to {rel} but it does not exist")
-        if target is not None or (self.root / rel).is_symlink():
+        if target is not None:
             raise PatchError(f"{rel}: the patch renames {source} to {rel}, which exists; "
                              "rename onto a free path, or send a diff against both files")
         del self.edits[source]
@@ -537,9 +652,12 @@ def _plan_header(plans: _Plan, header: _FileHeader, hunks: list[_Hunk]) -> None:
     if header.unsupported:
         raise PatchError(f"{target if target != DEV_NULL else source}: {header.unsupported}")
     rel = check_path(plans.root, target if target != DEV_NULL else source)
+    _check_target(plans.root, rel)
     _check_mode(rel, header.new_mode)
     if header.rename and source not in (DEV_NULL, rel):
-        edit = plans.rename(check_path(plans.root, source), rel)
+        origin = check_path(plans.root, source)
+        _check_target(plans.root, origin)
+        edit = plans.rename(origin, rel)
     else:
         if source not in (DEV_NULL, target):
             check_path(plans.root, source)
@@ -551,33 +669,59 @@ def _plan_header(plans: _Plan, header: _FileHeader, hunks: list[_Hunk]) -> None:
         edit.mode_after = header.new_mode or REGULAR
 
 
+def _parse(diff_text: str) -> list[tuple[PatchedFile, _FileHeader]]:
+    """One diff's files, each with its decoded header; raises PatchError when malformed."""
+    repaired, headers = repair(diff_text)
+    try:
+        patch = PatchSet(repaired)
+    except UnidiffParseError as exc:
+        raise PatchError(f"malformed diff: {exc}") from None
+    if not patch or len(patch) != len(headers) or any(
+            len(patched) != len(header.numbered)
+            or not patched and not (header.git or header.target == DEV_NULL)
+            for patched, header in zip(patch, headers, strict=True)):
+        raise PatchError("malformed diff: every file needs a '--- a/FILE' / '+++ b/FILE' "
+                         "header followed by at least one '@@' hunk")
+    if any(len(hunk) == 0 for patched in patch for hunk in patched):
+        raise PatchError("malformed diff: a hunk has no lines (every line of a hunk starts "
+                         "with ' ', '-' or '+')")
+    return list(zip(patch, headers, strict=True))
+
+
+def _index_modes(root: Path, headers: list[_FileHeader]) -> dict[str, str]:
+    """The modes git's index holds for the existing files whose mode a header sets: git's
+    mode, not the x bit on disk (which git ignores under core.fileMode=false). One git call,
+    and none for the usual patch that sets no mode."""
+    names = []
+    for header in headers:
+        if header.new_mode and header.source != DEV_NULL:
+            with contextlib.suppress(PatchError):  # (a bad path is refused when planned)
+                names.append(check_path(root, header.source))
+    if not names:
+        return {}
+    from codeloop.sandbox import _git  # (lazily: most patches never need it)
+
+    listed = _git(root, "ls-files", "-s", "-z", "--", *names,
+                  env={"GIT_LITERAL_PATHSPECS": "1"}, check=False)
+    entries = (entry.split("\t", 1) for entry in listed.split("\0") if "\t" in entry)
+    return {name: meta.split()[0] for meta, name in entries}
+
+
 def plan(root: Path, diffs: list[str]) -> list[FileEdit]:
     """Compute every file edit of a reply's diffs, all or nothing; raises PatchError."""
-    plans = _Plan(root)
     errors: list[str] = []
+    files: list[tuple[PatchedFile, _FileHeader]] = []
     for diff_text in diffs:
-        repaired, headers = repair(diff_text)
         try:
-            patch = PatchSet(repaired)
-        except UnidiffParseError as exc:
-            errors.append(f"malformed diff: {exc}")
-            continue
-        if not patch or len(patch) != len(headers) or any(
-                len(patched) != len(header.numbered)
-                or not patched and not (header.git or header.target == DEV_NULL)
-                for patched, header in zip(patch, headers, strict=True)):
-            errors.append("malformed diff: every file needs a '--- a/FILE' / '+++ b/FILE' "
-                          "header followed by at least one '@@' hunk")
-            continue
-        if any(len(hunk) == 0 for patched in patch for hunk in patched):
-            errors.append("malformed diff: a hunk has no lines (every line of a hunk starts "
-                          "with ' ', '-' or '+')")
-            continue
-        for patched, header in zip(patch, headers, strict=True):
-            try:
-                _plan_header(plans, header, _hunks_of(patched, header.numbered))
-            except PatchError as exc:
-                errors.append(str(exc))
+            files.extend(_parse(diff_text))
+        except PatchError as exc:
+            errors.append(str(exc))
+    plans = _Plan(root, _index_modes(root, [header for _, header in files]))
+    for patched, header in files:
+        try:
+            _plan_header(plans, header, _hunks_of(patched, header.numbered))
+        except PatchError as exc:
+            errors.append(str(exc))
     if errors:
         raise PatchError("\n".join(errors))
     return [edit for edit in plans.edits.values() if edit.changed or edit.already_applied]
@@ -591,16 +735,18 @@ def _plan_file(edit: FileEdit, rel: str, current: str | None, source: str, targe
             return
         edit.after = None
         return
-    if current is None and source != DEV_NULL and any(
-            line[0] in " -" for hunk in hunks for line in hunk.lines):
+    if current is None and source != DEV_NULL and (not hunks or any(
+            line[0] in " -" for hunk in hunks for line in hunk.lines)):
         raise PatchError(f"{rel}: the file does not exist; to create it use '--- /dev/null'")
     if source == DEV_NULL and current is not None:
         wanted = "".join(line[1:] + "\n" for h in hunks for line in h.lines if line[0] == "+")
-        if _norm(current) == _norm(wanted) or current.splitlines() == wanted.splitlines():
+        if _norm(current) == _norm(wanted) or _lines_of(current) == _lines_of(wanted):
             edit.already_applied.append(f"{rel} (already created)")
             return
         raise PatchError(f"{rel}: the patch creates this file but it already exists; "
                          "send a diff against its current content instead")
+    if not hunks and current is not None:
+        return  # (a rename or a mode change alone leaves the content as it is, byte for byte)
     after, already = _apply_hunks(rel, current or "", hunks)
     edit.after = after
     edit.already_applied.extend(already)
@@ -614,7 +760,7 @@ def diffstat(edits: list[FileEdit]) -> str:
         if not edit.changed:
             continue
         added = removed = 0
-        before, after = (edit.before or "").splitlines(), (edit.after or "").splitlines()
+        before, after = _lines_of(edit.before or ""), _lines_of(edit.after or "")
         for line in list(difflib.unified_diff(before, after, n=0, lineterm=""))[2:]:
             added += line.startswith("+")
             removed += line.startswith("-")

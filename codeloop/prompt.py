@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path, PurePosixPath
 
 from codeloop.repomap import repo_map
+from codeloop.sandbox import git_environment
 from codeloop.testrun import TestResult, bound
 
 FILE_CHARS = 24_000
@@ -46,7 +47,7 @@ def system_prompt(with_tools: bool) -> str:
 
 def tracked_files(root: Path) -> list[str]:
     out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                         cwd=root, capture_output=True, text=True).stdout
+                         cwd=root, capture_output=True, text=True, env=git_environment()).stdout
     return sorted(set(out.splitlines()))
 
 

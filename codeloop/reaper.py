@@ -19,6 +19,7 @@ except ImportError:
     import signal
 
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+_HELD = (signal.SIGTERM, signal.SIGCHLD)
 
 
 def become_subreaper():
@@ -67,33 +68,80 @@ def _children_by_parent():
     return found
 
 
+def hold_signals():
+    """Block SIGTERM and SIGCHLD: `wait_exited` takes them when it is ready for them. (A
+    handler would not do: one that arrives just before a blocking wait begins runs only after
+    the wait, which is then for a run that the SIGTERM should have ended.)"""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+
+
+def release_signals():
+    """Undo `hold_signals` (in a child that is to run tests)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
+
+
+def discard_stop():
+    """Drop a SIGTERM still pending for an earlier run (sent as that one ended by itself)."""
+    if signal.SIGTERM in signal.sigpending():
+        signal.sigwaitinfo((signal.SIGTERM,))
+
+
 def wait_exited(pid):
     """Wait until our child `pid` has exited, without reaping it: while it is a zombie, its
     pid and process group id cannot be reused, so `end_all` cannot hit a stranger. Any other
-    child that exits meanwhile (an orphan handed to us) is reaped at once."""
-    if not hasattr(os, "waitid"):
-        return
+    child that exits meanwhile (an orphan handed to us) is reaped at once. A SIGTERM
+    (codeloop stopping the run) meanwhile kills `pid` with its process group. Needs
+    `hold_signals`."""
     while True:
-        exited = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT).si_pid
-        if exited == pid:
+        exited = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+        if exited is not None and exited.si_pid == pid:
             return
-        _unless_gone(os.waitpid, exited, 0)
+        if exited is not None:
+            _unless_gone(os.waitpid, exited.si_pid, 0)
+        elif signal.sigwaitinfo(_HELD).si_signo == signal.SIGTERM:
+            _stop(pid)
+
+
+def _stop(pid):
+    """SIGKILL our child `pid` (not reaped: its ids are still its own) with its group."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:  # a warm child before its setsid(): no group, nothing started
+        os.kill(pid, signal.SIGKILL)
 
 
 def end_all(pid, keep=()):
     """`pid` (our child, the run's command) has exited: kill what is left in its process
-    group, reap it, then kill and reap every child we have but `keep`, until none is left (each
-    one killed hands us its own children). Returns the wait status of `pid`."""
+    group, reap it, then kill and reap every child we have but `keep`, round after round (each
+    one killed hands us its own children). Returns the wait status of `pid`.
+
+    With nothing to keep, until the kernel says we have no child at all: the listing of
+    children, which the kernel calls unreliable while they change, only says whom to kill, and
+    a child it missed is found in a later round. With `keep` (the warm runner's own children),
+    until a listing shows no other child. That is sound in a process of one thread that reaps
+    nothing while it reads the listing: a child leaves it only when we reap it, and orphans
+    handed to us join it at its end, so no child we had when a reading began is missed. And no
+    other child means no process of the run is left: each descends from one of our children
+    (its orphans come to us, the subreaper), so none can hand us another."""
     _unless_gone(os.killpg, pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     while True:
         left = [child for child in children() if child not in keep]
-        if not left:
-            return status
         for child in left:  # our child: its pid stays ours until we reap it
             _unless_gone(os.kill, child, signal.SIGKILL)
         for child in left:
             _unless_gone(os.waitpid, child, 0)
+        if not (left if keep else _any_child_left()):
+            return status
+
+
+def _any_child_left():
+    """Whether we have a child at all; one that has exited meanwhile is reaped."""
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return True
 
 
 def _unless_gone(call, *args):
@@ -119,8 +167,9 @@ def _exit_as(status):
         import resource
 
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file left in the sandbox
-        signal.signal(-code, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, (-code,))
+        if -code != signal.SIGKILL:  # SIGKILL (a timeout's) has no handler or mask to undo
+            signal.signal(-code, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, (-code,))
         os.kill(os.getpid(), -code)
         code = 128 - code
     os._exit(code)
@@ -130,8 +179,7 @@ def supervise(command):
     """Run `command` in a shell in a process group of its own; a SIGTERM (codeloop stopping the
     run) kills that group at once. When the shell has exited, end everything it left."""
     become_subreaper()
-    # blocked until the handler knows the shell: a stop never finds the shell unknown
-    signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM,))
+    hold_signals()  # a SIGTERM from now on stops the shell, even one before it started
     try:
         shell = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", command], _environment(),
                                setpgroup=0, setsigmask=(),
@@ -139,12 +187,8 @@ def supervise(command):
     except OSError as exc:
         sys.stderr.write(f"codeloop: cannot run /bin/sh: {exc}\n")
         os._exit(127)
-    signal.signal(signal.SIGTERM, lambda *_: _unless_gone(os.killpg, shell, signal.SIGKILL))
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM,))
     wait_exited(shell)
-    # all is ended from here on anyway; and a stop after the shell is reaped could kill a
-    # stranger's process group that reuses its id
-    signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM,))
+    # a SIGTERM from here on stays blocked: all is ended anyway
     _exit_as(end_all(shell))
 
 

@@ -2,8 +2,8 @@
 
 The event stream hands each subscriber (the recorder and `--json`, the progress printer, the line
 REPL, the TUI) only what `Redactor.filter` returns, so no output path can forget to redact. What
-a front end prints outside the event stream (an exception's message) goes through
-`EventStream.redact`, the same function.
+a front end prints outside the event stream (an exception's message, a command's answer) goes
+through `EventStream.redact`, the same function.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ REDACTED = "[redacted]"
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """`text` with every occurrence of each secret value replaced by REDACTED."""
-    for secret in secrets:
+    """`text` with every occurrence of each secret value replaced by REDACTED; the longest
+    first, so a secret that begins with another goes whole."""
+    for secret in sorted(secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
@@ -29,8 +30,9 @@ class Redactor:
     """Scrubs the secret values out of events before anyone sees them.
 
     Streamed text is scrubbed across its pieces: the end of a piece that could be the start of a
-    secret is held back until the next piece shows whether it is one (a model streams a key as
-    several tokens). Held text goes out before any other event, so nothing is lost or reordered.
+    secret is held back, unscrubbed, until the next piece shows whether it is one (a model
+    streams a key as several tokens; a whole secret may be the start of a longer one). Held text
+    goes out, scrubbed, before any other event, so nothing is lost or reordered.
     """
 
     def __init__(self, secrets: Iterable[str]) -> None:
@@ -47,21 +49,24 @@ class Redactor:
         if isinstance(event, ModelTextDelta | TestOutput):  # pieces a secret can straddle
             if held is not None and type(held) is type(event) and held.turn == event.turn:
                 return self._piece(event, held.text + event.text)
-            return [*([held] if held else []), *self._piece(event, event.text)]
+            return [*self._let_out(held), *self._piece(event, event.text)]
         changed = {name: scrubbed for name, value in vars(event).items() if name != "t"
                    for scrubbed in [self._scrub(value)] if scrubbed is not value}
-        return [*([held] if held else []),
-                dataclasses.replace(event, **changed) if changed else event]
+        return [*self._let_out(held), dataclasses.replace(event, **changed) if changed else event]
+
+    def _let_out(self, held: ModelTextDelta | TestOutput | None) -> list[Event]:
+        """What was held back, scrubbed: no next piece of it came."""
+        return [dataclasses.replace(held, text=self.text(held.text))] if held else []
 
     def _piece(self, event: ModelTextDelta | TestOutput, text: str) -> list[Event]:
-        """A streamed piece (after what was held back): out up to where a secret may start."""
-        text = self.text(text)
-        keep = len(text) - self._unfinished(text)
+        """A streamed piece (after what was held back, unscrubbed): out, scrubbed, up to where
+        a secret may start."""
+        keep = self._cut(text)
         if keep < len(text):
             self._held = dataclasses.replace(event, text=text[keep:])
         if not keep:
             return []
-        shown = text[:keep]
+        shown = self.text(text[:keep])
         return [event if shown == event.text else dataclasses.replace(event, text=shown)]
 
     def _scrub(self, value: Any) -> Any:
@@ -75,6 +80,19 @@ class Redactor:
             parts = [self._scrub(item) for item in value]
             return parts if any(a is not b for a, b in zip(parts, value, strict=True)) else value
         return value
+
+    def _cut(self, text: str) -> int:
+        """Where unscrubbed `text` may be cut: before its longest end that is the start of a
+        secret, and never inside a whole secret (that end may begin inside one)."""
+        cut = len(text) - self._unfinished(text)
+        moved = True
+        while moved:
+            moved = False
+            for secret in self.secrets:
+                at = text.find(secret, max(0, cut - len(secret) + 1))
+                if at != -1 and at < cut:  # (so it ends after the cut)
+                    cut, moved = at, True
+        return cut
 
     def _unfinished(self, text: str) -> int:
         """Length of the longest end of `text` that some secret begins with (but is not)."""

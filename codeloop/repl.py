@@ -102,7 +102,8 @@ async def _repl(session: Session) -> int:
                 continue
             if answer.quit:
                 break
-            print(answer.text, flush=True)
+            # not an event, so redacted here: /diff shows what the model wrote, /test test output
+            print(session.events.redact(answer.text), flush=True)
             continue
         await _cancellable(session, _ask_after(opening, session, line))
     if not opening.done():

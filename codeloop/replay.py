@@ -12,19 +12,17 @@ recorded requests of another model or transport for an A/B latency comparison.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
-import math
 import re
 import statistics
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import MISSING, dataclass, field, fields
-from functools import cache
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any
 
 from codeloop.events import (
-    EVENT_TYPES,
     FORMAT_VERSION,
     Event,
     ModelDone,
@@ -96,7 +94,7 @@ def load(path: Path) -> Recording:
         raise RecordingError(f"{path}: empty, not a codeloop recording")
     try:
         first = json.loads(lines[0])
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RecordingError(f"{path}: line 1 is not JSON; not a codeloop recording") from None
     if not isinstance(first, dict) or first.get("type") != "session.start":
         raise RecordingError(f"{path}: line 1 is not a session.start event; not a codeloop "
@@ -112,103 +110,28 @@ def load(path: Path) -> Recording:
     for number, line in enumerate(lines, 1):
         try:
             data = json.loads(line)
+        except RecursionError:  # deeper than the parser goes: no line codeloop wrote
+            raise RecordingError(f"{path}: line {number} is corrupt (nested too deeply to "
+                                 "read)") from None
         except ValueError as exc:
             if number == len(lines) and not ends_cleanly:
                 recording.truncated = True  # the process died while writing its last line
                 break
             raise RecordingError(f"{path}: line {number} is corrupt ({exc})") from None
+        skipped: set[str] = set()  # what a newer codeloop wrote, left out
         try:
-            event = _checked_event(references.resolve(data), recording)
+            event = event_from_dict(references.resolve(data), skipped)
+        except RecursionError:
+            raise RecordingError(f"{path}: line {number} is damaged: nested too deeply to "
+                                 "read") from None
         except ValueError as exc:
-            raise RecordingError(f"{path}: line {number} {exc}") from None
-        if event is not None:
+            raise RecordingError(f"{path}: line {number} is damaged: {exc}") from None
+        if event is None:
+            recording.unknown_types |= skipped
+        else:
+            recording.unknown_fields |= skipped
             recording.events.append(event)
     return recording
-
-
-def _checked_event(data: Any, recording: Recording) -> Event | None:
-    """The event one line holds, every field checked against the type its class declares.
-
-    Format 1 stays forward compatible: an event type or a field this codeloop does not know
-    (a newer minor version wrote it) is left out and noted on `recording`, returning None for
-    an unknown type. Raises ValueError saying what is damaged.
-    """
-    if not isinstance(data, dict):
-        raise ValueError(f"is not a JSON object ({_shown(data)})")
-    kind = data.get("type")
-    if not isinstance(kind, str):
-        raise ValueError("is damaged: field 'type' " + (
-            f"should be a string, not {_shown(kind)}" if "type" in data else "is missing"))
-    cls = EVENT_TYPES.get(kind)
-    if cls is None:
-        recording.unknown_types.add(kind)
-        return None
-    declared = _declared_fields(cls)
-    values = {}
-    for name, value in data.items():
-        if name == "type":
-            continue
-        if name not in declared:
-            recording.unknown_fields.add(f"{kind}.{name}")
-            continue
-        problem = _mismatch(value, declared[name][0], repr(name))
-        if problem:
-            raise ValueError(f"is damaged: {kind} field {problem}")
-        values[name] = value
-    missing = [name for name, (_, required) in declared.items()
-               if required and name not in values]
-    if missing:
-        raise ValueError(f"is damaged: {kind} field {missing[0]!r} is missing")
-    return cls(**values)
-
-
-@cache
-def _declared_fields(cls: type[Event]) -> dict[str, tuple[Any, bool]]:
-    """Each field of an event class: its declared type, and whether every line must carry it
-    (it has no default). Read from the dataclass itself, so a new field is checked too."""
-    hints = get_type_hints(cls)
-    return {f.name: (hints[f.name], f.default is MISSING and f.default_factory is MISSING)
-            for f in fields(cls)}
-
-
-_SCALAR_NAMES = {int: "an integer", float: "a finite number", str: "a string",
-                 bool: "true or false"}
-
-
-def _mismatch(value: Any, hint: Any, where: str) -> str | None:
-    """Where in `value` (a field named `where`) it does not fit the declared type `hint`, and
-    how; None when it fits. Containers are checked element by element."""
-    origin = get_origin(hint)
-    if origin in (list, dict):
-        if not isinstance(value, origin):
-            return f"{where} should be {_type_name(hint)}, not {_shown(value)}"
-        item = get_args(hint)[-1]
-        items = enumerate(value) if origin is list else value.items()
-        return next((problem for key, element in items
-                     if (problem := _mismatch(element, item, f"{where}[{key!r}]"))), None)
-    if _fits(value, hint):
-        return None
-    return f"{where} should be {_type_name(hint)}, not {_shown(value)}"
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    if hint is Any:
-        return True
-    if isinstance(value, bool):  # JSON true/false is never a number
-        return hint is bool
-    if hint is float:  # JSON has one number type; an infinity would stall the player forever
-        return isinstance(value, int | float) and math.isfinite(value)
-    return isinstance(value, hint)
-
-
-def _type_name(hint: Any) -> str:
-    return _SCALAR_NAMES.get(hint) or str(hint).replace("typing.", "")
-
-
-def _shown(value: Any) -> str:
-    """A value as the line wrote it, cut short (a recorded patch can be megabytes)."""
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def reply_events(recording: Recording) -> dict[int, list[Event]]:
@@ -265,13 +188,30 @@ class ReplayClient:
             else 0.0
         origin = first.t - lead
         started = time.perf_counter()
+        content_at: float | None = None  # the first piece of the reply, as replayed
         for event in recorded:
             if self.speed:
                 delay = (event.t - origin) / self.speed - (time.perf_counter() - started)
                 if delay > 0:
                     await asyncio.sleep(delay)
-            copy = event_from_dict(event.to_dict())
-            yield copy
+            now = time.perf_counter()
+            replayed = copy.copy(event)  # the session stamps its own time on what it is given
+            # the spans are those of this replay, not the recorded ones: at another speed (or
+            # none) recorded spans would make the turn's harness overhead negative
+            if isinstance(replayed, ModelFirstByte):
+                replayed.ttfb_ms = round((now - started) * 1000, 3)
+                replayed.connect_ms = round(min(
+                    replayed.connect_ms / self.speed if self.speed else 0.0, replayed.ttfb_ms), 3)
+            elif isinstance(replayed, ModelDone):
+                content_at = content_at or now
+                decode_s = now - content_at
+                tokens = replayed.usage.get("completion_tokens", 0)
+                replayed.ttft_ms = round((content_at - started) * 1000, 3)
+                replayed.decode_ms = round(decode_s * 1000, 3)
+                replayed.tokens_per_s = round(tokens / decode_s, 1) if decode_s > 0 else 0.0
+            elif content_at is None:
+                content_at = now
+            yield replayed
 
     async def aclose(self) -> None:
         return None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from codeloop.config import Config
 from codeloop.events import Event, EventStream, SandboxReady, UserMessage
-from codeloop.loop import EXIT_MODEL, EXIT_USAGE, Session, SessionSettings
+from codeloop.loop import EXIT_INTERRUPTED, EXIT_MODEL, EXIT_USAGE, Session, SessionSettings
 from codeloop.progress import ProgressPrinter
 from codeloop.recording import Recorder, event_line
 from codeloop.replay import (
@@ -129,9 +129,11 @@ def re_execute(recording: Recording, repo_root: Path, at: str, speed: float | No
     if not as_json:
         events.subscribe(ProgressPrinter())
     try:
-        asyncio.run(session.run())
+        exit_code = asyncio.run(session.run())
     finally:
         recorder.close()
+    if exit_code == EXIT_INTERRUPTED:  # (cut short: nothing to compare; its end said where)
+        return exit_code
     found = divergences(recording.events, replayed)
     out = sys.stderr if as_json else sys.stdout
     if found:

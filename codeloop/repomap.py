@@ -13,6 +13,8 @@ import re
 import subprocess
 from pathlib import Path
 
+from codeloop.sandbox import git_environment
+
 MAP_CHARS = 12_000
 MAX_OUTLINED = 400  # Python files outlined; the rest are listed by name
 MAX_FILE_BYTES = 512_000
@@ -56,15 +58,16 @@ def build(root: Path, files: list[str]) -> str:
 
 def repo_map(root: Path) -> str:
     """The map of the tree checked out at `root`, from the cache when this tree was seen."""
+    env = git_environment()
     tree = subprocess.run(["git", "rev-parse", "HEAD^{tree}"], cwd=root, capture_output=True,
-                          text=True).stdout.strip()
+                          text=True, env=env).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=normal"],
-                           cwd=root, capture_output=True, text=True).stdout.strip()
+                           cwd=root, capture_output=True, text=True, env=env).stdout.strip()
     cached = cache_dir() / f"{tree}.txt" if tree and not dirty else None
     if cached is not None and cached.is_file():
         return cached.read_text(encoding="utf-8")
     listing = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                             cwd=root, capture_output=True, text=True).stdout
+                             cwd=root, capture_output=True, text=True, env=env).stdout
     text = build(root, sorted(set(listing.splitlines())))
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)

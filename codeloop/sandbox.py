@@ -19,10 +19,10 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,8 +39,36 @@ _IDENTITY = {
 }
 
 
+# The variables that tell git which repository, index or object store to use instead of the one
+# found from the directory it runs in. Set by git for its hooks (and by some users' shells), they
+# would turn a command meant for the sandbox onto the user's repository: codeloop always finds
+# the repository from the directory, so every git it runs, and the tests, run without them.
+REPO_LOCATING = frozenset({
+    "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_IMPLICIT_WORK_TREE", "GIT_PREFIX",
+})
+
+
+def git_environment(**extra: str) -> dict[str, str]:
+    """The environment for a git codeloop runs: its own, without `REPO_LOCATING`, plus `extra`
+    (such as a GIT_INDEX_FILE of codeloop's own)."""
+    return {**{k: v for k, v in os.environ.items() if k not in REPO_LOCATING}, **extra}
+
+
 class SandboxError(Exception):
     """A git or sandbox problem, phrased for the user."""
+
+
+class SandboxDamaged(SandboxError):
+    """The sandbox could not be put back after a failed commit: its session cannot go on."""
+
+
+class GitError(SandboxError):
+    """A git command that failed; `reason` is what git said."""
+
+    def __init__(self, args: tuple[str, ...], reason: str) -> None:
+        super().__init__(f"git {' '.join(args)} failed: {reason}")
+        self.reason = reason
 
 
 def _git(cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
@@ -49,12 +77,12 @@ def _git(cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool =
     try:
         result = subprocess.run(
             ["git", *args], cwd=cwd, capture_output=True, text=True, errors="replace",
-            env={**os.environ, **_IDENTITY, **(env or {})}, start_new_session=True,
+            env=git_environment(**_IDENTITY, **(env or {})), start_new_session=True,
         )
     except OSError as exc:  # git missing, or `cwd` gone (a sandbox removed under a session)
         raise SandboxError(f"cannot run git in {cwd}: {exc.strerror or exc}") from None
     if check and result.returncode != 0:
-        raise SandboxError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
+        raise GitError(args, result.stderr.strip())
     return result.stdout
 
 
@@ -89,7 +117,9 @@ def start_sandbox(repo_root: Path, session_id: str, at: str = "") -> Future[Sand
 
 
 def find_repo(start: Path) -> Path:
-    """The top of the git repository containing `start`, or a SandboxError saying what to do."""
+    """The top of the git repository containing `start`, or a SandboxError saying what to do.
+    Found from the directory alone, as every git codeloop runs finds it: a GIT_DIR or
+    GIT_WORK_TREE in the environment (inside a git hook) does not choose another."""
     if not start.exists():
         raise SandboxError(f"no such directory: {start}")
     if not start.is_dir():
@@ -98,6 +128,7 @@ def find_repo(start: Path) -> Path:
         result = subprocess.run(["git", "rev-parse", "--is-bare-repository",
                                  "--is-inside-git-dir", "--absolute-git-dir", "--show-toplevel"],
                                 cwd=start, capture_output=True, text=True,
+                                env=git_environment(),  # (found from `start`, as `_git` finds)
                                 start_new_session=True)  # (as `_git`: not a Ctrl-C's to kill)
     except OSError as exc:  # git missing, or the directory not readable
         raise SandboxError(f"cannot run git in {start}: {exc.strerror or exc}") from None
@@ -122,10 +153,20 @@ def find_repo(start: Path) -> Path:
 
 
 def worktrees_home(repo_root: Path) -> Path:
-    """Where this repo's sandboxes live: under the user cache dir, never inside the repo."""
+    """Where this repo's sandboxes live: under the user cache dir, never inside the repo; one
+    place for the repository, whichever of its worktrees codeloop runs in."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    digest = hashlib.sha1(str(repo_root.resolve()).encode()).hexdigest()[:10]
-    return base / "codeloop" / "worktrees" / f"{repo_root.name}-{digest}"
+    key = _repository_key(repo_root.resolve())
+    digest = hashlib.sha1(str(key).encode()).hexdigest()[:10]
+    return base / "codeloop" / "worktrees" / f"{key.name}-{digest}"
+
+
+@lru_cache(maxsize=64)  # (asked for each record and worktree made: one git run)
+def _repository_key(repo_root: Path) -> Path:
+    """The main worktree of the repository that `repo_root` is a worktree of (`repo_root`
+    itself unless it is a linked one), or its git directory when that lies elsewhere."""
+    common = (repo_root / _git(repo_root, "rev-parse", "--git-common-dir").strip()).resolve()
+    return common.parent if common.name == ".git" else common
 
 
 def records_home(repo_root: Path) -> Path:
@@ -139,7 +180,11 @@ def _hold_lock(path: Path, wait: bool) -> int | None:
     another process holds it and `wait` is false. The kernel lets go of the lock when the
     process ends, however it ends; the descriptor is not inherited by test processes."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:  # (`clean` removed the folder, empty, just now: make it again)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -167,7 +212,6 @@ class _Record:
     def claim(cls, repo_root: Path, name: str, **fields: Any) -> _Record:
         """Written before the worktree exists: whatever happens next, `clean` knows of it."""
         home = records_home(repo_root)
-        home.mkdir(parents=True, exist_ok=True)
         fd = _hold_lock(home / f"{name}.lock", wait=True)
         assert fd is not None  # (waiting, it always gets the lock)
         record = cls(home, name, fd)
@@ -278,9 +322,12 @@ def _gitlinks(listing: str, commit_field: int) -> list[tuple[str, str]]:
 
 def _bring_submodules(theirs: Path, ours: Path, submodules: list[tuple[str, str]]) -> None:
     """Fill the submodule paths of the worktree `ours` from the user's checkout `theirs`: for
-    each submodule they initialized, a clone of their local submodule repository sharing its
-    objects (`--shared`: no network, nothing copied, nothing written into their repo, and it
-    goes with the worktree), checked out at the commit the worktree records; then its own."""
+    each submodule they initialized, a clone of their local submodule repository (`--local`:
+    no network, nothing written into their repo, and it goes with the worktree), checked out at
+    the commit the worktree records; then its own. `--local` hard-links their object files
+    (a copy when the cache is on another filesystem), so a sandbox stays whole when their git
+    prunes what nothing of theirs names, such as the snapshot of their uncommitted work there;
+    `--shared` would borrow the objects, and lose those."""
     for path, commit in submodules:
         if not (theirs / path / ".git").exists():
             continue  # not initialized in their checkout either
@@ -289,7 +336,7 @@ def _bring_submodules(theirs: Path, ours: Path, submodules: list[tuple[str, str]
                     check=False).strip():
             raise SandboxError(f"submodule {path}: commit {commit[:12]} is not in your clone "
                                f"of it ({source}); fetch it there first")
-        _git(ours, "clone", "--quiet", "--shared", "--no-checkout", source, path)
+        _git(ours, "clone", "--quiet", "--local", "--no-checkout", source, path)
         _git(ours / path, "checkout", "--quiet", "--detach", commit)
         _bring_submodules(theirs / path, ours / path, _submodules_at(ours / path, commit))
 
@@ -305,6 +352,8 @@ class Sandbox:
     submodules: tuple[tuple[str, str], ...] = ()  # (path, commit) as `base_commit` records them
     _record: _Record | None = field(default=None, repr=False, compare=False)
     _scratch: dict[Path, _Record] = field(default_factory=dict, repr=False, compare=False)
+    _test_runs: list[tuple[float, float]] = field(default_factory=list, repr=False,
+                                                  compare=False)  # (start, end), epoch seconds
 
     @classmethod
     def create(cls, repo_root: Path, session_id: str, at: str = "") -> Sandbox:
@@ -355,7 +404,11 @@ class Sandbox:
         class DetachedRepo(git.Repo):
             GitCommandWrapperType = DetachedGit
 
-        return DetachedRepo(self.path)
+        handle = DetachedRepo(self.path)
+        # its commands find the sandbox whatever GIT_DIR says (see REPO_LOCATING): GitPython
+        # can only add to the environment, so it is told the sandbox's own
+        handle.git.update_environment(GIT_DIR=handle.git_dir, GIT_WORK_TREE=str(self.path))
+        return handle
 
     def start_scratch_copy(self) -> Future[Path]:
         """A second worktree, detached at the session's starting commit, beside the sandbox,
@@ -411,15 +464,28 @@ class Sandbox:
                     f"own that codeloop does not edit; change only this repository's files "
                     f"(or make that change in {submodule} yourself)")
 
+    @contextlib.contextmanager
+    def test_run(self) -> Iterator[None]:
+        """Around each test run in the sandbox: an untracked file written meanwhile is the
+        run's own (`close` notes only those as the session's)."""
+        started = time.time()
+        try:
+            yield
+        finally:
+            self._test_runs.append((started, time.time()))
+
     def close(self) -> None:
         """The session is over: let go of the git handle and of the sandbox's lock, noting
-        when, so that `clean` can tell what changed in it later (someone's work) from the
-        files the session's test runs left (its own)."""
+        the untracked files its test runs wrote, so that `clean` can tell them (the session's
+        own, as long as they stay as they are) from someone's work — a file someone made in
+        the sandbox while the session ran was not written during a test run."""
         if "repo" in self.__dict__:
             self.repo.close()
         if self._record is not None and self._record.fd is not None:
-            with contextlib.suppress(OSError):  # (its folder removed by hand: nothing to note)
-                self._record.write({**self._record.read(), "closed": time.time()})
+            # (the sandbox or the records removed by hand: nothing to note)
+            with contextlib.suppress(OSError, SandboxError):
+                self._record.write({**self._record.read(),
+                                    "left": _untracked_left(self.path, self._test_runs)})
             self._record.release()
 
     def head(self) -> str:
@@ -427,13 +493,15 @@ class Sandbox:
 
     def commit_patch(self, edits: list[FileEdit], message: str) -> str:
         """Commit the planned edits, all files or none: write each file's new content into the
-        worktree, stage it through git's own clean filters and eol rules, commit,
-        then check the files out again, so the worktree holds exactly what git's checkout of
-        the commit writes (a CRLF checkout stays CRLF, new files included). On any failure the
-        files and index entries it touched are put back."""
+        worktree, stage it through git's own clean filters and eol rules, commit (without the
+        user's hooks: a sandbox commit is codeloop's, not theirs), then check the files out
+        again, so the worktree holds exactly what git's checkout of the commit writes (a CRLF
+        checkout stays CRLF, new files included). On any failure, the commit's too, the branch,
+        the files and the index entries it touched are put back as they were."""
         touched = [name for edit in edits for name in (edit.renamed_from, edit.path) if name]
         saved = {name: _saved(self.path / name) for name in touched}
-        env = {**_IDENTITY, "GIT_LITERAL_PATHSPECS": "1"}
+        previous = self.head()
+        env = {"GIT_LITERAL_PATHSPECS": "1"}
         try:
             for edit in edits:
                 if edit.renamed_from:
@@ -451,19 +519,18 @@ class Sandbox:
             for flip, names in flips.items():  # (for a repo with core.fileMode off)
                 if names:
                     _git(self.path, "update-index", f"--chmod={flip}", "--", *names, env=env)
-            _git(self.path, "commit", "-q", "--no-verify", "--no-gpg-sign", "-m", message,
-                 env=env)
+            # (--no-verify alone still runs prepare-commit-msg and post-commit)
+            _git(self.path, "-c", "core.hooksPath=/dev/null", "commit", "-q", "--no-verify",
+                 "--no-gpg-sign", "-m", message, env=env)
+            _check_out(self.path, [edit for edit in edits if edit.after is not None], env)
         except (OSError, SandboxError) as exc:
-            _git(self.path, "reset", "-q", "--", *touched, env=env, check=False)
-            for name, (data, mode) in saved.items():
-                _write(self.path / name, data, mode)
+            left = _put_back(self.path, previous, saved, env)
+            if left:
+                raise SandboxDamaged(f"the patch could not be committed ({exc}), and the "
+                                     "sandbox could not be put back as it was: "
+                                     + "; ".join(left)) from None
             raise SandboxError(f"the patch could not be committed, nothing was changed: "
                                f"{exc}") from None
-        written = [edit.path for edit in edits if edit.after is not None]
-        for name in written:  # (checkout-index leaves a file alone while its stat is current)
-            (self.path / name).unlink()
-        if written:
-            _git(self.path, "checkout-index", "-f", "-u", "--", *written, env=env)
         return self.head()
 
     def reword_head(self, message: str) -> str:
@@ -529,30 +596,75 @@ class Sandbox:
                                    "--no-textconv", "--src-prefix=a/", "--dst-prefix=b/",
                                    self.base_commit, "HEAD"],
                                   cwd=self.path, capture_output=True, check=True,
-                                  start_new_session=True).stdout
+                                  env=git_environment(), start_new_session=True).stdout
             # in a session of its own: a Ctrl-C at the terminal never kills it halfway through
             # the user's files (codeloop notes the press and lets it finish)
             applied = subprocess.run(["git", "apply", "--whitespace=nowarn", "-"],
                                      cwd=self.repo_root, input=diff, capture_output=True,
-                                     start_new_session=True)
+                                     env=git_environment(), start_new_session=True)
             if applied.returncode != 0:
                 raise SandboxError("git apply failed on your working tree: "
                                    + applied.stderr.decode("utf-8", "replace").strip())
         return files
 
 
-def _saved(path: Path) -> tuple[str | None, str | None]:
-    """A file's content and git mode, to put it back (None, None: absent)."""
-    if not path.is_file():
-        return None, None
-    data = path.read_bytes().decode("utf-8", "surrogateescape")
-    return data, "100755" if path.stat().st_mode & 0o111 else "100644"
+def _check_out(root: Path, written: list[FileEdit], env: dict[str, str]) -> None:
+    """Write the files just committed as git's checkout of them does. Should git fail at it (a
+    smudge filter, an index.lock someone holds), they are written back as they were staged:
+    what the commit holds in git's eyes, only not in the checkout's line endings."""
+    try:
+        for edit in written:  # (checkout-index leaves a file alone while its stat is current)
+            (root / edit.path).unlink()
+        if written:
+            _git(root, "checkout-index", "-f", "-u", "--", *(e.path for e in written), env=env)
+    except (OSError, SandboxError):
+        for edit in written:
+            _write(root / edit.path, edit.after, edit.mode_after)
+
+
+def _put_back(root: Path, previous: str, saved: dict[str, tuple[bytes, int] | None],
+              env: dict[str, str]) -> list[str]:
+    """Undo a commit_patch that failed midway: the branch at `previous` (had it committed),
+    the index entries and the files it touched as `saved`. Never raises: returns what could
+    not be put back (nothing, normally)."""
+    left: list[str] = []
+    try:
+        if _git(root, "rev-parse", "HEAD").strip() != previous:
+            _git(root, "reset", "-q", "--soft", previous, env=env)
+        _git(root, "reset", "-q", "--", *saved, env=env)
+    except SandboxError as exc:
+        left.append(str(exc))
+    for name, data in saved.items():
+        try:
+            _restore(root / name, data)
+        except OSError as exc:
+            left.append(f"{name}: {exc.strerror or exc}")
+    return left
+
+
+def _saved(path: Path) -> tuple[bytes, int] | None:
+    """A regular file's bytes and permission bits, to put it back exactly (None: none there)."""
+    if path.is_symlink() or not path.is_file():
+        return None
+    return path.read_bytes(), path.stat().st_mode & 0o7777
+
+
+def _restore(path: Path, saved: tuple[bytes, int] | None) -> None:
+    """Put back what `_saved` found; a file codeloop wrote where there was none is removed."""
+    if saved is None:  # (no regular file there before: one there now is codeloop's)
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+        return
+    path.write_bytes(saved[0])
+    path.chmod(saved[1])
 
 
 def _write(path: Path, content: str | None, mode: str | None) -> None:
-    """Make `path` hold `content` with git `mode`, or be absent when `content` is None."""
+    """Make `path` hold `content` with git `mode`, or be absent when `content` is None (only a
+    file or a link is removed: a directory there is not the file's, and none of codeloop's)."""
     if content is None:
-        path.unlink(missing_ok=True)
+        if path.is_symlink() or path.is_file():
+            path.unlink()
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content.encode("utf-8", "surrogateescape"))
@@ -582,10 +694,12 @@ class CleanReport:
 
 def clean(repo_root: Path, force: bool = False, dry_run: bool = False) -> CleanReport:
     """Remove the worktrees and branches that codeloop recorded making for this repo, and
-    keep: those of a session still running; a worktree holding changes made after its session
-    ended, or by a session that was killed (unless `force`); a branch holding commits codeloop
-    did not make, or checked out elsewhere. Worktrees and branches under `codeloop/` that
-    codeloop did not make are listed as kept. `dry_run` changes nothing."""
+    keep: those of a session still running; a worktree holding someone's changes (see
+    `_changes`; unless `force`), or locked; a branch holding commits codeloop did not make, or
+    checked out elsewhere; whatever git refuses to remove, with its reason. Worktrees and
+    branches under `codeloop/` that codeloop did not make are listed as kept, and so are
+    unrecorded worktrees in codeloop's own folder (an older codeloop's). `dry_run` changes
+    nothing."""
     report = CleanReport()
     listed = _worktrees(repo_root)
     made: set[str] = set()
@@ -600,9 +714,18 @@ def clean(repo_root: Path, force: bool = False, dry_run: bool = False) -> CleanR
         if _remove_recorded(repo_root, data, listed, force, dry_run, report) and not dry_run:
             record.drop()
         record.release()
-    for real, (shown, branch) in listed.items():
-        if branch.startswith(BRANCH_PREFIX) and real not in made:
-            report.kept.append((shown, "not made by codeloop"))
+    home = _real(str(worktrees_home(repo_root)))
+    for real, tree in listed.items():
+        if real in made:
+            continue
+        if Path(real).parent == Path(home):
+            report.kept.append((tree.shown, "no record of it (made by an older codeloop?): "
+                                f"remove it with `git worktree remove {tree.shown}`"))
+            if tree.branch:
+                made.add(tree.branch)
+                report.kept.append((tree.branch, "its sandbox is kept"))
+        elif tree.branch.startswith(BRANCH_PREFIX):
+            report.kept.append((tree.shown, "not made by codeloop"))
     for branch in _git(repo_root, "for-each-ref", "--format=%(refname:short)",
                        "refs/heads/" + BRANCH_PREFIX).split():
         if branch not in made:
@@ -621,19 +744,31 @@ def _keep(report: CleanReport, data: dict[str, Any], why: str) -> None:
         report.kept.append((data["branch"], "its sandbox is kept"))
 
 
-def _remove_recorded(repo_root: Path, data: dict[str, Any], listed: dict[str, tuple[str, str]],
+def _remove_recorded(repo_root: Path, data: dict[str, Any], listed: dict[str, _Worktree],
                      force: bool, dry_run: bool, report: CleanReport) -> bool:
     """Remove one record's worktree, then its branch; True when nothing of it is left."""
     path, branch = data.get("path", ""), data.get("branch", "")
-    if _real(path) in listed:
-        changes = _changes(Path(path), data.get("closed")) if Path(path).is_dir() else []
+    tree = listed.get(_real(path))
+    if tree is not None:
+        if tree.locked is not None:  # (`git worktree lock`: someone wants it kept)
+            _keep(report, data, f"locked: {tree.locked}" if tree.locked else "locked")
+            return False
+        try:
+            changes = _changes(Path(path), data.get("left")) if Path(path).is_dir() else []
+        except GitError as exc:  # (what is in it cannot be known: it is kept)
+            _keep(report, data, f"git could not read its status: {_first_line(exc.reason)}")
+            return False
         if changes and not force:
             shown = ", ".join(changes[:5]) + (f" and {len(changes) - 5} more"
                                               if len(changes) > 5 else "")
             _keep(report, data, f"uncommitted changes: {shown} (--force removes it anyway)")
             return False
-        if not dry_run:
-            _git(repo_root, "worktree", "remove", "--force", path)
+        try:
+            if not dry_run:
+                _git(repo_root, "worktree", "remove", "--force", path)
+        except GitError as exc:
+            _keep(report, data, f"git could not remove it: {_first_line(exc.reason)}")
+            return False
         report.removed.append(path)
         del listed[_real(path)]
     elif path and Path(path).exists():  # (git forgot it: `git worktree prune`, by hand)
@@ -641,27 +776,43 @@ def _remove_recorded(repo_root: Path, data: dict[str, Any], listed: dict[str, tu
         return False
     if not branch or not _git(repo_root, "for-each-ref", f"refs/heads/{branch}").strip():
         return True
-    elsewhere = [shown for shown, ref in listed.values() if ref == branch]
+    elsewhere = [tree.shown for tree in listed.values() if tree.branch == branch]
     if elsewhere:
         report.kept.append((branch, f"checked out in {elsewhere[0]}"))
         return False
     if not _only_codeloop_commits(repo_root, data.get("base_commit", ""), branch):
         report.kept.append((branch, "it holds commits not made by codeloop"))
         return False
-    if not dry_run:
-        _git(repo_root, "branch", "-q", "-D", branch)  # (-D: its commits are merged nowhere)
+    try:
+        if not dry_run:
+            _git(repo_root, "branch", "-q", "-D", branch)  # (-D: its commits are merged nowhere)
+    except GitError as exc:
+        report.kept.append((branch, f"git could not delete it: {_first_line(exc.reason)}"))
+        return False
     report.removed.append(branch)
     return True
 
 
-def _worktrees(repo_root: Path) -> dict[str, tuple[str, str]]:
-    """The repo's worktrees: real path -> (path as git shows it, branch name or "")."""
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "(no reason given)"
+
+
+@dataclass(frozen=True)
+class _Worktree:
+    shown: str  # its path as git shows it
+    branch: str  # the branch checked out there, "" when detached
+    locked: str | None  # the reason it is locked ("" none given), None when it is not
+
+
+def _worktrees(repo_root: Path) -> dict[str, _Worktree]:
+    """The repo's worktrees, by real path."""
     found = {}
     for block in _git(repo_root, "worktree", "list", "--porcelain").strip().split("\n\n"):
-        fields = dict(line.split(" ", 1) for line in block.splitlines() if " " in line)
+        fields = dict((*line.split(" ", 1), "")[:2] for line in block.splitlines())
         if "worktree" in fields:
-            found[_real(fields["worktree"])] = (
-                fields["worktree"], fields.get("branch", "").removeprefix("refs/heads/"))
+            found[_real(fields["worktree"])] = _Worktree(
+                fields["worktree"], fields.get("branch", "").removeprefix("refs/heads/"),
+                fields.get("locked"))
     return found
 
 
@@ -680,13 +831,47 @@ def _only_codeloop_commits(repo_root: Path, base: str, branch: str) -> bool:
                               for email in committers.split())
 
 
-def _changes(worktree: Path, since: float | None) -> list[str]:
-    """The paths of `worktree` (inside its submodules too) that differ from its last commit,
-    untracked ones included, ignored ones not; with `since` (when its session ended) only
-    those changed after it: the session's test runs leave files, and they are codeloop's."""
+MAX_LEFT = 2000  # untracked files noted at a session's end; any more count as someone's
+MTIME_SLACK_S = 1.0  # file systems that keep coarse modification times (FAT: 2 s steps, halved)
+
+
+def _changes(worktree: Path, left: dict[str, str] | None) -> list[str]:
+    """The paths of `worktree` (inside its submodules too) that someone changed: every tracked
+    file that differs from the last commit (codeloop commits what it writes, or puts it back),
+    and the untracked files, except those `left` (noted when its session ended: what the
+    session's test runs left) that are still as they were then. Ignored files never count:
+    the user's own rules say they are not work."""
+    tracked, untracked = _status(worktree)
+    noted = left or {}  # (none: its session was killed, and everything counts)
+    return tracked + [rel for rel in untracked
+                      if rel not in noted or _fingerprint(worktree / rel) != noted[rel]]
+
+
+def _untracked_left(worktree: Path, runs: list[tuple[float, float]]) -> dict[str, str]:
+    """The untracked files of `worktree` last written during one of the test `runs`, each
+    with a digest of what it holds."""
+    found = {}
+    for rel in _status(worktree)[1][:MAX_LEFT]:
+        try:
+            written = (worktree / rel).lstat().st_mtime
+        except OSError:
+            continue
+        if not any(start - MTIME_SLACK_S <= written <= end + MTIME_SLACK_S
+                   for start, end in runs):
+            continue
+        digest = _fingerprint(worktree / rel)
+        if digest is not None:
+            found[rel] = digest
+    return found
+
+
+def _status(worktree: Path, prefix: str = "") -> tuple[list[str], list[str]]:
+    """(tracked paths that differ from the last commit, untracked paths) of `worktree` and,
+    under their paths, of its submodules; ignored files are not listed."""
     status = _git(worktree, "status", "--porcelain", "-z", "--untracked-files=all",
                   "--ignore-submodules=none")
-    found: list[str] = []
+    tracked: list[str] = []
+    untracked: list[str] = []
     entries = iter(status.split("\0"))
     for entry in entries:
         if not entry:
@@ -694,19 +879,27 @@ def _changes(worktree: Path, since: float | None) -> list[str]:
         code, rel = entry[:2], entry[3:]
         if code[0] in "RC":
             next(entries, None)  # (a rename's source path comes next)
-        target = worktree / rel
-        if code != "??" and (target / ".git").exists():  # a submodule: what changed in it
-            found += [f"{rel}/{inner}" for inner in _changes(target, since)]
-        elif since is None or _changed_after(target, since):
-            found.append(rel)
-    return found
+        if code == "??":
+            untracked.append(prefix + rel)
+        elif (worktree / rel / ".git").exists():  # a submodule: what changed in it
+            inner = _status(worktree / rel, f"{prefix}{rel}/")
+            tracked += inner[0]
+            untracked += inner[1]
+        else:
+            tracked.append(prefix + rel)
+    return tracked, untracked
 
 
-def _changed_after(path: Path, since: float) -> bool:
+def _fingerprint(path: Path) -> str | None:
+    """A digest of what the file `path` holds (a symlink: where it points), None when it is
+    not a file."""
     try:
-        return path.lstat().st_mtime > since
-    except FileNotFoundError:  # deleted
-        return True
+        if path.is_symlink():
+            return "link:" + os.readlink(path)
+        with path.open("rb") as handle:
+            return hashlib.file_digest(handle, "sha1").hexdigest()
+    except OSError:  # a directory (an untracked repository), or gone
+        return None
 
 
 def _drop_orphan_locks(records: Path) -> None:

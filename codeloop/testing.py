@@ -19,6 +19,7 @@ from pathlib import Path
 
 from codeloop.events import TestRunnerChange
 from codeloop.repomap import cache_dir
+from codeloop.sandbox import git_environment
 from codeloop.testrun import TestResult, run_tests, warm_wanted
 from codeloop.warm import WarmRunner, WarmUnavailable
 
@@ -111,7 +112,8 @@ class TestService:
             return None
         if self._key is None:
             tree_id = subprocess.run(["git", "rev-parse", "HEAD^{tree}"], cwd=tree,
-                                     capture_output=True, text=True).stdout.strip()
+                                     capture_output=True, text=True,
+                                     env=git_environment()).stdout.strip()
             if not tree_id:
                 return None
             self._key = hashlib.sha1(json.dumps([self.runner.python, self.command, tree_id,

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from codeloop.sandbox import git_environment
+
 REAPER = Path(__file__).with_name("reaper.py")
 DRAIN_GRACE_S = 1.0  # after the test command exits: for its output still on the way
 HEAD_CHARS = 12_000
@@ -212,6 +214,12 @@ class _ColdRun(asyncio.SubprocessProtocol):
     def process_exited(self) -> None:
         assert self._transport is not None
         if not self.supervised:  # what the test left in the shell's group goes with it
+            # The shell is reaped already (asyncio reports no exit before), yet this is the
+            # only way to end its background children here. A group id lives as long as any
+            # process in the group (POSIX): while one of the run's is left, this kills only
+            # the run's (who alone can join a group of the run's own session). With none
+            # left, it would hit a stranger only if, since the reap moments ago, the id had
+            # been given to a new process that also made itself a group leader.
             kill_group(self.pid)
         self._exit.set_result(self._transport.get_returncode())
 
@@ -222,9 +230,14 @@ class _ColdRun(asyncio.SubprocessProtocol):
         return await asyncio.shield(self._exit)
 
     def kill(self) -> None:
+        # Never once asyncio has reaped the process: its pid and group id may be another's.
+        # (Its watcher reaps just before the return code is set: for the id to be reused in
+        # those moments, the kernel, which hands pids out in turn, would have to wrap round.)
+        if self._transport is None or self._transport.get_returncode() is not None:
+            return
         if not self.supervised:
             kill_group(self.pid)
-        elif not self._exit.done():  # reaper.py ends the whole run on SIGTERM
+        else:  # reaper.py ends the whole run on SIGTERM
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGTERM)
 
@@ -234,8 +247,9 @@ class _ColdRun(asyncio.SubprocessProtocol):
 
 
 def environment_without(hidden: tuple[str, ...]) -> dict[str, str]:
-    """codeloop's environment minus the named variables (the API keys tests must not see)."""
-    return {k: v for k, v in os.environ.items() if k not in hidden}
+    """codeloop's environment minus the named variables (the API keys tests must not see), and
+    minus those that would point a git the tests run at another repository than the sandbox."""
+    return {k: v for k, v in git_environment().items() if k not in hidden}
 
 
 def warm_wanted(mode: str, command: str) -> bool:
@@ -341,19 +355,25 @@ async def _follow(run: RunningTests, output: BoundedText, on_output: Callable[[s
     finally:
         timed_out = not exiting.done()
         await _finish(_end(run, exiting, reading))
-    failure = None if reading.cancelled() else reading.exception()
-    code = exiting.result()
+        # retrieved here, on a cancel too: a failure the cancel supersedes is not reported
+        # later as never retrieved
+        failures = [task.exception() for task in (reading, exiting) if not task.cancelled()]
+    failure = next((failure for failure in failures if failure is not None), None)
     if failure is not None:
         raise failure
-    return code, timed_out
+    return exiting.result(), timed_out
 
 
 async def _end(run: RunningTests, exiting: asyncio.Task[int], reading: asyncio.Task[None]
                ) -> None:
-    """Unless the command has exited and its output is read to the end: kill what the run
-    started, wait for its exit, read its output to the end (for `DRAIN_GRACE_S` at most:
-    something out of reach could hold it open). Then release the output."""
-    if not (exiting.done() and reading.done()):
+    """Unless the command has exited: kill what the run started, wait for its exit. Read its
+    output to the end (for `DRAIN_GRACE_S` at most: something out of reach could hold it
+    open). Then release the output.
+
+    An exit reported means what the run started is ended (by reaper.py, by the warm runner,
+    or with the shell's group) and the process is reaped: a kill then could end nothing of the
+    run's, and could hit a stranger that got its pid."""
+    if not exiting.done():
         run.kill()
     await asyncio.wait({exiting})
     if not reading.done():
@@ -365,10 +385,5 @@ async def _end(run: RunningTests, exiting: asyncio.Task[int], reading: asyncio.T
 
 def kill_group(pid: int) -> None:
     """SIGKILL the process group `pid` leads (or led), where there is one."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:  # a warm child killed before its setsid() has no group yet,
-        with contextlib.suppress(ProcessLookupError):  # and has started nothing either
-            os.kill(pid, signal.SIGKILL)
-    except PermissionError:
-        pass

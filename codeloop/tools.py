@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from codeloop.patch import PatchError, check_path
+from codeloop.sandbox import git_environment
 from codeloop.testrun import bound
 
 OUTPUT_CHARS = 20_000
@@ -60,7 +61,7 @@ def numbered(text: str, first: int = 1) -> str:
 
 def _git_lines(root: Path, *args: str) -> str:
     result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                            errors="replace")
+                            errors="replace", env=git_environment())
     if result.returncode not in (0, 1):
         raise PatchError(result.stderr.strip() or f"git {args[0]} failed")
     return result.stdout

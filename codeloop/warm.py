@@ -18,12 +18,13 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 import tomllib
 from pathlib import Path
 
-from codeloop.testrun import environment_without, kill_group
+from codeloop.testrun import environment_without
 
 RUNNER = Path(__file__).with_name("warm_runner.py")
 DEPENDENCY_FILES = ("pyproject.toml", "setup.cfg", "setup.py", "requirements.txt",
@@ -81,7 +82,8 @@ class _WarmRun:
     """One run in a child of the runner: output through a FIFO, exit code from the runner."""
 
     def __init__(self, runner: WarmRunner, pid: int, fifo: Path, fd: int) -> None:
-        self.runner, self.pid, self.fifo, self._fd = runner, pid, fifo, fd
+        self.runner, self.pid, self.fifo = runner, pid, fifo
+        self._output = os.fdopen(fd, "rb", buffering=0)  # closed by `close` in every case
         self._reader: asyncio.StreamReader | None = None
         self._pipe: asyncio.BaseTransport | None = None
         self._exit: int | None = None
@@ -91,8 +93,7 @@ class _WarmRun:
             loop = asyncio.get_running_loop()
             self._reader = asyncio.StreamReader()
             self._pipe, _ = await loop.connect_read_pipe(
-                lambda: asyncio.StreamReaderProtocol(self._reader),
-                os.fdopen(self._fd, "rb", buffering=0))
+                lambda: asyncio.StreamReaderProtocol(self._reader), self._output)
         return await self._reader.read(65536)
 
     async def wait(self) -> int:
@@ -105,13 +106,19 @@ class _WarmRun:
         return self._exit
 
     def kill(self) -> None:
-        kill_group(self.pid)  # the runner ends the rest, once the child is gone
+        """Ask the runner to kill the child with its process group (it then ends the rest).
+        Not the child itself: the runner reaps it, and its pid may be another's by the time
+        its exit is read here. The runner is our child until `WarmRunner.close` reaps it."""
+        process = self.runner.process
+        if self._exit is None and process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
 
     def close(self) -> None:
         if self._pipe is not None:
             self._pipe.close()
-        elif self._reader is None:  # never read: the FIFO is still a bare descriptor
-            os.close(self._fd)
+        else:  # never connected (or its connecting failed): close the FIFO ourselves
+            self._output.close()
 
 
 class WarmRunner:

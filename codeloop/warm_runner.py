@@ -11,6 +11,7 @@ object per line:
   -> {"args": [...], "cwd": "...", "env": {...}, "output": FIFO, "path0": bool, "first": [...]}
   <- {"pid": P}                                                          the child started
   <- {"exit": CODE}                        the child finished, and all it started is ended
+  SIGTERM                                  kill the child, if it runs (a timeout, a cancel)
 
 The runner is a child subreaper (reaper.py): what a child leaves behind, daemons in sessions of
 their own included, is handed to the runner, which kills it before it reports the exit.
@@ -105,7 +106,8 @@ class _FailedFirst:
         items.sort(key=lambda item: item.nodeid not in self.first)
 
 
-def _child(request):
+def _child(request, reaper):
+    reaper.release_signals()  # the tests get the signals the runner takes for itself
     os.setsid()  # its own process group: a timeout kills everything it started
     fd = os.open(request["output"], os.O_WRONLY)
     os.dup2(fd, 1)
@@ -142,12 +144,17 @@ def main():
            "failed": failed, "fork": hasattr(os, "fork"),
            "site": [p for p in site.getsitepackages() if os.path.isdir(p)]})
     keep = set(reaper.children())  # whatever warming started is the runner's, not a run's
+    # Only the runner may kill a run's child: it alone knows that the pid is still the child's
+    # (not reaped). codeloop asks with a SIGTERM, after the pid was sent and before the exit
+    # was read; one for an earlier run, sent before this request was, is pending by now.
+    reaper.hold_signals()
     for line in sys.stdin:
         request = json.loads(line)
+        reaper.discard_stop()
         pid = os.fork()
         if pid == 0:
             try:
-                _child(request)
+                _child(request, reaper)
             finally:
                 os._exit(70)
         _send({"pid": pid})

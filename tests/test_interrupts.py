@@ -31,7 +31,7 @@ from codeloop.config import Config
 from codeloop.events import ErrorEvent, EventStream, ModelTextDelta, SessionEnd
 from codeloop.loop import Session, SessionSettings
 from codeloop.transport.chat import ChatCompletionsClient
-from tests.conftest import PYTEST_CMD, fix_diff, git, make_repo
+from tests.conftest import PYTEST_CMD, fix_diff, git, make_repo, run_codeloop
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall
 
 
@@ -39,10 +39,13 @@ class Headless:
     """`python -X importtime -m codeloop --task ...`, its stderr read as it comes (the import
     lines mark how far start-up got; the model's text streams there in text mode)."""
 
-    def __init__(self, repo: Path, env: dict[str, str], args: list[str]) -> None:
+    def __init__(self, repo: Path, env: dict[str, str], args: list[str],
+                 sigint_ignored: bool = False) -> None:
+        # `sigint_ignored`: started as a non-interactive shell starts a background job
+        ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
         self.process = subprocess.Popen(
             [sys.executable, "-X", "importtime", "-m", "codeloop", *args], cwd=repo, env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=ignore)
         self.text = ""
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -334,3 +337,84 @@ def test_ctrl_c_at_the_repl_prompt_during_the_baseline_quits_with_the_end_record
     events = [json.loads(line) for line in recording.read_text().splitlines()]
     assert events[-1]["type"] == "session.end", [e["type"] for e in events]
     assert [e for e in events if e["type"] == "error"][-1]["kind"] == "interrupted"
+
+
+def slow_recording(path: Path) -> Path:
+    """A recording that takes about 3 s to watch: "Looking" at once, " closer" 3 s later."""
+    start = {"type": "session.start", "t": 0.0, "session_id": "s", "task": "look", "repo": "r",
+             "model": "m", "base_url": "http://127.0.0.1:9/v1", "transport": "chat",
+             "edit_mode": "auto", "test_command": "true", "max_iterations": 1, "version": "0",
+             "format": 1}
+    deltas = [{"type": "model.text_delta", "t": t, "turn": 1, "text": text}
+              for t, text in ((0.2, "Looking"), (3.0, " closer"))]
+    path.write_text("".join(json.dumps(line) + "\n" for line in (start, *deltas)))
+    return path
+
+
+@pytest.mark.parametrize("command", ["replay", "session"])
+def test_a_sigint_ignored_by_whoever_started_codeloop_stays_ignored(tmp_path, isolated_env,
+                                                                    command):
+    # before: replay took the SIGINT anyway (a KeyboardInterrupt traceback, killed by the
+    # signal), and a headless session was cancelled by it (exit 130)
+    repo = make_repo(tmp_path, "offbyone")
+    with ScriptedModelServer([Reply(text="Looking" + " closer" * 80)], tokens_per_s=40) as server:
+        args = (["replay", str(slow_recording(tmp_path / "slow.jsonl")), "--headless"]
+                if command == "replay" else session_args(server, "true"))
+        run = Headless(repo, isolated_env, args, sigint_ignored=True)
+        # (a reply's first pieces can come between the lines of imports made as it starts)
+        run.wait_for("Looking" if command == "replay" else "closer closer closer")
+        code, stderr = run.interrupt()  # (a Ctrl-C at the script that started it, say)
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert code == 0, stderr[-3000:]
+    if command == "replay":
+        assert "Looking closer" in stderr  # it went on to the end
+    else:
+        [recording] = (repo / ".codeloop" / "sessions").glob("*.jsonl")
+        end = json.loads(recording.read_text().splitlines()[-1])
+        assert end["type"] == "session.end" and end["outcome"] != "interrupted", end
+
+
+@pytest.mark.parametrize("command", [["replay", "RECORDING", "--headless"],
+                                     ["demo", "--headless", "--speed", "max"], ["clean"]])
+def test_a_ctrl_c_during_start_up_stops_replay_demo_and_clean_with_130(tmp_path, isolated_env,
+                                                                       command):
+    # before: the press noted while the CLI imported was dropped: each ran to its end, exit 0
+    repo = make_repo(tmp_path, "offbyone")
+    recording = str(slow_recording(tmp_path / "slow.jsonl"))
+    run = Headless(repo, isolated_env, [recording if a == "RECORDING" else a for a in command])
+    run.wait_for(imported("argparse"))  # the CLI's first import: the rest is still to come
+    code, stderr = run.interrupt()
+    assert code == 130, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert "codeloop: interrupted" in stderr
+    assert "Looking" not in stderr and "nothing to clean" not in stderr  # nothing began
+
+
+def test_a_ctrl_c_while_watching_a_replay_exits_130_without_a_traceback(tmp_path, isolated_env):
+    # before: a KeyboardInterrupt traceback, and the process killed by the signal (-2)
+    run = Headless(tmp_path, isolated_env,
+                   ["replay", str(slow_recording(tmp_path / "slow.jsonl")), "--headless"])
+    run.wait_for("Looking")
+    code, stderr = run.interrupt()
+    assert code == 130, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert "codeloop: interrupted" in stderr
+
+
+def test_a_ctrl_c_during_a_re_execution_exits_130_with_its_sandbox_reported(tmp_path,
+                                                                           isolated_env):
+    # before: the interrupted re-execution was compared as if whole: "matched", exit 0
+    repo = make_repo(tmp_path, "offbyone")
+    with ScriptedModelServer([Reply(text="Looking" + " closer" * 150)], tokens_per_s=40) as server:
+        recorded = run_codeloop(repo, isolated_env, *session_args(server, "true"), timeout=120)
+    assert recorded.returncode == 0, recorded.stderr[-3000:]
+    [recording] = (repo / ".codeloop" / "sessions").glob("*.jsonl")
+    run = Headless(repo, isolated_env, ["replay", str(recording), "--re-execute"])
+    run.wait_for("closer closer closer")  # the recorded reply, streaming at its recorded pace
+    code, stderr = run.interrupt()
+    assert code == 130, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    [again] = set((repo / ".codeloop" / "sessions").glob("*.jsonl")) - {recording}
+    end = json.loads(again.read_text().splitlines()[-1])
+    assert end["type"] == "session.end" and end["outcome"] == "interrupted", end
+    assert end["branch"] in stderr  # where its sandbox stays

@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -138,8 +139,8 @@ def test_repeated_failures_are_still_referred_to_not_repeated(tmp_path, isolated
     assert f"{STALE_CLAIM} as after turn 1" in sent_text(events)
 
 
-def test_after_an_undo_a_re_sent_patch_is_tested_again_not_taken_as_passed(tmp_path,
-                                                                            monkeypatch):
+def test_after_an_undo_a_re_sent_patch_is_judged_by_its_own_result_not_taken_as_passed(
+        tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     repo = make_repo(tmp_path, "offbyone")
     replies = [patch_reply(half_fix()), patch_reply(rest_of_fix()),  # the first message
@@ -166,7 +167,77 @@ def test_after_an_undo_a_re_sent_patch_is_tested_again_not_taken_as_passed(tmp_p
     assert [e["outcome"] for e in seen if e["type"] == "turn.end"] == [
         "applied", "applied", "unchanged", "applied"]
     runs = [(e["turn"], e["passed"]) for e in seen if e["type"] == "test.done"]
-    assert runs == [(0, False), (1, False), (2, True), (3, False), (4, True)]
+    assert runs == [(0, False), (1, False), (2, True), (4, True)]  # turn 3: turn 1's files
+    assert "Test command result: 2 failed" in json.dumps(
+        [e["messages"] for e in seen if e["type"] == "model.request"][3])
+
+
+
+def driven_session(server: ScriptedModelServer, repo: Path, seen: list[dict],
+                   test_cmd: str = PYTEST_CMD, **config: int) -> Session:
+    """A Session on `server`, to drive as the interactive front ends drive it; its events go
+    to `seen`."""
+    stream = EventStream()
+    stream.subscribe(lambda event: seen.append(event.to_dict()))
+    client = ChatCompletionsClient(server.base_url, "scripted", None, 1024, 30.0)
+    settings = SessionSettings(session_id="driven", task="", test_command=test_cmd)
+    return Session(repo, Config(model="scripted", base_url=server.base_url,
+                                test_command=test_cmd, warm_tests="off", **config),
+                   settings, client, stream)
+
+
+def test_after_an_undo_the_result_is_that_of_the_files_now_not_the_undone_ones(tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    repo = make_repo(tmp_path, "offbyone")
+    replies = [patch_reply(half_fix()), patch_reply(rest_of_fix()), Reply(text="It is fixed.")]
+    seen: list[dict] = []
+
+    async def scenario() -> tuple[str, bool, str, bool]:
+        with ScriptedModelServer(replies) as server:
+            session = driven_session(server, repo, seen)
+            await session.open()
+            first = await session.ask("fix the pager")
+            session.undo()  # back at the half fix, whose tests fail
+            after_undo = session.result is not None and session.result.passed
+            second = await session.ask("is it fixed?")  # the model proposes nothing
+            await session.close(second, 0)
+            return first, after_undo, second, session.result is not None and session.result.passed
+
+    assert asyncio.run(scenario()) == ("passed", False, "no_edits", False)
+    runs = [(e["turn"], e["passed"]) for e in seen if e["type"] == "test.done"]
+    assert runs == [(0, False), (1, False), (2, True)]  # the half fix's result was known
+
+
+def test_a_re_run_after_an_interrupted_test_run_counts_as_the_test_of_those_files(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    repo = make_repo(tmp_path, "offbyone")
+    block, started = tmp_path / "block", tmp_path / "started"
+    test_cmd = (f"sh -c 'if [ -e {block} ]; then touch {started}; sleep 600; fi; "
+                f"exec {PYTEST_CMD}'")
+    seen: list[dict] = []
+
+    async def scenario() -> str:
+        with ScriptedModelServer([patch_reply(half_fix()), patch_reply(half_fix())]) as server:
+            session = driven_session(server, repo, seen, test_cmd, max_iterations=1)
+            await session.open()
+            block.touch()
+            asking = asyncio.ensure_future(session.ask("fix the pager"))
+            while not started.exists():  # the half fix is committed; its test run hangs
+                await asyncio.sleep(0.05)
+            asking.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asking
+            block.unlink()
+            await session.rerun_tests()  # /test: the half fix's result
+            again = await session.ask("try again")  # the same patch: already in the files
+            await session.close(again, 1)
+            return again
+
+    assert asyncio.run(scenario()) == "max_iterations"
+    runs = [(e["turn"], e["passed"]) for e in seen if e["type"] == "test.done"]
+    assert runs == [(0, False), (1, False)]  # the baseline, then /test; no run of them again
 
 
 # ---------------------------------------------------------------- 12: accounting

@@ -13,11 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from codeloop.config import Config
-from codeloop.events import EventStream
+from codeloop.events import EventStream, ModelTextDelta, Notice
 from codeloop.history import History
 from codeloop.loop import Session, SessionSettings
-from codeloop.redact import Redactor
+from codeloop.redact import Redactor, redact
 from codeloop.transport.chat import ChatCompletionsClient
 from codeloop.tui.app import CodeloopApp
 from codeloop.tui.transcript import Transcript
@@ -151,6 +153,112 @@ def test_the_tui_shows_no_key_from_the_model_or_the_server(tmp_path, monkeypatch
     assert KEY not in text
 
 
+SHORT, LONG = "abcdefgh", "abcdefgh12345678"  # one secret the start of another
+SAID = f"key={LONG} or {SHORT}, and abcdefgh1234!"
+SAID_REDACTED = "key=[redacted] or [redacted], and [redacted]1234!"
+
+
+def streamed(redactor: Redactor, pieces: list[str]) -> str:
+    """The text the redactor lets out for these pieces of a reply, then another event (which
+    lets out what it held back)."""
+    out = [e for piece in pieces for e in redactor.filter(ModelTextDelta(turn=1, text=piece))]
+    out += redactor.filter(Notice(kind="undo", message="sandbox back"))
+    assert isinstance(out[-1], Notice)  # (held text goes out first)
+    return "".join(e.text for e in out if isinstance(e, ModelTextDelta))
+
+
+@pytest.mark.parametrize(("secrets", "redacted"), [
+    ((SHORT, LONG), SAID_REDACTED), ((LONG, SHORT), SAID_REDACTED),
+    # one's end the start of the other: the first one found goes
+    (("abcdefgh", "efgh1234"), "key=[redacted]12345678 or [redacted], and [redacted]1234!")],
+    ids=["short first", "long first", "overlapping"])
+def test_a_secret_that_begins_with_another_is_redacted_whole_however_it_streams(secrets,
+                                                                                redacted):
+    # before: "key=[redacted]12345678" with the short secret first; streamed, the long one's
+    # tail leaked in either order
+    assert redact(SAID, secrets) == redacted
+    for i in range(len(SAID) + 1):
+        for j in range(i, len(SAID) + 1):  # every split into three pieces
+            pieces = [SAID[:i], SAID[i:j], SAID[j:]]
+            assert streamed(Redactor(secrets), pieces) == redacted, pieces
+
+
+# the model writes the key into a file: /diff shows it, and /test, whose failing run prints it
+KEY_FILE = f'--- /dev/null\n+++ b/settings.py\n@@ -0,0 +1 @@\n+API_KEY = "{KEY}"\n'
+WRITES_KEY = Reply(text="Adding it.",
+                   tool_calls=[ToolCall("apply_patch", json.dumps({"patch": KEY_FILE}))])
+PRINTS_KEY = "sh -c 'cat settings.py; exit 1'"
+
+
+def test_the_line_repl_shows_no_key_in_a_command_answer(tmp_path, isolated_env):
+    # before: /diff and /test printed the key the model had written into settings.py
+    repo = small_repo(tmp_path / "repo")
+    env = {**key_env(isolated_env), "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm",
+           "XDG_STATE_HOME": str(tmp_path / "st")}
+    with ScriptedModelServer([WRITES_KEY]) as server:
+        terminal = Terminal([sys.executable, "-m", "codeloop", "--plain", "--base-url",
+                             server.base_url, "--test-cmd", PRINTS_KEY, "--max-iterations", "1"],
+                            repo, env)
+        terminal.read_until("baseline tests")
+        time.sleep(0.3)
+        terminal.type("add the key\r")
+        at = terminal.read_until("turn 1: applied").index("turn 1: applied")
+        for command, answer in (("/diff", "+++ b/settings.py"), ("/test", "Test command result")):
+            terminal.read_until("›", start=at)
+            time.sleep(0.3)
+            at = len(terminal.output)
+            terminal.type(command)
+            time.sleep(0.3)
+            terminal.type("\r")
+            at = terminal.read_until(answer, start=at).index(answer, at)
+        terminal.read_until("›", start=at)
+        time.sleep(0.3)
+        terminal.type("/quit")
+        time.sleep(0.3)
+        terminal.type("\r")
+        terminal.close()
+    assert terminal.output.count('API_KEY = "[redacted]"') >= 2, terminal.output[-3000:]
+    assert KEY not in terminal.output
+
+
+def test_the_tui_shows_no_key_in_a_command_answer(tmp_path, monkeypatch):
+    # before: the transcript showed /diff's and /test's answers with the key in them
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    repo = small_repo(tmp_path / "repo")
+
+    async def scenario() -> str:
+        with ScriptedModelServer([WRITES_KEY]) as server:
+            config = Config(model="scripted", base_url=server.base_url, test_command=PRINTS_KEY,
+                            max_iterations=1)
+            client = ChatCompletionsClient(server.base_url, "scripted", KEY, 1024, 30.0)
+            settings = SessionSettings(session_id="tui-answers", task="",
+                                       test_command=PRINTS_KEY)
+            events = EventStream(Redactor((KEY,)))  # as the CLI builds it
+            app = CodeloopApp(Session(repo, config, settings, client, events),
+                              History(tmp_path / "history"))
+            async with app.run_test(size=(120, 40)) as pilot:
+                transcript = app.query_one(Transcript)
+                for line in ("add the key", "/diff", "/test"):
+                    deadline = time.monotonic() + 60
+                    while (not app.opened or app.busy is not None) \
+                            and time.monotonic() < deadline:
+                        await pilot.pause(0.05)
+                    await pilot.press(*line)
+                    await pilot.press("enter")
+                    await pilot.pause(0.2)
+                deadline = time.monotonic() + 60
+                while "Test command result" not in transcript.plain_text() \
+                        and time.monotonic() < deadline:
+                    await pilot.pause(0.05)
+                text = transcript.plain_text()
+                await pilot.press("ctrl+c")
+            return text
+
+    text = asyncio.run(scenario())
+    assert "session diff" in text and "Test command result" in text, text[-3000:]
+    assert KEY not in text
+    assert 'API_KEY = "[redacted]"' in text
 def new_file_diff(name: str, lines: int) -> str:
     body = "".join(f"+line {i:06d} of a generated data table, {'x' * 32}\n"
                    for i in range(lines))
@@ -203,7 +311,8 @@ def test_a_reference_that_leads_nowhere_is_a_damaged_line(tmp_path, isolated_env
              "edit_mode": "auto", "test_command": "true", "max_iterations": 1, "version": "0",
              "format": 1}
     proposed = {"type": "patch.proposed", "t": 0.1, "turn": 1, "source": "text",
-                "patch": {"$same": [7, "patch"]}}  # line 7 does not exist (yet)
+                "patch": {"$same": [7, "patch"]},  # line 7 does not exist (yet)
+                "$refs": [["patch"]]}
     recording = tmp_path / "damaged.jsonl"
     recording.write_text("".join(json.dumps(line) + "\n" for line in (start, proposed)))
     done = run_codeloop(tmp_path, isolated_env, "replay", str(recording), "--headless",

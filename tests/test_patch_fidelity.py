@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import os
 import py_compile
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from codeloop.patch import PatchError, plan
+from codeloop.patch import FileEdit, PatchError, diffstat, plan
 from codeloop.sandbox import Sandbox, SandboxError
 from tests.conftest import PYTEST_CMD, fix_diff, git, make_repo, run_codeloop
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall
@@ -142,9 +143,10 @@ def test_a_failed_commit_restores_every_file_it_wrote(
                                     '"b/a\\001b.py"', "b/a\x7fb.py"])
 def test_a_control_character_in_a_path_is_a_precise_refusal(tmp_path: Path, target: str) -> None:
     root = _repo(tmp_path / "repo", {"m.py": THREE.encode()})
-    with pytest.raises(PatchError, match=r"^refused: .* control character"):
+    with pytest.raises(PatchError, match=r"^refused: .* control character") as caught:
         plan(root, [f"--- /dev/null\n+++ {target}\n@@ -0,0 +1 @@\n+x = 1\n"])
-    assert sorted(p.name for p in root.iterdir()) == [".git", "m.py"]
+    # the refusal reaches the model and the screen: it names the character, never holds it
+    assert not re.search(r"[\x00-\x1f\x7f]", str(caught.value))
 
 
 def test_git_quoted_paths_are_decoded(tmp_path: Path, sandboxes: list[Sandbox]) -> None:
@@ -304,7 +306,9 @@ def test_a_hunk_matching_several_places_is_refused_naming_them(tmp_path: Path,
     with pytest.raises(PatchError) as caught:
         plan(root, [f"--- a/t.py\n+++ b/t.py\n{header}\n{hunk}"])
     assert "of t.py: its context matches 2 places (lines 2 and 7)" in str(caught.value)
-    assert (root / "t.py").read_text() == TWINS
+    # the advice given works: one more context line places it
+    [edit] = plan(root, [f"--- a/t.py\n+++ b/t.py\n{header}\n def two():\n{hunk}"])
+    assert edit.after == TWINS[:-len("return total\n")] + "return total + 1\n"
 
 
 @pytest.mark.parametrize(("header", "changed"), [("@@ -7,2 +7,2 @@", "two"),
@@ -387,3 +391,233 @@ def test_a_session_on_a_crlf_checkout_rejects_an_odd_path_then_applies_home(
     fixed = (repo / "pager" / "paginate.py").read_bytes()
     assert b"return (total + per_page - 1) // per_page\r\n" in fixed
     assert fixed.count(b"\n") == fixed.count(b"\r\n")
+
+
+# --- review findings: what the patch may target -------------------------------------------------
+
+@pytest.mark.parametrize(("diff", "reason"), [
+    ("--- a/link.py\n+++ b/link.py\n@@ -1 +1 @@\n-a = 1\n+a = 2\n",
+     "refused: 'link.py' is a symbolic link (to 'real.py'); patch 'real.py' itself"),
+    ("diff --git a/link.py b/moved.py\nrename from link.py\nrename to moved.py\n",
+     "refused: 'link.py' is a symbolic link (to 'real.py')"),
+    ("--- /dev/null\n+++ b/linked/new.py\n@@ -0,0 +1 @@\n+n = 1\n",
+     "refused: 'linked/new.py' leads through 'linked', a symbolic link (to 'pkg'); "
+     "patch 'pkg/new.py' itself"),
+    ("--- a/gone.py\n+++ /dev/null\n@@ -1 +0,0 @@\n-a = 1\n",
+     "refused: 'gone.py' is a symbolic link (to 'missing.py')"),
+])
+def test_a_patch_through_a_symlink_is_refused_naming_where_it_points(
+        tmp_path: Path, diff: str, reason: str) -> None:
+    repo = _repo(tmp_path / "repo", {"real.py": b"a = 1\n", "pkg/m.py": b"m = 1\n"})
+    os.symlink("real.py", repo / "link.py")
+    os.symlink("pkg", repo / "linked")
+    os.symlink("missing.py", repo / "gone.py")
+    with pytest.raises(PatchError) as caught:
+        plan(repo, [diff])
+    assert reason in str(caught.value)
+
+
+@pytest.mark.parametrize(("target", "reason"), [
+    ("d", "refused: 'd' is a directory; a patch changes files"),
+    ("pkg/__init__.py", "refused: 'pkg/__init__.py' cannot be created: 'pkg' is a file"),
+])
+def test_a_patch_onto_a_directory_or_under_a_file_is_refused_precisely(
+        tmp_path: Path, target: str, reason: str) -> None:
+    repo = _repo(tmp_path / "repo", {"pkg": b"x = 1\n", "d/f.py": b"y = 1\n"})
+    with pytest.raises(PatchError, match=re.escape(reason)):
+        plan(repo, [f"--- /dev/null\n+++ b/{target}\n@@ -0,0 +1 @@\n+z = 1\n"])
+
+
+@pytest.mark.parametrize("target", ["d", "pkg/__init__.py"])
+def test_a_write_that_cannot_happen_is_a_clean_refusal_that_changes_nothing(
+        tmp_path: Path, sandboxes: list[Sandbox], target: str) -> None:
+    repo = _repo(tmp_path / "repo", {"m.py": THREE.encode(), "pkg": b"x = 1\n",
+                                     "d/f.py": b"y = 1\n"})
+    sandbox = _sandbox(sandboxes, repo)
+    head = sandbox.head()
+    # (edits `plan` would refuse, handed to the sandbox directly: its own guard must hold too)
+    edits = [FileEdit("m.py", THREE, "a = 1\n", mode_before="100644", mode_after="100644"),
+             FileEdit(target, None, "z = 1\n", mode_after="100644")]
+    with pytest.raises(SandboxError, match="nothing was changed"):
+        sandbox.commit_patch(edits, "turn")
+    assert sandbox.head() == head
+    assert (sandbox.path / "m.py").read_text() == THREE
+    assert (sandbox.path / "pkg").read_text() == "x = 1\n"
+    assert (sandbox.path / "d" / "f.py").read_text() == "y = 1\n"
+    assert git(sandbox.path, "status", "--porcelain") == ""
+
+
+# --- review findings: content survives byte for byte --------------------------------------------
+
+ODD_BREAKS = "import os\n\x0c\ndef f():\n    return 1\n\x1c x = 2\r y\x85 \u2028 \u2029\x1d\x1e\n"
+
+
+def test_form_feeds_and_other_unicode_line_breaks_are_kept(tmp_path: Path) -> None:
+    root = _repo(tmp_path / "repo", {"m.py": ODD_BREAKS.encode()})
+    diff = "--- a/m.py\n+++ b/m.py\n@@ -3,2 +3,2 @@\n def f():\n-    return 1\n+    return 2\n"
+    [edit] = plan(root, [diff])
+    assert edit.after == ODD_BREAKS.replace("return 1", "return 2")
+    assert diffstat([edit]).splitlines() == ["m.py | +1 -1", "1 file(s) changed, +1 -1"]
+
+
+@pytest.mark.parametrize("diff", [
+    "diff --git a/m.py b/n.py\nsimilarity index 100%\nrename from m.py\nrename to n.py\n",
+    "diff --git a/m.py b/m.py\nold mode 100644\nnew mode 100755\n",
+])
+def test_a_rename_or_mode_change_keeps_the_content_byte_for_byte(tmp_path: Path,
+                                                                 diff: str) -> None:
+    content = ODD_BREAKS + "no final newline\r"
+    root = _repo(tmp_path / "repo", {"m.py": content.encode()})
+    [edit] = plan(root, [diff])
+    assert edit.after == content
+
+
+def test_a_mode_change_is_read_from_the_index_when_core_filemode_is_off(
+        tmp_path: Path, sandboxes: list[Sandbox]) -> None:
+    repo = _repo(tmp_path / "repo", {"run.sh": b"echo hi\n"})
+    git(repo, "update-index", "--chmod=+x", "run.sh")
+    git(repo, "commit", "-q", "-m", "executable")
+    git(repo, "config", "core.fileMode", "false")
+    sandbox = _sandbox(sandboxes, repo)
+    (sandbox.path / "run.sh").chmod(0o644)  # as on a file system without x bits: git ignores it
+    assert git(sandbox.path, "status", "--porcelain") == ""
+    _commit(sandbox, ["diff --git a/run.sh b/run.sh\nold mode 100755\nnew mode 100644\n"])
+    assert git(sandbox.path, "ls-tree", "HEAD", "run.sh").split()[0] == "100644"
+
+
+# --- review findings: a patch sent again ----------------------------------------------------------
+
+PLACED = ("def one():\n    total = 0\n    return total\n\n\n"
+          "def two():\n    total = 0\n    x = 1\n    return total\n")
+
+
+def test_a_numbered_patch_sent_again_is_already_applied_not_applied_elsewhere(
+        tmp_path: Path) -> None:
+    root = _repo(tmp_path / "repo", {"t.py": TWINS.encode()})
+    diff = ("--- a/t.py\n+++ b/t.py\n@@ -7,2 +7,3 @@\n     total = 0\n+    x = 1\n"
+            "     return total\n")
+    [edit] = plan(root, [diff])
+    assert edit.after == PLACED
+    (root / "t.py").write_text(edit.after)
+    [again] = plan(root, [diff])
+    assert (again.changed, again.after) == (False, PLACED)
+    assert again.already_applied == ["t.py hunk 1 (@@ -7,2 +7,3 @@)"]
+
+
+def test_a_patch_of_several_hunks_sent_again_is_already_applied(tmp_path: Path) -> None:
+    source = "".join(f"line{n} = {n}\n" for n in range(1, 21))
+    root = _repo(tmp_path / "repo", {"big.py": source.encode()})
+    diff = ("--- a/big.py\n+++ b/big.py\n@@ -1,2 +1,4 @@\n+import os\n+import sys\n line1 = 1\n"
+            " line2 = 2\n@@ -15,2 +17,2 @@\n line15 = 15\n-line16 = 16\n+line16 = 160\n")
+    [edit] = plan(root, [diff])
+    (root / "big.py").write_text(edit.after)
+    [again] = plan(root, [diff])
+    assert not again.changed and len(again.already_applied) == 2
+
+
+def test_an_unnumbered_hunk_whose_new_side_is_already_elsewhere_is_refused(
+        tmp_path: Path) -> None:
+    root = _repo(tmp_path / "repo", {"t.py": PLACED.encode()})
+    diff = "--- a/t.py\n+++ b/t.py\n@@\n     total = 0\n+    x = 1\n     return total\n"
+    with pytest.raises(PatchError) as caught:
+        plan(root, [diff])
+    assert ("hunk 1 (@@ -0,2 +0,3 @@) of t.py: it fits at line 2, but its new lines are "
+            "already at line 7") in str(caught.value)
+    # line numbers settle it: the first function gets it too
+    [edit] = plan(root, [diff.replace("@@\n", "@@ -2,2 +2,3 @@\n")])
+    assert edit.after == PLACED.replace("total = 0\n    return", "total = 0\n    x = 1\n    return")
+
+
+def test_a_deletion_applies_though_the_context_it_leaves_occurs_elsewhere(
+        tmp_path: Path) -> None:
+    source = "a = 1\n\n\nb = 2\n\nx = 3\n\nc = 4\n"
+    root = _repo(tmp_path / "repo", {"d.py": source.encode()})
+    # its new side (two blank lines) is at line 2 already: that is no sign of it being applied
+    for header in ("@@", "@@ -4,3 +4,2 @@"):
+        [edit] = plan(root, [f"--- a/d.py\n+++ b/d.py\n{header}\n \n-x = 3\n \n"])
+        assert edit.after == "a = 1\n\n\nb = 2\n\n\nc = 4\n"
+
+
+def test_a_mode_change_of_a_missing_file_is_refused(tmp_path: Path) -> None:
+    root = _repo(tmp_path / "repo", {"m.py": THREE.encode()})
+    with pytest.raises(PatchError, match="nope.sh: the file does not exist"):
+        plan(root, ["diff --git a/nope.sh b/nope.sh\nold mode 100644\nnew mode 100755\n"])
+
+
+# --- review findings: indentation, messages -----------------------------------------------------
+
+def test_a_hunk_indented_one_level_too_little_is_shifted_whole(tmp_path: Path) -> None:
+    source = "class A:\n    def f(self, x):\n        y = x\n        return y\n"
+    root = _repo(tmp_path / "repo", {"a.py": source.encode()})
+    diff = ("--- a/a.py\n+++ b/a.py\n@@ -2,3 +2,4 @@\n def f(self, x):\n     y = x\n"
+            "-    return y\n+    if y:\n+        return y\n+    return 0\n")
+    [edit] = plan(root, [diff])
+    assert edit.after == ("class A:\n    def f(self, x):\n        y = x\n        if y:\n"
+                          "            return y\n        return 0\n")
+
+
+def test_a_refusal_in_a_crlf_file_quotes_lines_without_their_cr(tmp_path: Path) -> None:
+    root = _repo(tmp_path / "repo", {"m.py": THREE.encode()}, autocrlf="true")
+    assert (root / "m.py").read_bytes() == b"a = 1\r\nb = 2\r\nc = 3\r\n"
+    with pytest.raises(PatchError) as caught:
+        plan(root, [CHANGE_B.replace("-b = 2", "-b = 5")])
+    assert "expects 'b = 5' where the file has 'b = 2' (line 2)" in str(caught.value)
+    assert "\\r" not in str(caught.value)
+
+
+# --- review findings: committing ------------------------------------------------------------------
+
+def test_a_commit_that_fails_after_staging_restores_files_and_index(
+        tmp_path: Path, sandboxes: list[Sandbox]) -> None:
+    files = {"m.py": THREE.encode(), "run.sh": b"echo hi\n", "old.py": b"o = 1\n"}
+    diff = _git_diff(tmp_path, files, "chmod +x run.sh && git mv old.py new.py")
+    sandbox = _sandbox(sandboxes, _repo(tmp_path / "repo", files))
+    edits = [e for e in plan(sandbox.path, [CHANGE_B + NEW_FILE, diff]) if e.changed]
+    head, index = sandbox.head(), git(sandbox.path, "ls-files", "-s")
+    # the branch's ref is locked: staging succeeds, the commit itself fails
+    branch = git(sandbox.path, "symbolic-ref", "HEAD").strip()
+    common = Path(git(sandbox.path, "rev-parse", "--path-format=absolute",
+                      "--git-common-dir").strip())
+    lock = common / f"{branch}.lock"
+    lock.write_text("")
+    try:
+        with pytest.raises(SandboxError, match="nothing was changed"):
+            sandbox.commit_patch(edits, "turn")
+    finally:
+        lock.unlink()
+    assert sandbox.head() == head
+    assert git(sandbox.path, "ls-files", "-s") == index
+    assert git(sandbox.path, "status", "--porcelain") == ""
+    assert (sandbox.path / "m.py").read_text() == THREE
+    assert not (sandbox.path / "n.py").exists() and not (sandbox.path / "new.py").exists()
+    assert not os.access(sandbox.path / "run.sh", os.X_OK)
+
+
+def test_a_failure_after_the_commit_still_leaves_the_commit_and_its_files(
+        tmp_path: Path, sandboxes: list[Sandbox]) -> None:
+    repo = _repo(tmp_path / "repo", {"m.py": THREE.encode(), ".gitattributes": b"*.py filter=f\n"})
+    git(repo, "config", "filter.f.clean", "cat")
+    git(repo, "config", "filter.f.smudge", "cat")
+    git(repo, "config", "filter.f.required", "true")
+    sandbox = _sandbox(sandboxes, repo)
+    head = sandbox.head()
+    git(repo, "config", "filter.f.smudge", "false")  # the checkout after the commit fails
+    commit = sandbox.commit_patch(plan(sandbox.path, [CHANGE_B + NEW_FILE]), "turn")
+    assert commit == sandbox.head() != head
+    assert (sandbox.path / "m.py").read_text() == THREE.replace("b = 2", "b = 20")
+    assert (sandbox.path / "n.py").read_text() == "x = 1\ny = 2\n"
+    assert git(sandbox.path, "status", "--porcelain") == ""
+
+
+def test_the_users_hooks_do_not_run_in_the_sandbox(tmp_path: Path,
+                                                   sandboxes: list[Sandbox]) -> None:
+    repo = _repo(tmp_path / "repo", {"m.py": THREE.encode()})
+    hooks = repo / ".git" / "hooks"
+    (hooks / "prepare-commit-msg").write_text("#!/bin/sh\necho 'ticket id required' >&2\nexit 1\n")
+    (hooks / "post-commit").write_text(f"#!/bin/sh\ntouch {tmp_path}/post-commit-ran\n")
+    for hook in hooks.glob("*-commit*"):
+        hook.chmod(0o755)
+    sandbox = _sandbox(sandboxes, repo)
+    _commit(sandbox, [CHANGE_B])
+    assert git(sandbox.path, "show", "HEAD:m.py") == THREE.replace("b = 2", "b = 20")
+    assert not (tmp_path / "post-commit-ran").exists()

@@ -50,16 +50,21 @@ def test_re_execute_on_the_recorded_commit_reports_no_divergence(recorded, isola
     assert "re-execution matched the recording: 2 turn(s)" in done.stdout
 
 
-def test_re_execute_at_recorded_speed_spends_the_recorded_model_time(recorded, isolated_env):
-    # the turn's model spans are the recorded ones, so the replay must take as long for them:
-    # the harness overhead left over is then our own, never negative
+@pytest.mark.parametrize("speed", ["1", "10", "max"])
+def test_re_execute_books_the_model_time_it_spent_never_more(recorded, isolated_env, speed):
+    # a re-executed turn's model spans are those of the replay itself (the recorded pace, or
+    # faster): the harness overhead left over is then our own, never negative (at --speed max
+    # the recorded spans made it -800 ms)
     repo, recording = recorded
-    done = run_codeloop(repo, isolated_env, "replay", str(recording), "--re-execute", "--json")
+    done = run_codeloop(repo, isolated_env, "replay", str(recording), "--re-execute", "--json",
+                        "--speed", speed)
     assert done.returncode == 0, done.stdout + done.stderr
     turns = [json.loads(line) for line in done.stdout.splitlines()
              if json.loads(line)["type"] == "turn.end"]
     assert len(turns) == 2
     assert all(t["spans"]["overhead_ms"] >= 0 for t in turns), [t["spans"] for t in turns]
+    if speed == "max":  # nothing waited for: no recorded decode time booked
+        assert all(t["spans"]["decode_ms"] < 200 for t in turns), [t["spans"] for t in turns]
 
 
 def test_re_execute_at_a_later_commit_reports_the_divergence_precisely(recorded, isolated_env):

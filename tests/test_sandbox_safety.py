@@ -6,16 +6,33 @@ Real git repos (with real submodules), the real `codeloop` as a subprocess, the 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from codeloop.sandbox import Sandbox, SandboxError, records_home, worktrees_home
-from tests.conftest import PYTEST_CMD, committed_repo, git, make_repo, run_codeloop, tree_state
+from codeloop.sandbox import (
+    MTIME_SLACK_S,
+    Sandbox,
+    SandboxError,
+    _hold_lock,
+    records_home,
+    worktrees_home,
+)
+from tests.conftest import (
+    PYTEST_CMD,
+    committed_repo,
+    fix_diff,
+    git,
+    make_repo,
+    run_codeloop,
+    tree_state,
+)
 from tests.scripted_server import Reply, ScriptedModelServer
 
 
@@ -154,9 +171,15 @@ def test_a_sandbox_removed_under_a_running_session_still_ends_it(tmp_path, isola
         go.touch()
         rest, err = process.communicate(timeout=120)
     assert "Traceback" not in err, err
-    ended = [json.loads(line) for line in rest.splitlines()][-1]
+    events += [json.loads(line) for line in rest.splitlines()]
+    ended = events[-1]
     assert ended["type"] == "session.end", err
     assert ended["branch"] == ready(events)["branch"]
+    errors = [e for e in events if e["type"] == "error" and e["kind"] == "sandbox"]
+    assert [e["message"] for e in errors] == [
+        f"the sandbox {ready(events)['path']} is gone: cannot run git in "
+        f"{ready(events)['path']}: No such file or directory"], events
+    assert process.returncode == ended["exit_code"] == 1, err  # its tests could not pass
 
 
 class blocked_session:  # noqa: N801 - used as a context manager, like a function
@@ -305,3 +328,188 @@ def test_a_patch_inside_a_submodule_is_rejected_and_the_model_told_why(tmp_path,
     assert "inside the submodule lib" in json.dumps(second["messages"])
     assert (Path(ready(events)["path"]) / "lib" / "mylib.py").read_text() == "VALUE = 2\n"
     assert done.returncode == 0, done.stderr  # the baseline passed, and still does
+
+
+# ---------------------------------------------------------------- review findings
+
+
+def made_and_closed(repo: Path, name: str, tests: Callable[[Path], object] = lambda _: None,
+                    user: Callable[[Path], object] | None = None) -> Sandbox:
+    """A sandbox made and its session ended the way a session ends it. In between, `user` does
+    what someone did in it by hand, then (past the slack on modification times) `tests` does
+    what the session's test runs did, inside a test run."""
+    sandbox = Sandbox.create(repo, name)
+    if user is not None:
+        user(sandbox.path)
+        time.sleep(MTIME_SLACK_S + 0.2)
+    with sandbox.test_run():
+        tests(sandbox.path)
+    sandbox.close()
+    return sandbox
+
+
+def test_clean_keeps_edits_made_in_the_sandbox_while_its_session_ran(tmp_path, isolated_env,
+                                                                     monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", isolated_env["XDG_CACHE_HOME"])
+    repo = make_repo(tmp_path, "offbyone")
+
+    def by_hand(path: Path) -> None:
+        (path / "pager" / "paginate.py").write_text("# my own work\n")  # a REPL user's edit
+        (path / "notes.txt").write_text("mine\n")
+
+    def test_run(path: Path) -> None:
+        (path / "pager" / "left_by_tests.txt").write_text("an artifact\n")
+
+    sandbox = made_and_closed(repo, "during", test_run, by_hand).path
+    (sandbox / "notes.txt").write_text("mine, changed after the end too\n")
+
+    kept = clean(repo, isolated_env).stdout
+
+    assert f"kept {sandbox}: uncommitted changes" in kept, kept
+    assert "pager/paginate.py" in kept and "notes.txt" in kept
+    assert "left_by_tests.txt" not in kept  # there, unchanged, when the session ended: its own
+    assert (sandbox / "pager" / "paginate.py").read_text() == "# my own work\n"
+    (sandbox / "pager" / "paginate.py").write_text(
+        git(sandbox, "show", "HEAD:pager/paginate.py"))
+    (sandbox / "notes.txt").unlink()
+    assert f"removed {sandbox}" in clean(repo, isolated_env).stdout
+
+
+def test_clean_keeps_a_new_file_made_by_hand_while_its_session_ran(tmp_path, isolated_env,
+                                                                  monkeypatch):
+    # only untracked files: before, every untracked file there at the session's end was taken
+    # for its test runs' own, and the sandbox removed with the user's new file
+    monkeypatch.setenv("XDG_CACHE_HOME", isolated_env["XDG_CACHE_HOME"])
+    repo = make_repo(tmp_path, "offbyone")
+    sandbox = made_and_closed(repo, "new-file", lambda p: (p / "junit.xml").write_text("<x/>"),
+                              lambda p: (p / "idea.py").write_text("mine\n")).path
+
+    kept = clean(repo, isolated_env).stdout
+
+    assert f"kept {sandbox}: uncommitted changes: idea.py" in kept, kept
+    assert "junit.xml" not in kept and (sandbox / "idea.py").read_text() == "mine\n"
+
+
+def test_clean_keeps_a_changed_test_artifact_and_everything_of_a_killed_session(
+        tmp_path, isolated_env, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", isolated_env["XDG_CACHE_HOME"])
+    repo = make_repo(tmp_path, "offbyone")
+    ended = made_and_closed(repo, "ended", lambda p: (p / "out.log").write_text("run 1\n")).path
+    (ended / "out.log").write_text("edited by hand afterwards\n")
+    killed = Sandbox.create(repo, "killed")  # (never closed: as if killed)
+    (killed.path / "out.log").write_text("run 1\n")
+    killed._record.release()  # type: ignore[union-attr] - its process is gone
+
+    kept = clean(repo, isolated_env).stdout
+
+    assert f"kept {ended}: uncommitted changes: out.log" in kept, kept
+    assert f"kept {killed.path}: uncommitted changes: out.log" in kept, kept
+
+
+@pytest.mark.parametrize("inherited", [("GIT_DIR",),
+                                       ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")])
+def test_git_variables_inherited_from_a_hook_never_turn_the_sandbox_onto_the_users_repo(
+        tmp_path, isolated_env, inherited):
+    # before: with GIT_DIR the patch was committed onto the user's main; with all three the
+    # commit failed (the patch rejected); either way the tests' git saw the user's repository
+    repo = make_repo(tmp_path, "offbyone")
+    git(repo, "branch", "-m", "main")
+    before = (git(repo, "rev-parse", "main"), tree_state(repo))
+    seen = tmp_path / "seen"
+    test_cmd = f"sh -c 'git rev-parse --show-toplevel >> {seen}; exec {PYTEST_CMD}'"
+    values = {"GIT_DIR": str(repo / ".git"), "GIT_WORK_TREE": str(repo),
+              "GIT_INDEX_FILE": str(repo / ".git" / "index")}  # as inside a git hook
+    env = {**isolated_env, **{name: values[name] for name in inherited}}
+    with ScriptedModelServer([Reply(text=f"```diff\n{fix_diff('offbyone')}```")]) as server:
+        done = run_codeloop(repo, env, *session_args(server, test_cmd), timeout=120)
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 0, done.stderr
+    sandbox, branch = ready(events)["path"], ready(events)["branch"]
+    assert (git(repo, "rev-parse", "main"), tree_state(repo)) == before
+    assert git(repo, "log", "-1", "--format=%s", branch).startswith("codeloop turn 1")
+    assert seen.read_text().split() == [sandbox, sandbox]  # the tests' git saw the sandbox
+
+
+def test_a_locked_sandbox_or_a_branch_git_cannot_delete_is_kept_with_the_reason(
+        tmp_path, isolated_env, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", isolated_env["XDG_CACHE_HOME"])
+    repo = make_repo(tmp_path, "offbyone")
+    locked = made_and_closed(repo, "locked")
+    git(repo, "worktree", "lock", "--reason", "keep me", str(locked.path))
+    busy = made_and_closed(repo, "busy")
+    (repo / ".git" / "refs" / "heads" / "codeloop" / "busy.lock").write_text("")  # git at work
+    gone = made_and_closed(repo, "gone")
+    broken = made_and_closed(repo, "broken")
+    (repo / ".git" / "worktrees" / "broken" / "index").write_bytes(b"not an index")
+
+    done = run_codeloop(repo, isolated_env, "clean")
+
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert f"kept {locked.path}: locked: keep me" in done.stdout, done.stdout
+    assert "kept codeloop/locked: its sandbox is kept" in done.stdout
+    assert f"removed {busy.path}" in done.stdout
+    assert "kept codeloop/busy: git could not delete it: " in done.stdout
+    assert f"removed {gone.path}" in done.stdout and "removed codeloop/gone" in done.stdout
+    assert f"kept {broken.path}: git could not read its status: " in done.stdout
+    assert locked.path.is_dir() and broken.path.is_dir()
+    assert sorted(branches(repo)) == ["codeloop/broken", "codeloop/busy", "codeloop/locked"]
+    # once git is done, and the lock is lifted, the next clean removes them
+    (repo / ".git" / "refs" / "heads" / "codeloop" / "busy.lock").unlink()
+    git(repo, "worktree", "unlock", str(locked.path))
+    git(broken.path, "read-tree", "HEAD")  # (a new index)
+    clean(repo, isolated_env)
+    assert branches(repo) == [] and worktrees(repo) == [str(repo)]
+
+
+def test_a_session_starting_while_clean_removes_the_records_folder_still_gets_its_lock(
+        tmp_path):
+    lock = tmp_path / "records" / "s1.lock"  # (`clean` removed the empty folder just now)
+    fd = _hold_lock(lock, wait=True)
+    assert fd is not None and lock.is_file()
+    os.close(fd)
+
+
+def test_unrecorded_sandboxes_of_an_older_codeloop_are_named_as_such_and_kept(
+        tmp_path, isolated_env, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", isolated_env["XDG_CACHE_HOME"])
+    repo = make_repo(tmp_path, "offbyone")
+    older = worktrees_home(repo) / "older"  # where codeloop put it, before it kept records
+    git(repo, "worktree", "add", "-q", "-b", "codeloop/older", str(older))
+
+    kept = clean(repo, isolated_env).stdout
+
+    assert (f"kept {older}: no record of it (made by an older codeloop?): remove it with "
+            f"`git worktree remove {older}`") in kept, kept
+    assert "kept codeloop/older: its sandbox is kept" in kept
+    assert older.is_dir() and branches(repo) == ["codeloop/older"]
+
+
+def test_clean_from_a_linked_worktree_finds_the_sandboxes_made_from_the_main_one(
+        tmp_path, isolated_env, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", isolated_env["XDG_CACHE_HOME"])
+    repo = make_repo(tmp_path, "offbyone")
+    linked = tmp_path / "linked"
+    git(repo, "worktree", "add", "-q", "--detach", str(linked))
+    from_main = made_and_closed(repo, "from-main").path
+    from_linked = made_and_closed(linked, "from-linked").path
+    assert from_main.parent == from_linked.parent  # one home for the repository's sandboxes
+
+    cleaned = clean(linked, isolated_env).stdout
+
+    assert f"removed {from_main}" in cleaned and f"removed {from_linked}" in cleaned, cleaned
+    assert "not made by codeloop" not in cleaned and branches(repo) == []
+    assert sorted(worktrees(repo)) == sorted([str(repo), str(linked)])
+
+
+def test_a_kept_sandbox_survives_gc_pruning_in_the_users_submodule(tmp_path, isolated_env,
+                                                                   monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", isolated_env["XDG_CACHE_HOME"])
+    repo = repo_with_submodule(tmp_path)  # lib's uncommitted change: a commit nothing names
+    sandbox = made_and_closed(repo, "kept").path
+    # weeks later, git's automatic gc in the user's submodule prunes unreachable objects
+    git(repo / "lib", "-c", "gc.pruneExpire=now", "-c", "gc.reflogExpire=now",
+        "-c", "gc.reflogExpireUnreachable=now", "gc", "-q", "--prune=now")
+
+    assert git(sandbox / "lib", "status", "--porcelain") == ""
+    assert git(sandbox / "lib", "show", "HEAD:mylib.py") == "VALUE = 2\n"
+    assert (sandbox / "lib" / "mylib.py").read_text() == "VALUE = 2\n"

@@ -5,6 +5,8 @@ command exits, even while something it started still holds its output open."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import os
 import shlex
@@ -233,8 +235,20 @@ def test_a_timeout_ends_a_daemon_the_run_started(tmp_path, pids, marker, mode):
     result = run(PYTEST_CMD, root, mode, timeout_s=10)
 
     assert result is not None and result.timed_out
+    assert result.exit_code == -9, result.output  # killed by SIGKILL, as the timeout does
+    assert "Traceback" not in result.output
     assert "hanging.pid" in left(pids)
     assert survivors(pids, marker) == []
+
+
+@pytest.mark.parametrize("command", ["kill -9 $$", "echo started; kill -KILL $$"])
+def test_a_shell_killed_by_sigkill_reports_that_signal(tmp_path, command):
+    # SIGKILL has no handler to reset: what runs the shell dies of it all the same
+    result = run(command, tmp_path, "cold")
+
+    assert result is not None and not result.timed_out
+    assert result.exit_code == -9, result.output
+    assert "Traceback" not in result.output
 
 
 @pytest.mark.parametrize("mode", ["cold", "warm"])
@@ -244,6 +258,33 @@ def test_a_cancel_ends_a_daemon_the_run_started(tmp_path, pids, marker, mode):
     run(PYTEST_CMD, root, mode, cancel_when=lambda: "hanging.pid" in left(pids))
 
     assert "hanging.pid" in left(pids)
+    assert survivors(pids, marker) == []
+
+
+def test_a_warm_run_cancelled_as_it_starts_is_ended_and_the_next_one_runs(tmp_path, pids,
+                                                                          marker):
+    # the kill reaches the child through the runner, maybe before the child has a process
+    # group of its own; it does not reach the next run's child
+    root = project(tmp_path, pids, marker)
+
+    async def scenario() -> TestResult:
+        runner = WarmRunner(PYTEST_CMD, root)
+        await runner.launch()
+        try:
+            first = asyncio.ensure_future(
+                run_tests(PYTEST_CMD, root, 60, lambda _: None, warm=runner))
+            await asyncio.sleep(0)
+            first.cancel()
+            await asyncio.wait({first}, timeout=30)
+            assert first.cancelled()
+            return await asyncio.wait_for(
+                run_tests(PYTEST_CMD, root, 60, lambda _: None, warm=runner), 120)
+        finally:
+            await runner.close()
+
+    second = asyncio.run(scenario())
+
+    assert second.passed and second.counts["passed"] == 2, second.output
     assert survivors(pids, marker) == []
 
 
@@ -292,3 +333,189 @@ def test_both_ways_of_finding_children_agree():
         for child in started:
             child.kill()
             child.wait()
+
+
+def test_a_cancel_after_the_output_reader_failed_leaves_no_unretrieved_error(tmp_path):
+    # the output callback fails at the first output; the run is cancelled while it goes on:
+    # that failure is dealt with by the cancel, not reported later as never retrieved
+    failed: list[str] = []
+
+    def on_output(text: str) -> None:
+        failed.append(text)
+        raise RuntimeError("the screen is gone")
+
+    async def scenario() -> list[str]:
+        reported: list[str] = []
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, context: reported.append(context["message"]))
+        running = asyncio.ensure_future(
+            run_tests("echo hi; sleep 60", tmp_path, 60, on_output))
+        while not failed and not running.done():
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)  # the reader has ended with the callback's error
+        running.cancel()
+        await asyncio.wait({running}, timeout=30)
+        assert running.cancelled()
+        del running
+        gc.collect()
+        await asyncio.sleep(0)
+        return reported
+
+    assert asyncio.run(scenario()) == []
+    assert failed == ["hi\n"]
+
+
+# Run in a pid namespace of its own (as its root, through a user namespace), where the next pid
+# can be chosen: once the run's process is reaped, a stranger in a process group of its own
+# takes its pid while codeloop still reads the run's output (held open by this script). Prints
+# whether the stranger took that pid, and whether it outlived the run.
+REUSE = '''
+import asyncio, json, os, subprocess, sys, threading, time
+from pathlib import Path
+from codeloop.testrun import run_tests
+from codeloop.warm import WarmRunner
+
+mode, command, root = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+taken = {}
+
+
+def wait_for(done):
+    while not done():
+        time.sleep(0.01)
+
+
+def hold_and_take():
+    pid_file = root / "run.pid"
+    wait_for(pid_file.exists)
+    pid = int(pid_file.read_text())
+    taken["output"] = os.open(f"/proc/{pid}/fd/1", os.O_WRONLY)  # the run's output
+    (root / "held").touch()  # the run exits now
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"))  # exited and reaped
+    time.sleep(0.2)  # its exit is reported meanwhile; the output is read for 1 s more
+    Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
+    taken["stranger"] = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    taken["took"] = taken["stranger"].pid == pid
+
+
+async def main():
+    if mode == "unsupervised":
+        sys.platform = "darwin"
+    runner = WarmRunner(command, root) if mode == "warm" else None
+    if runner is not None:
+        await runner.launch()
+    threading.Thread(target=hold_and_take, daemon=True).start()
+    result = await run_tests(command, root, 60, lambda _: None, warm=runner)
+    if runner is not None:
+        await runner.close()
+    print(json.dumps({"took": taken.get("took"), "exit": result.exit_code,
+                      "stranger_alive": taken["stranger"].poll() is None}))
+
+
+asyncio.run(main())
+'''
+
+HOLDER = '''\
+import os, time
+from pathlib import Path
+
+
+def test_hold():
+    Path("run.pid.tmp").write_text(str(os.getpid()))
+    os.rename("run.pid.tmp", "run.pid")
+    while not Path("held").exists():
+        time.sleep(0.01)
+'''
+
+
+@pytest.mark.parametrize("mode", ["warm", "unsupervised"])
+def test_no_signal_reaches_a_process_that_took_the_pid_of_an_ended_run(tmp_path, mode):
+    # the run has exited (its exit reported) while its output is still open: nothing of the run
+    # is left to kill, and its pid, no longer codeloop's, may already be a stranger's
+    probe = subprocess.run(["unshare", "-Urpf", "--mount-proc", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no user and pid namespaces here: {probe.stderr.decode().strip()}")
+    if mode == "warm":
+        root = write_files(tmp_path / "project", {"tests/test_hold.py": HOLDER})
+        command = PYTEST_CMD + " -s"
+    else:
+        root = tmp_path
+        command = "echo $$ > run.pid; while [ ! -e held ]; do sleep 0.01; done"
+
+    done = subprocess.run(["unshare", "-Urpf", "--mount-proc", sys.executable, "-c", REUSE,
+                           mode, command, str(root)], capture_output=True, text=True,
+                          timeout=180)
+
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["took"], "the stranger did not get the run's pid: nothing was tested"
+    assert seen["exit"] == 0
+    assert seen["stranger_alive"]
+
+
+# A supervisor as reaper.py's: the command starts daemons that go on forking while they are
+# being ended; prints whether any child at all is left to the supervisor afterwards.
+CHURN = '''
+import os, sys
+from codeloop import reaper
+
+reaper.become_subreaper()
+reaper.hold_signals()
+shell = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", sys.argv[1]], dict(os.environ),
+                       setpgroup=0)
+reaper.wait_exited(shell)
+status = reaper.end_all(shell)
+try:
+    left = os.waitpid(-1, os.WNOHANG)
+except ChildProcessError:
+    left = None
+print(os.waitstatus_to_exitcode(status), left)
+'''
+
+
+def test_a_cold_run_is_ended_until_no_process_of_it_is_left():
+    # the children are changing all the time while they are listed: the supervisor goes on
+    # until the kernel says it has no child left, not until a listing finds none
+    forking = "i=0; while [ $i -lt 150 ]; do sleep 60 & i=$((i + 1)); done"  # (bounded)
+    command = f"for i in 1 2 3; do (setsid sh -c {shlex.quote(forking)} &); done; sleep 0.1"
+
+    done = subprocess.run([sys.executable, "-c", CHURN, command], capture_output=True,
+                          text=True, timeout=120)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "None"]
+
+
+def test_a_warm_run_cancelled_while_its_output_is_being_connected_closes_it(tmp_path):
+    root = write_files(tmp_path / "project", {"tests/test_hold.py": HOLDER})
+
+    def open_on(fifo: Path) -> list[str]:
+        found = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
+                if os.readlink(f"/proc/self/fd/{fd}").startswith(str(fifo)):  # or "(deleted)"
+                    found.append(fd)
+        return found
+
+    async def scenario() -> list[list[str]]:
+        runner = WarmRunner(PYTEST_CMD, root)
+        await runner.launch()
+        still_open = []
+        try:
+            for turns in range(3):  # cancelled before, while and just after connecting
+                started = await runner.start(PYTEST_CMD, [], root, dict(os.environ), [])
+                reading = asyncio.ensure_future(started.read())
+                for _ in range(turns):
+                    await asyncio.sleep(0)
+                reading.cancel()
+                await asyncio.wait({reading})
+                started.kill()
+                await started.wait()
+                started.close()
+                for _ in range(3):  # a transport closes its pipe one turn later
+                    await asyncio.sleep(0)
+                still_open.append(open_on(started.fifo))
+        finally:
+            await runner.close()
+        return still_open
+
+    assert asyncio.run(scenario()) == [[], [], []]

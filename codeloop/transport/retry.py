@@ -35,9 +35,12 @@ async def stream_with_retries(client: ModelClient, turn: int, messages: list[dic
     restarted = False
     while True:
         started = time.perf_counter()
+        handed_on = 0.0  # spent suspended at `yield`: the consumer's time, not the attempt's
         try:
             async for event in client.stream(turn, messages, tools):
+                at = time.perf_counter()
                 yield event
+                handed_on += time.perf_counter() - at
             return
         except TransportError as error:
             too_late = error.retry_after is not None and error.retry_after > MAX_SERVER_DELAY_S
@@ -47,7 +50,7 @@ async def stream_with_retries(client: ModelClient, turn: int, messages: list[dic
             restarted = restarted or error.shown
             delay = backoff_delay(attempt, error)
             attempt += 1
+            elapsed_ms = round((time.perf_counter() - started - handed_on) * 1000, 3)
             yield ModelRetry(turn=turn, attempt=attempt, delay_s=round(delay, 3),
-                             reason=str(error), restart=error.shown,
-                             elapsed_ms=round((time.perf_counter() - started) * 1000, 3))
+                             reason=str(error), restart=error.shown, elapsed_ms=elapsed_ms)
             await asyncio.sleep(delay)

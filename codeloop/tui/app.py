@@ -168,14 +168,16 @@ class CodeloopApp(App[int]):
         finally:
             if line.split(" ", 1)[0] in IDLE_ONLY:
                 self.busy = None
+        # not an event, so redacted here: /diff shows what the model wrote, /test test output
+        shown = self.session.events.redact(answer.text)
         if answer.quit:
             await self.action_quit()
         elif line.split(" ", 1)[0] == "/clear":
             self.transcript.clear_all()
         elif answer.is_diff:
-            self.transcript.add_diff("session diff", answer.text)
+            self.transcript.add_diff("session diff", shown)
         else:
-            self.transcript.add_text(answer.text, "note" if answer.ok else "error")
+            self.transcript.add_text(shown, "note" if answer.ok else "error")
         self._next()
 
     def action_toggle_output(self) -> None:
