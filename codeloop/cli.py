@@ -161,6 +161,9 @@ def new_session_id() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ctrl_c = hold_ctrl_c()  # first (`python -m codeloop` did so even before importing this)
+    # inherited as ignored, SIGCHLD would have the kernel reap codeloop's children itself, and
+    # no exit code of git or of a test run could be read
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     try:
         return _main(argv, ctrl_c)
     finally:
@@ -171,9 +174,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None, ctrl_c: CtrlC) -> int:
     args = build_parser().parse_args(argv)
+    from codeloop.sandbox import REPO_LOCATING, SandboxError, clean, find_repo
+
+    # codeloop finds the repository from the directory alone; an inherited GIT_DIR & co. (set
+    # inside a git hook, say) would turn every git it runs — GitPython's, which reads them from
+    # this process, included — onto the user's repository
+    for name in REPO_LOCATING:
+        os.environ.pop(name, None)
     if args.command in ("demo", "replay"):
         return _play(args, ctrl_c)
-    from codeloop.sandbox import SandboxError, clean, find_repo
 
     try:
         repo_root = find_repo((args.repo or Path.cwd()).resolve())
@@ -290,18 +299,20 @@ def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, R
     key_vars = tuple(sorted({config.api_key_env, *env_keys}))
     session_id = new_session_id()
     from codeloop.recording import SESSIONS_DIR, Recorder
-
-    try:  # before anything is made: where it cannot be written, nothing is
-        recorder = Recorder(repo_root, session_id, mirror=sys.stdout if args.json else None)
-    except OSError as exc:  # `.codeloop` a file, say
-        raise ConfigError(f"cannot write recordings to {repo_root / SESSIONS_DIR}: "
-                          f"{exc.strerror or exc}") from None
-    from codeloop.sandbox import exclude_from_git, start_sandbox
+    from codeloop.sandbox import SandboxError, exclude_from_git, start_sandbox
     from codeloop.testing import spawn_runner
 
     # the warm test runner's start-up (~0.2 s) and the sandbox's git work overlap the imports
+    # (the runner is no artefact: it ends with codeloop, whatever stops it here)
     runner = spawn_runner(config.warm_tests, test_command, repo_root, key_vars)
-    exclude_from_git(repo_root, ".codeloop/")  # before the snapshot: recordings stay out
+    try:  # before the recording exists (it stays out of git) and before the sandbox: where
+        # either cannot be written, nothing is made
+        exclude_from_git(repo_root, ".codeloop/")
+        recorder = Recorder(repo_root, session_id, mirror=sys.stdout if args.json else None)
+    except (OSError, SandboxError) as exc:  # `.codeloop` or `.git/info/exclude` a folder, say
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError(f"cannot write recordings to {repo_root / SESSIONS_DIR} "
+                          f"(kept out of git by .git/info/exclude): {reason}") from None
     sandbox_start = start_sandbox(repo_root, session_id)
     from codeloop.events import EventStream
     from codeloop.loop import Session, SessionSettings

@@ -320,13 +320,15 @@ def _place(file_lines: list[str], old: list[str], new: list[str], hint: int, num
     indentation. The file already holds the hunk when its new side is found and
     - its old side lies inside it (lines added at the hunk's start or end), or
     - its old side is nowhere, or
-    - (a numbered hunk that `adds` a line other than a blank one) it sits at or nearer the
-      hunk's line numbers than the nearest old-side match: a patch sent again is recognised
-      where it went, not applied a second time to a repeat of its context elsewhere, however
-      far. (A new side of context and blank lines alone says nothing: it is found anywhere.)
-    An unnumbered hunk has no numbers to choose by: an old side that fits once, with such a new
-    side elsewhere, is "elsewhere". Without an old side, only a new side at the insertion point
-    counts. Otherwise the old side is settled as `_settle` says.
+    - (a numbered hunk that `adds` a line other than a blank one) it sits exactly at the hunk's
+      line numbers: a patch sent again lands there exactly, so it is recognised where it went,
+      not applied a second time to a repeat of its context elsewhere, however far. (A new side
+      of context and blank lines alone says nothing: it is found anywhere.)
+    Such a new side anywhere else may be a look-alike that already has the change, or this
+    hunk applied before: the old side is applied only where its place is settled as `_settle`
+    says, the new side counting as one more match (an unnumbered hunk has no numbers to settle
+    it by), else the hunk is "elsewhere". Without an old side, only a new side at the insertion
+    point counts.
     """
     keyed: dict[_Key, list[str]] = {}
     found = _find(file_lines, old, hint, _norm, keyed)
@@ -341,10 +343,12 @@ def _place(file_lines: list[str], old: list[str], new: list[str], hint: int, num
     if inside:
         return "applied", inside[:1]
     rival = bool(present and old and (adds or not found))  # (the new side, apart from the old)
-    if rival and (not found or numbered and abs(present[0] - hint) <= abs(found[0] - hint)):
-        return "applied", present[:1]
+    if rival and (not found or numbered and hint in present):
+        return "applied", [hint] if found else present[:1]
     settled = sorted(_settle(found, hint, numbered, cursor))
-    if rival and not numbered and len(settled) == 1:
+    contest = sorted(settled + present[:1], key=lambda at: abs(at - hint))
+    if rival and len(settled) == 1 and (
+            not numbered or _settle(contest, hint, numbered, cursor) != settled):
         return "elsewhere", [settled[0], present[0]]
     if not settled:
         return "absent", []
@@ -373,8 +377,8 @@ def _ambiguity(found: list[int], path: str, label: str, number: Callable[[int], 
 def _elsewhere(found: list[int], path: str, label: str, number: Callable[[int], int]) -> str:
     old, new = map(number, found)
     return (f"{label} of {path}: it fits at line {old}, but its new lines are already at line "
-            f"{new}: it may have been applied there already. Send it with line numbers (or "
-            "with more context lines) so that it says which.")
+            f"{new}: it may have been applied there already. Send it with correct line numbers "
+            "(or with more context lines) so that it says which.")
 
 
 def _divergence(file_lines: list[str], needle: list[str], path: str, label: str,

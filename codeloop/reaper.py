@@ -71,7 +71,10 @@ def _children_by_parent():
 def hold_signals():
     """Block SIGTERM and SIGCHLD: `wait_exited` takes them when it is ready for them. (A
     handler would not do: one that arrives just before a blocking wait begins runs only after
-    the wait, which is then for a run that the SIGTERM should have ended.)"""
+    the wait, which is then for a run that the SIGTERM should have ended.) SIGCHLD goes back
+    to its default first: inherited as ignored, the kernel would reap our children itself and
+    never signal their exit, and every wait would hang."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
 
 
@@ -107,7 +110,10 @@ def _stop(pid):
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:  # a warm child before its setsid(): no group, nothing started
-        os.kill(pid, signal.SIGKILL)
+        try:  # noqa: SIM105 - (contextlib would cost start-up time on every cold run)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # (gone already)
+            pass
 
 
 def end_all(pid, keep=()):

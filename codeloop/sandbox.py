@@ -476,9 +476,11 @@ class Sandbox:
 
     def close(self) -> None:
         """The session is over: let go of the git handle and of the sandbox's lock, noting
-        the untracked files its test runs wrote, so that `clean` can tell them (the session's
-        own, as long as they stay as they are) from someone's work — a file someone made in
-        the sandbox while the session ran was not written during a test run."""
+        the untracked files last written while one of its test runs ran, so that `clean` can
+        tell them (the session's own, as long as they stay as they are) from someone's work.
+        (A file someone saves in the sandbox during a test run, or within MTIME_SLACK_S of
+        one, is taken for the run's: telling them apart would cost a listing of the sandbox
+        before and after every run, on the path of every turn.)"""
         if "repo" in self.__dict__:
             self.repo.close()
         if self._record is not None and self._record.fd is not None:
@@ -496,12 +498,14 @@ class Sandbox:
         worktree, stage it through git's own clean filters and eol rules, commit (without the
         user's hooks: a sandbox commit is codeloop's, not theirs), then check the files out
         again, so the worktree holds exactly what git's checkout of the commit writes (a CRLF
-        checkout stays CRLF, new files included). On any failure, the commit's too, the branch,
-        the files and the index entries it touched are put back as they were."""
+        checkout stays CRLF, new files included). On any failure, the commit's too, the steps
+        taken are undone: the branch, the files and the index entries it touched are as they
+        were, or the sandbox is damaged."""
         touched = [name for edit in edits for name in (edit.renamed_from, edit.path) if name]
         saved = {name: _saved(self.path / name) for name in touched}
         previous = self.head()
         env = {"GIT_LITERAL_PATHSPECS": "1"}
+        staged = False
         try:
             for edit in edits:
                 if edit.renamed_from:
@@ -512,6 +516,7 @@ class Sandbox:
             # core.safecrlf would call irreversible)
             _git(self.path, "-c", "core.safecrlf=false", "update-index", "--add", "--remove",
                  "--", *touched, env=env)
+            staged = True  # (a failed update-index writes no index: git replaces it whole)
             flips: dict[str, list[str]] = {"+x": [], "-x": []}
             for edit in edits:
                 if edit.after is not None and edit.mode_after != edit.mode_before:
@@ -524,7 +529,7 @@ class Sandbox:
                  "--no-gpg-sign", "-m", message, env=env)
             _check_out(self.path, [edit for edit in edits if edit.after is not None], env)
         except (OSError, SandboxError) as exc:
-            left = _put_back(self.path, previous, saved, env)
+            left = _put_back(self.path, previous, saved, staged, env)
             if left:
                 raise SandboxDamaged(f"the patch could not be committed ({exc}), and the "
                                      "sandbox could not be put back as it was: "
@@ -623,20 +628,46 @@ def _check_out(root: Path, written: list[FileEdit], env: dict[str, str]) -> None
 
 
 def _put_back(root: Path, previous: str, saved: dict[str, tuple[bytes, int] | None],
-              env: dict[str, str]) -> list[str]:
-    """Undo a commit_patch that failed midway: the branch at `previous` (had it committed),
-    the index entries and the files it touched as `saved`. Never raises: returns what could
-    not be put back (nothing, normally)."""
-    left: list[str] = []
+              staged: bool, env: dict[str, str]) -> list[str]:
+    """Undo a commit_patch that failed midway, only the steps it took: the branch back at
+    `previous` (had it committed), the index entries of the files it touched (had it `staged`
+    them) and the files as `saved`. Never raises: returns what is not as it was (nothing,
+    normally), each with the reason an undo failed, if one did; an undo that fails where
+    nothing needed undoing (a lock someone holds) is no damage."""
+    failed: list[str] = []
     try:
         if _git(root, "rev-parse", "HEAD").strip() != previous:
             _git(root, "reset", "-q", "--soft", previous, env=env)
-        _git(root, "reset", "-q", "--", *saved, env=env)
+        if staged:
+            _git(root, "reset", "-q", "--", *saved, env=env)
+    except SandboxError as exc:
+        failed.append(str(exc))
+    for name, data in saved.items():
+        try:
+            _restore(root / name, data)
+        except OSError as exc:
+            failed.append(f"{name}: {exc.strerror or exc}")
+    left = _not_as_before(root, previous, saved, env)
+    return left + failed if left else []
+
+
+def _not_as_before(root: Path, previous: str, saved: dict[str, tuple[bytes, int] | None],
+                   env: dict[str, str]) -> list[str]:
+    """What differs from before a commit_patch: the branch, the files as `saved`, the index
+    entries of those files (from HEAD's). Reading the index needs no lock."""
+    left: list[str] = []
+    try:
+        if _git(root, "rev-parse", "HEAD").strip() != previous:
+            left.append(f"the branch is no longer at {previous}")
+        staged = _git(root, "diff-index", "--cached", "--name-only", "-z", "HEAD", "--",
+                      *saved, env=env)
+        left += [f"{name}: staged" for name in staged.split("\0") if name]
     except SandboxError as exc:
         left.append(str(exc))
     for name, data in saved.items():
         try:
-            _restore(root / name, data)
+            if _saved(root / name) != data:
+                left.append(f"{name}: not as it was")
         except OSError as exc:
             left.append(f"{name}: {exc.strerror or exc}")
     return left

@@ -334,9 +334,10 @@ async def _finish(work: Awaitable[T]) -> T:
 async def _follow(run: RunningTests, output: BoundedText, on_output: Callable[[str], None],
                   timeout_s: float) -> tuple[int, bool]:
     """Read the run's output into `output` until the command exits, and then for
-    `DRAIN_GRACE_S` at most; returns (exit code, whether it timed out). At the timeout, on a
-    cancel, or when the output is still open after the grace period, everything the run
-    started is killed first."""
+    `DRAIN_GRACE_S` at most; returns (exit code, whether it timed out). At the timeout or on
+    a cancel, everything the run started is killed first; once the command has exited, its
+    supervisor (or the warm runner) has already ended the rest, and nothing is signalled (its
+    ids may be someone else's by then) — output still open after the grace period is cut."""
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
 
     async def read_all() -> None:

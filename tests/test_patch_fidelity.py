@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from codeloop.patch import FileEdit, PatchError, diffstat, plan
-from codeloop.sandbox import Sandbox, SandboxError
+from codeloop.sandbox import Sandbox, SandboxDamaged, SandboxError
 from tests.conftest import PYTEST_CMD, fix_diff, git, make_repo, run_codeloop
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall
 
@@ -593,6 +593,28 @@ def test_a_commit_that_fails_after_staging_restores_files_and_index(
     assert not os.access(sandbox.path / "run.sh", os.X_OK)
 
 
+def test_an_index_lock_held_while_staging_changes_nothing_and_does_not_damage_the_sandbox(
+        tmp_path: Path, sandboxes: list[Sandbox]) -> None:
+    sandbox = _sandbox(sandboxes, _repo(tmp_path / "repo", {"m.py": THREE.encode()}))
+    head, index = sandbox.head(), git(sandbox.path, "ls-files", "-s")
+    # another git (an editor's `git status`) holds the sandbox's index for a moment
+    lock = Path(git(sandbox.path, "rev-parse", "--path-format=absolute",
+                    "--git-path", "index.lock").strip())
+    lock.write_text("")
+    try:
+        with pytest.raises(SandboxError, match="nothing was changed") as caught:
+            sandbox.commit_patch(plan(sandbox.path, [CHANGE_B + NEW_FILE]), "turn")
+        assert not isinstance(caught.value, SandboxDamaged)
+        assert (sandbox.path / "m.py").read_text() == THREE
+        assert not (sandbox.path / "n.py").exists()
+    finally:
+        lock.unlink()
+    assert sandbox.head() == head
+    assert git(sandbox.path, "ls-files", "-s") == index
+    assert git(sandbox.path, "status", "--porcelain") == ""
+    _commit(sandbox, [CHANGE_B])  # the session goes on
+
+
 def test_a_failure_after_the_commit_still_leaves_the_commit_and_its_files(
         tmp_path: Path, sandboxes: list[Sandbox]) -> None:
     repo = _repo(tmp_path / "repo", {"m.py": THREE.encode(), ".gitattributes": b"*.py filter=f\n"})
@@ -621,3 +643,33 @@ def test_the_users_hooks_do_not_run_in_the_sandbox(tmp_path: Path,
     _commit(sandbox, [CHANGE_B])
     assert git(sandbox.path, "show", "HEAD:m.py") == THREE.replace("b = 2", "b = 20")
     assert not (tmp_path / "post-commit-ran").exists()
+
+
+# --- review findings: a change already made to a look-alike ---------------------------------------
+
+LOOK_ALIKES = ("def first(items):\n    total = 0\n    total += 1\n    for item in items:\n"
+               "        total += item\n    return total\n\n\n"
+               "def second(items):\n    total = 0\n    for item in items:\n"
+               "        total += item\n    return total\n")
+COUNT_ONE = ("--- a/m.py\n+++ b/m.py\n@@ -{0},3 +{0},4 @@\n     total = 0\n+    total += 1\n"
+             "     for item in items:\n         total += item\n")
+BOTH_COUNT = LOOK_ALIKES.replace("total = 0\n    for", "total = 0\n    total += 1\n    for")
+
+
+def test_a_hunk_is_not_already_applied_because_a_look_alike_nearby_has_its_change(
+        tmp_path: Path) -> None:
+    root = _repo(tmp_path / "repo", {"m.py": LOOK_ALIKES.encode()})
+    # its line numbers point nearer first(), which has the change, than second(), which fits
+    with pytest.raises(PatchError) as caught:
+        plan(root, [COUNT_ONE.format(4)])
+    assert ("hunk 1 (@@ -4,3 +4,4 @@) of m.py: it fits at line 10, but its new lines are "
+            "already at line 2") in str(caught.value)
+    assert (root / "m.py").read_text() == LOOK_ALIKES
+    # numbers that settle it on second() (exactly, or a little off) apply it there
+    for start in (10, 8):
+        [edit] = plan(root, [COUNT_ONE.format(start)])
+        assert (edit.after, edit.already_applied) == (BOTH_COUNT, [])
+    # and that patch sent again is recognised where it went
+    (root / "m.py").write_text(BOTH_COUNT)
+    [again] = plan(root, [COUNT_ONE.format(10)])
+    assert (again.changed, again.already_applied) == (False, ["m.py hunk 1 (@@ -10,3 +10,4 @@)"])

@@ -407,7 +407,9 @@ def test_clean_keeps_a_changed_test_artifact_and_everything_of_a_killed_session(
 
 
 @pytest.mark.parametrize("inherited", [("GIT_DIR",),
-                                       ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")])
+                                       ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"),
+                                       ("GIT_DIR", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+                                        "GIT_COMMON_DIR")])
 def test_git_variables_inherited_from_a_hook_never_turn_the_sandbox_onto_the_users_repo(
         tmp_path, isolated_env, inherited):
     # before: with GIT_DIR the patch was committed onto the user's main; with all three the
@@ -418,7 +420,9 @@ def test_git_variables_inherited_from_a_hook_never_turn_the_sandbox_onto_the_use
     seen = tmp_path / "seen"
     test_cmd = f"sh -c 'git rev-parse --show-toplevel >> {seen}; exec {PYTEST_CMD}'"
     values = {"GIT_DIR": str(repo / ".git"), "GIT_WORK_TREE": str(repo),
-              "GIT_INDEX_FILE": str(repo / ".git" / "index")}  # as inside a git hook
+              "GIT_INDEX_FILE": str(repo / ".git" / "index"),  # as inside a git hook
+              "GIT_OBJECT_DIRECTORY": str(repo / ".git" / "objects"),  # (GitPython's own
+              "GIT_COMMON_DIR": str(repo / ".git")}  # ref and object lookups read these)
     env = {**isolated_env, **{name: values[name] for name in inherited}}
     with ScriptedModelServer([Reply(text=f"```diff\n{fix_diff('offbyone')}```")]) as server:
         done = run_codeloop(repo, env, *session_args(server, test_cmd), timeout=120)

@@ -28,3 +28,21 @@ def test_a_repo_where_recordings_cannot_be_written_is_an_error_before_any_sandbo
     assert worktrees == [f"worktree {repo}"]  # the repository's own, no sandbox
     assert git(repo, "branch", "--list", "codeloop/*").strip() == ""
     assert git(repo, "status", "--porcelain") == ""  # (the file stays as it was)
+
+
+def test_a_repo_whose_git_exclude_cannot_be_written_leaves_no_recording(tmp_path, isolated_env):
+    # before: an IsADirectoryError traceback, and an empty recording left in an unignored
+    # .codeloop/ of the user's repository
+    repo = committed_repo(tmp_path / "repo", {"app.py": "VALUE = 1\n"})
+    exclude = repo / ".git" / "info" / "exclude"
+    exclude.unlink(missing_ok=True)
+    exclude.mkdir(parents=True)
+    with ScriptedModelServer([Reply(text="never asked")]) as server:
+        done = run_codeloop(repo, isolated_env, "--task", "do it", "--base-url", server.base_url,
+                            "--test-cmd", "true", timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "cannot write recordings" in done.stderr and ".git/info/exclude" in done.stderr
+    assert not (repo / ".codeloop").exists()
+    assert git(repo, "branch", "--list", "codeloop/*").strip() == ""  # (git status itself
+    # refuses such a repository)

@@ -10,6 +10,7 @@ import gc
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import uuid
@@ -519,3 +520,23 @@ def test_a_warm_run_cancelled_while_its_output_is_being_connected_closes_it(tmp_
         return still_open
 
     assert asyncio.run(scenario()) == [[], [], []]
+
+
+def test_a_session_started_with_sigchld_ignored_still_reads_every_exit_code(tmp_path,
+                                                                            isolated_env):
+    # inherited as ignored, SIGCHLD made the kernel reap the runs' shells itself: the cold
+    # supervisor waited for an exit it was never told of, until the test timeout
+    repo = make_repo(tmp_path, "offbyone")
+    reply = Reply(tool_calls=[ToolCall("apply_patch", json.dumps({"patch": fix_diff(
+        "offbyone")}))])
+    with ScriptedModelServer([reply]) as server:
+        done = subprocess.run(
+            [sys.executable, "-m", "codeloop", "--task", "fix the pager", "--base-url",
+             server.base_url, "--test-cmd", PYTEST_CMD, "--test-timeout", "60", "--warm-tests",
+             "auto", "--json"], cwd=repo, env=isolated_env, capture_output=True, text=True,
+            timeout=180, preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
+
+    assert done.returncode == 0, done.stderr
+    runs = [e for e in map(json.loads, done.stdout.splitlines()) if e["type"] == "test.done"]
+    assert [(r["mode"], r["exit_code"], r["timed_out"]) for r in runs] == [
+        ("cold", 1, False), ("warm", 0, False)], runs
