@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from codeloop import __version__
 from codeloop.config import EDIT_MODES, TRANSPORTS, Config, ConfigError, env_name, parse_bool
-from codeloop.interrupts import CtrlC, hold_ctrl_c, let_go_of_sigint
+from codeloop.interrupts import EXIT_INTERRUPTED, CtrlC, hold_ctrl_c, let_go_of_sigint
 
 if TYPE_CHECKING:
     from codeloop.loop import Session
@@ -204,8 +204,6 @@ def _main(argv: list[str] | None, ctrl_c: CtrlC) -> int:
         session, recorder = build_session(repo_root, args)
     except ConfigError as exc:
         return _error(str(exc))
-    from codeloop.loop import EXIT_INTERRUPTED  # (imported by now: after the sandbox started)
-
     try:
         exit_code = _run_session(session, args, ctrl_c)
     finally:
@@ -219,8 +217,6 @@ def _main(argv: list[str] | None, ctrl_c: CtrlC) -> int:
 
 
 def _interrupted(mid_line: bool = False) -> int:
-    from codeloop.loop import EXIT_INTERRUPTED
-
     print(("\n" if mid_line else "") + "codeloop: interrupted", file=sys.stderr)
     return EXIT_INTERRUPTED
 

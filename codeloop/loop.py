@@ -56,6 +56,7 @@ from codeloop.events import (
     TurnStart,
     UserMessage,
 )
+from codeloop.interrupts import EXIT_INTERRUPTED
 from codeloop.patch import PatchError, check_path, diffstat, plan
 from codeloop.sandbox import (
     Sandbox,
@@ -71,7 +72,7 @@ from codeloop.transport import ModelClient, TransportError
 from codeloop.transport.retry import stream_with_retries
 from codeloop.warm import WarmRunner
 
-EXIT_PASSED, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_PASSED, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
 CHUNK = 0.15  # after a compaction, the context grows this share of the window before the next
 AFTER_COMPACTION = 0.6  # a compaction aims below this share of the compaction threshold
 SUMMED_SPANS = ("prompt_ms", "connect_ms", "ttft_ms", "decode_ms", "tools_ms", "apply_ms",
@@ -672,15 +673,16 @@ class Session:
         if already and changed:
             notes.append("Already present, skipped: " + "; ".join(already))
         # a result of other files (an /undo since) is never passed off as that of these
-        if changed or commit != (self._tested_at or self.sandbox.base_commit):
+        if changed or commit != self._tested_at:
             self.result = await self._run_tests(turn)
             spans["test_ms"] = round(spans["test_ms"] + self.result.duration_ms, 3)
+            if changed:  # the commit's message records the result: it is a new commit
+                mark = time.perf_counter()
+                commit = self.sandbox.reword_head(f"codeloop turn {turn}: "
+                                                  f"{stat.splitlines()[-1]}\n\ntests: "
+                                                  f"{self.result.summary}")
+                spans["apply_ms"] += _ms_since(mark)
             self._tested(commit)
-        if changed:
-            mark = time.perf_counter()
-            self._tested(self.sandbox.reword_head(
-                f"codeloop turn {turn}: {stat.splitlines()[-1]}\n\ntests: {self.result.summary}"))
-            spans["apply_ms"] += _ms_since(mark)
         mark = time.perf_counter()  # the feedback is the next request's prompt
         notes.append(self._report_once(turn))
         if not self.result.passed:

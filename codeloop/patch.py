@@ -24,6 +24,8 @@ from pathlib import Path, PurePosixPath
 from unidiff import PatchedFile, PatchSet
 from unidiff.errors import UnidiffParseError
 
+from codeloop.sandbox import index_modes
+
 DEV_NULL = "/dev/null"
 _HUNK_HEADER = re.compile(r"^@@(?:\s+-(\d+)(?:,\d+)?\s+\+(\d+)(?:,\d+)?)?\s*(?:@@+(.*))?$")
 _GIT_HEADER = re.compile(r"^diff --git ")
@@ -701,14 +703,7 @@ def _index_modes(root: Path, headers: list[_FileHeader]) -> dict[str, str]:
         if header.new_mode and header.source != DEV_NULL:
             with contextlib.suppress(PatchError):  # (a bad path is refused when planned)
                 names.append(check_path(root, header.source))
-    if not names:
-        return {}
-    from codeloop.sandbox import _git  # (lazily: most patches never need it)
-
-    listed = _git(root, "ls-files", "-s", "-z", "--", *names,
-                  env={"GIT_LITERAL_PATHSPECS": "1"}, check=False)
-    entries = (entry.split("\t", 1) for entry in listed.split("\0") if "\t" in entry)
-    return {name: meta.split()[0] for meta, name in entries}
+    return index_modes(root, names) if names else {}
 
 
 def plan(root: Path, diffs: list[str]) -> list[FileEdit]:

@@ -8,7 +8,6 @@ was left out between them.
 from __future__ import annotations
 
 import sys
-from collections import deque
 from typing import IO
 
 from codeloop.events import (
@@ -32,6 +31,7 @@ from codeloop.events import (
     TurnEnd,
     TurnStart,
 )
+from codeloop.testrun import BoundedText, bound
 
 HEAD, TAIL = 16_000, 4_000  # characters of one text shown before and after what is left out
 SPAN_ORDER = ("prompt_ms", "connect_ms", "ttfb_ms", "ttft_ms", "decode_ms", "tools_ms",
@@ -44,9 +44,7 @@ def left_out(count: int) -> str:
 
 def clip(text: str) -> str:
     """`text`, or when longer than HEAD + TAIL its head and tail around what was left out."""
-    if len(text) <= HEAD + TAIL:
-        return text
-    return text[:HEAD] + left_out(len(text) - HEAD - TAIL) + text[-TAIL:]
+    return bound(text, HEAD, TAIL, left_out)
 
 
 def format_spans(spans: dict[str, float]) -> str:
@@ -62,39 +60,26 @@ class ProgressPrinter:
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         self._out = stream or sys.stderr
-        self._in_text = False
-        self._shown = 0  # characters of the streaming text written so far
-        self._tail: deque[str] = deque()  # its pieces past HEAD: at least the last TAIL chars
-        self._tail_chars = 0
-        self._dropped = 0  # characters past HEAD no longer in `_tail`
+        self._text: BoundedText | None = None  # the text streaming now: its head is written
 
     def _line(self, text: str) -> None:
-        if self._in_text:
+        if self._text is not None:
             self._end_text()
         self._out.write(clip(text) + "\n")
         self._out.flush()
 
     def _stream(self, text: str) -> None:
         """A piece of streaming text: written while within HEAD, else kept for the tail."""
-        self._in_text = True
-        shown = text[:max(HEAD - self._shown, 0)]
-        if shown:
+        if self._text is None:
+            self._text = BoundedText(HEAD, TAIL, left_out)
+        if shown := self._text.add(text):
             self._out.write(shown)
             self._out.flush()
-            self._shown += len(shown)
-        if len(shown) < len(text):
-            self._tail.append(text[len(shown):])
-            self._tail_chars += len(self._tail[-1])
-            while self._tail_chars - len(self._tail[0]) >= TAIL:
-                self._tail_chars -= len(self._tail[0])
-                self._dropped += len(self._tail.popleft())
 
     def _end_text(self) -> None:
-        tail = "".join(self._tail)
-        dropped = self._dropped + max(len(tail) - TAIL, 0)
-        self._out.write((left_out(dropped) if dropped else "") + tail[-TAIL:] + "\n")
-        self._in_text, self._shown, self._tail_chars, self._dropped = False, 0, 0, 0
-        self._tail.clear()
+        text, self._text = self._text, None
+        assert text is not None
+        self._out.write((left_out(text.elided) if text.elided else "") + text.tail + "\n")
 
     def __call__(self, event: Event) -> None:  # noqa: C901 - one branch per event type
         if isinstance(event, ModelTextDelta):

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import ast
 import re
-import subprocess
 from pathlib import Path, PurePosixPath
 
-from codeloop.repomap import repo_map
-from codeloop.sandbox import git_environment
+from codeloop.repomap import repo_map, tracked_files
 from codeloop.testrun import TestResult, bound
 
 FILE_CHARS = 24_000
@@ -43,12 +41,6 @@ the task is done, reply without a diff."""
 
 def system_prompt(with_tools: bool) -> str:
     return SYSTEM_TOOLS if with_tools else SYSTEM_TEXT
-
-
-def tracked_files(root: Path) -> list[str]:
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                         cwd=root, capture_output=True, text=True, env=git_environment()).stdout
-    return sorted(set(out.splitlines()))
 
 
 def local_imports(root: Path, rel: str) -> list[str]:

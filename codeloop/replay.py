@@ -40,6 +40,7 @@ from codeloop.events import (
 from codeloop.latency import percentile
 from codeloop.recording import References
 from codeloop.transport import ModelClient, TransportError
+from codeloop.transport.reply import ms
 
 REPLY_EVENTS = (ModelFirstByte, ModelTextDelta, ModelToolCall, ModelDone)
 
@@ -199,15 +200,15 @@ class ReplayClient:
             # the spans are those of this replay, not the recorded ones: at another speed (or
             # none) recorded spans would make the turn's harness overhead negative
             if isinstance(replayed, ModelFirstByte):
-                replayed.ttfb_ms = round((now - started) * 1000, 3)
+                replayed.ttfb_ms = ms(started, now)
                 replayed.connect_ms = round(min(
                     replayed.connect_ms / self.speed if self.speed else 0.0, replayed.ttfb_ms), 3)
             elif isinstance(replayed, ModelDone):
                 content_at = content_at or now
                 decode_s = now - content_at
                 tokens = replayed.usage.get("completion_tokens", 0)
-                replayed.ttft_ms = round((content_at - started) * 1000, 3)
-                replayed.decode_ms = round(decode_s * 1000, 3)
+                replayed.ttft_ms = ms(started, content_at)
+                replayed.decode_ms = ms(content_at, now)
                 replayed.tokens_per_s = round(tokens / decode_s, 1) if decode_s > 0 else 0.0
             elif content_at is None:
                 content_at = now

@@ -56,6 +56,13 @@ def build(root: Path, files: list[str]) -> str:
     return "\n".join(lines)
 
 
+def tracked_files(root: Path) -> list[str]:
+    """The files of the tree at `root`: tracked, and untracked but not ignored."""
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                         cwd=root, capture_output=True, text=True, env=git_environment()).stdout
+    return sorted(set(out.splitlines()))
+
+
 def repo_map(root: Path) -> str:
     """The map of the tree checked out at `root`, from the cache when this tree was seen."""
     env = git_environment()
@@ -66,9 +73,7 @@ def repo_map(root: Path) -> str:
     cached = cache_dir() / f"{tree}.txt" if tree and not dirty else None
     if cached is not None and cached.is_file():
         return cached.read_text(encoding="utf-8")
-    listing = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                             cwd=root, capture_output=True, text=True, env=env).stdout
-    text = build(root, sorted(set(listing.splitlines())))
+    text = build(root, tracked_files(root))
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         cached.write_text(text, encoding="utf-8")

@@ -309,15 +309,25 @@ def _listed_submodules(cwd: Path, *source: str) -> list[str]:
     return [entry.split("\n", 1)[1] for entry in listed.split("\0") if "\n" in entry]
 
 
+def _entries(listing: str) -> list[tuple[list[str], str]]:
+    """(fields, path) of each entry of `git ls-files -s -z` or `git ls-tree -z` output: the
+    mode, object id (and stage or type) before the tab, the literal path after it."""
+    return [(meta.split(), path) for meta, tab, path in
+            (entry.partition("\t") for entry in listing.split("\0")) if tab]
+
+
 def _gitlinks(listing: str, commit_field: int) -> list[tuple[str, str]]:
     """(path, commit) of the submodule entries (mode 160000) in `git ls-files -s -z` or
     `git ls-tree -z` output (the commit is field 1 of the one, 2 of the other)."""
-    found = []
-    for entry in listing.split("\0"):
-        meta, _, path = entry.partition("\t")
-        if meta.startswith("160000 "):
-            found.append((path, meta.split()[commit_field]))
-    return found
+    return [(path, fields[commit_field]) for fields, path in _entries(listing)
+            if fields[0] == "160000"]
+
+
+def index_modes(root: Path, names: list[str]) -> dict[str, str]:
+    """The mode git's index at `root` holds for each of `names` it tracks."""
+    listed = _git(root, "ls-files", "-s", "-z", "--", *names,
+                  env={"GIT_LITERAL_PATHSPECS": "1"}, check=False)
+    return {path: fields[0] for fields, path in _entries(listed)}
 
 
 def _bring_submodules(theirs: Path, ours: Path, submodules: list[tuple[str, str]]) -> None:
@@ -578,12 +588,9 @@ class Sandbox:
         """
         files = [f for f in _git(self.path, "diff", "--name-only", "--no-renames", "-z",
                                  self.base_commit, "HEAD").split("\0") if f]
-        at_base = {}
         listed = _git(self.repo_root, "ls-tree", "-z", self.base_commit, "--", *files,
                       env={"GIT_LITERAL_PATHSPECS": "1"}) if files else ""
-        for entry in filter(None, listed.split("\0")):
-            meta, name = entry.split("\t", 1)
-            at_base[name] = meta.split()[2]
+        at_base = {name: fields[2] for fields, name in _entries(listed)}
         present = [name for name in files if (self.repo_root / name).is_file()]
         hashed = _git(self.repo_root, "hash-object", "--", *present).split() if present else []
         now = dict(zip(present, hashed, strict=True))

@@ -1,8 +1,9 @@
 """Running the project's test command in the sandbox, and reading its results.
 
-Owns the process (its own process group, killed whole at the timeout or on cancel), bounded
-output (head and tail kept, the middle elided with a count), and for pytest the structured
-results from its JUnit XML: counts, failing test ids, short messages and locations.
+Owns the process (a shell in a session of its own, under `reaper.py` on Linux: every process
+it started is ended when it exits, at the timeout or on a cancel), bounded output (head and
+tail kept, the middle elided with a count), and for pytest the structured results from its
+JUnit XML: counts, failing test ids, short messages and locations.
 """
 
 from __future__ import annotations
@@ -39,11 +40,18 @@ _LOCATION = re.compile(r'^([^\s:][^:\n]*\.py):(\d+):|File "([^"\n]+\.py)", line 
                        re.MULTILINE)
 
 
-class BoundedText:
-    """Keeps the first and last characters of a long text and counts what it drops."""
+def elided(count: int) -> str:
+    """What stands for `count` characters a BoundedText dropped (in what the model reads)."""
+    return f"\n[... {count} characters elided ...]\n"
 
-    def __init__(self, head: int = HEAD_CHARS, tail: int = TAIL_CHARS) -> None:
-        self.head_limit, self.tail_limit = head, tail
+
+class BoundedText:
+    """Keeps the first and last characters of a long text and counts what it drops; `marker`
+    says how many were dropped, between the two."""
+
+    def __init__(self, head: int = HEAD_CHARS, tail: int = TAIL_CHARS,
+                 marker: Callable[[int], str] = elided) -> None:
+        self.head_limit, self.tail_limit, self.marker = head, tail, marker
         self.head = ""
         self.tail = ""
         self.elided = 0
@@ -62,13 +70,12 @@ class BoundedText:
         return shown
 
     def text(self) -> str:
-        if not self.elided:
-            return self.head + self.tail
-        return f"{self.head}\n[... {self.elided} characters elided ...]\n{self.tail}"
+        return self.head + (self.marker(self.elided) if self.elided else "") + self.tail
 
 
-def bound(text: str, head: int = HEAD_CHARS, tail: int = TAIL_CHARS) -> str:
-    bounded = BoundedText(head, tail)
+def bound(text: str, head: int = HEAD_CHARS, tail: int = TAIL_CHARS,
+          marker: Callable[[int], str] = elided) -> str:
+    bounded = BoundedText(head, tail, marker)
     bounded.add(text)
     return bounded.text()
 
@@ -158,8 +165,6 @@ def _summary_line(output: str) -> str:
 
 class RunningTests(Protocol):
     """A started test run: the process that runs it, its output, its exit code."""
-
-    pid: int
 
     async def read(self) -> bytes:
         """The next piece of output; b"" at the end."""

@@ -81,8 +81,8 @@ def _stamp(paths: list[Path]) -> list[float]:
 class _WarmRun:
     """One run in a child of the runner: output through a FIFO, exit code from the runner."""
 
-    def __init__(self, runner: WarmRunner, pid: int, fifo: Path, fd: int) -> None:
-        self.runner, self.pid, self.fifo = runner, pid, fifo
+    def __init__(self, runner: WarmRunner, fifo: Path, fd: int) -> None:
+        self.runner, self.fifo = runner, fifo
         self._output = os.fdopen(fd, "rb", buffering=0)  # closed by `close` in every case
         self._reader: asyncio.StreamReader | None = None
         self._pipe: asyncio.BaseTransport | None = None
@@ -224,11 +224,11 @@ class WarmRunner:
                        "output": str(fifo), "path0": self.path0, "first": first}
             self.process.stdin.write((json.dumps(request) + "\n").encode())
             self.process.stdin.flush()  # the runner is reading: this never waits long
-            pid = int((await self.receive())["pid"])
+            await self.receive()  # {"pid": ...}: the child runs (only the runner signals it)
         except BaseException:
             self.busy.release()
             raise
-        return _WarmRun(self, pid, fifo, fd)
+        return _WarmRun(self, fifo, fd)
 
     async def close(self) -> None:
         if self.process is not None and self.process.poll() is None:

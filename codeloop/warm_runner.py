@@ -108,7 +108,7 @@ class _FailedFirst:
 
 def _child(request, reaper):
     reaper.release_signals()  # the tests get the signals the runner takes for itself
-    os.setsid()  # its own process group: a timeout kills everything it started
+    os.setsid()  # its own group, which the runner kills on SIGTERM; the subreaper ends the rest
     fd = os.open(request["output"], os.O_WRONLY)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
