@@ -356,9 +356,7 @@ async def _follow(run: RunningTests, output: BoundedText, on_output: Callable[[s
     exiting = asyncio.ensure_future(run.wait())
     try:
         await asyncio.wait({exiting}, timeout=timeout_s)
-        if exiting.done():
-            await asyncio.wait({reading}, timeout=DRAIN_GRACE_S)
-    finally:
+    finally:  # (`_end` drains what is left, for DRAIN_GRACE_S at most)
         timed_out = not exiting.done()
         await _finish(_end(run, exiting, reading))
         # retrieved here, on a cancel too: a failure the cancel supersedes is not reported
