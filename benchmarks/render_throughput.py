@@ -24,14 +24,14 @@ sys.path.insert(0, str(ROOT))
 
 from textual import events  # noqa: E402
 
+from codeloop.agent.session import Session, SessionSettings  # noqa: E402
 from codeloop.config import Config  # noqa: E402
-from codeloop.events import EventStream, ModelDone, ModelTextDelta, TurnStart  # noqa: E402
-from codeloop.history import History  # noqa: E402
-from codeloop.latency import percentile  # noqa: E402
-from codeloop.loop import Session, SessionSettings  # noqa: E402
+from codeloop.core.events import EventStream, ModelDone, ModelTextDelta, TurnStart  # noqa: E402
+from codeloop.core.stats import percentile  # noqa: E402
+from codeloop.frontends.history import History  # noqa: E402
+from codeloop.frontends.tui.app import CodeloopApp  # noqa: E402
+from codeloop.frontends.tui.prompt_input import PromptInput  # noqa: E402
 from codeloop.transport.chat import ChatCompletionsClient  # noqa: E402
-from codeloop.tui.app import CodeloopApp  # noqa: E402
-from codeloop.tui.prompt_input import PromptInput  # noqa: E402
 
 SECTION = """## Step {n}: what changes
 

@@ -27,9 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from codeloop.sandbox import copy_project  # noqa: E402
-from codeloop.testrun import run_tests  # noqa: E402
-from codeloop.warm import WarmRunner  # noqa: E402
+from codeloop.testrunner.run import run_tests  # noqa: E402
+from codeloop.testrunner.warm import WarmRunner  # noqa: E402
+from codeloop.workspace.sandbox import copy_project  # noqa: E402
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall  # noqa: E402
 
 COMMAND = f"{sys.executable} -m pytest -q -p no:cacheprovider"

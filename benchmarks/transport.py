@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from codeloop.events import ModelDone, ModelFirstByte  # noqa: E402
+from codeloop.core.events import ModelDone, ModelFirstByte  # noqa: E402
 from codeloop.transport import make_client  # noqa: E402
 from tests.scripted_server import make_self_signed_cert  # noqa: E402
 

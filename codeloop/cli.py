@@ -23,8 +23,8 @@ from codeloop.config import EDIT_MODES, TRANSPORTS, Config, ConfigError, env_nam
 from codeloop.interrupts import EXIT_INTERRUPTED, CtrlC, hold_ctrl_c, let_go_of_sigint
 
 if TYPE_CHECKING:
-    from codeloop.loop import Session
-    from codeloop.recording import Recorder
+    from codeloop.agent.session import Session
+    from codeloop.replay.recorder import Recorder
 
 # flag name -> config key, for the settings a flag can override
 FLAG_KEYS = {
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None, ctrl_c: CtrlC) -> int:
     args = build_parser().parse_args(argv)
-    from codeloop.sandbox import REPO_LOCATING, SandboxError, clean, find_repo
+    from codeloop.workspace.sandbox import REPO_LOCATING, SandboxError, clean, find_repo
 
     # codeloop finds the repository from the directory alone; an inherited GIT_DIR & co. (set
     # inside a git hook, say) would turn every git it runs — GitPython's, which reads them from
@@ -236,11 +236,11 @@ def _play(args: argparse.Namespace, ctrl_c: CtrlC) -> int:
         if ctrl_c.pressed:
             return _interrupted()
         if args.command == "demo":
-            from codeloop.replay_run import run_demo
+            from codeloop.replay.run import run_demo
 
             return run_demo(args)
-        from codeloop.replay_run import run_replay
-        from codeloop.sandbox import SandboxError, find_repo
+        from codeloop.replay.run import run_replay
+        from codeloop.workspace.sandbox import SandboxError, find_repo
 
         try:
             found: Path | None = find_repo((args.repo or Path.cwd()).resolve())
@@ -258,10 +258,10 @@ def _run_session(session: Session, args: argparse.Namespace, ctrl_c: CtrlC) -> i
     if args.task or ctrl_c.pressed:
         return run_headless(session, ctrl_c)
     if args.plain:
-        from codeloop.repl import run_repl
+        from codeloop.frontends.repl import run_repl
 
         return run_repl(session)
-    from codeloop.tui.app import CodeloopApp
+    from codeloop.frontends.tui.app import CodeloopApp
 
     _raise_at_ctrl_c(ctrl_c)  # (the app has its own ways)
     return CodeloopApp(session).run() or 0
@@ -275,7 +275,7 @@ def _secret_values(names: tuple[str, ...]) -> tuple[str, ...]:
 def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, Recorder]:
     """Config, key check, test command, recorder, printer and client, wired into a Session."""
     from codeloop.config import detect_test_command, load_config
-    from codeloop.redact import Redactor, redact
+    from codeloop.core.redact import Redactor, redact
     from codeloop.transport import is_loopback
 
     # every API key in the environment stays out of the tests and off every output
@@ -294,9 +294,9 @@ def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, R
     test_command = config.test_command or detect_test_command(repo_root)
     key_vars = tuple(sorted({config.api_key_env, *env_keys}))
     session_id = new_session_id()
-    from codeloop.recording import SESSIONS_DIR, Recorder
-    from codeloop.sandbox import SandboxError, exclude_from_git, start_sandbox
-    from codeloop.testing import spawn_runner
+    from codeloop.replay.recorder import SESSIONS_DIR, Recorder
+    from codeloop.testrunner.service import spawn_runner
+    from codeloop.workspace.sandbox import SandboxError, exclude_from_git, start_sandbox
 
     # the warm test runner's start-up (~0.2 s) and the sandbox's git work overlap the imports
     # (the runner is no artefact: it ends with codeloop, whatever stops it here)
@@ -310,9 +310,9 @@ def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, R
         raise ConfigError(f"cannot write recordings to {repo_root / SESSIONS_DIR} "
                           f"(kept out of git by .git/info/exclude): {reason}") from None
     sandbox_start = start_sandbox(repo_root, session_id)
-    from codeloop.events import EventStream
-    from codeloop.loop import Session, SessionSettings
-    from codeloop.progress import ProgressPrinter
+    from codeloop.agent.session import Session, SessionSettings
+    from codeloop.core.events import EventStream
+    from codeloop.frontends.headless import ProgressPrinter
     from codeloop.transport import make_client
 
     settings = SessionSettings(

@@ -6,9 +6,9 @@ import json
 import subprocess
 from pathlib import Path
 
-from codeloop.context import SUMMARY_MARK, PrefixTracker
-from codeloop.repomap import cache_dir, repo_map
-from codeloop.tools import run_read_only
+from codeloop.context.layout import SUMMARY_MARK, PrefixTracker
+from codeloop.context.repomap import cache_dir, repo_map
+from codeloop.context.tools import run_read_only
 from tests.conftest import PYTEST_CMD, fix_diff, git, make_repo, read_recording, run_codeloop
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall
 

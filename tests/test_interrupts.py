@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pytest
 
+from codeloop.agent.session import Session, SessionSettings
 from codeloop.config import Config
-from codeloop.events import ErrorEvent, EventStream, ModelTextDelta, SessionEnd
-from codeloop.loop import Session, SessionSettings
+from codeloop.core.events import ErrorEvent, EventStream, ModelTextDelta, SessionEnd
 from codeloop.transport.chat import ChatCompletionsClient
 from tests.conftest import PYTEST_CMD, fix_diff, git, make_repo, run_codeloop
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from codeloop.agent.session import Session, SessionSettings
 from codeloop.config import Config
-from codeloop.events import EventStream
-from codeloop.loop import Session, SessionSettings
+from codeloop.core.events import EventStream
 from codeloop.transport.chat import ChatCompletionsClient
 from tests.conftest import (
     FIXES,

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from codeloop.agent.session import Session, SessionSettings
 from codeloop.config import Config
-from codeloop.events import EventStream, ModelTextDelta, Notice
-from codeloop.history import History
-from codeloop.loop import Session, SessionSettings
-from codeloop.redact import Redactor, redact
+from codeloop.core.events import EventStream, ModelTextDelta, Notice
+from codeloop.core.redact import Redactor, redact
+from codeloop.frontends.history import History
+from codeloop.frontends.tui.app import CodeloopApp
+from codeloop.frontends.tui.transcript import Transcript
 from codeloop.transport.chat import ChatCompletionsClient
-from codeloop.tui.app import CodeloopApp
-from codeloop.tui.transcript import Transcript
 from tests.conftest import committed_repo, git, run_codeloop
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall
 from tests.test_repl import Terminal

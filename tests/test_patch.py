@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from codeloop.patch import FileEdit, PatchError, diffstat, plan
-from codeloop.sandbox import Sandbox
+from codeloop.edits.patch import FileEdit, PatchError, diffstat, plan
+from codeloop.workspace.sandbox import Sandbox
 
 TEN = "".join(f"line {n}\n" for n in range(1, 11)).encode()
 GREET = b'def greet(name):\n    message = "hello " + name\n    print(message)\n    return message\n'

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from codeloop.patch import FileEdit, PatchError, diffstat, plan
-from codeloop.sandbox import Sandbox, SandboxDamaged, SandboxError
+from codeloop.edits.patch import FileEdit, PatchError, diffstat, plan
+from codeloop.workspace.sandbox import Sandbox, SandboxDamaged, SandboxError
 from tests.conftest import PYTEST_CMD, fix_diff, git, make_repo, run_codeloop
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from codeloop.events import (
+from codeloop.core.events import (
     Event,
     EventStream,
     ModelRequest,
@@ -24,7 +24,7 @@ from codeloop.events import (
     TurnStart,
     event_from_dict,
 )
-from codeloop.recording import LARGE, Recorder
+from codeloop.replay.recorder import LARGE, Recorder
 from tests.conftest import SANDBOX, git, make_repo, run_codeloop
 from tests.scripted_server import Reply, ScriptedModelServer
 

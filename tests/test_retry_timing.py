@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from codeloop.events import Event, ModelFirstByte, ModelRetry
+from codeloop.core.events import Event, ModelFirstByte, ModelRetry
 from codeloop.transport.chat import ChatCompletionsClient
 from codeloop.transport.retry import stream_with_retries
 from tests.scripted_server import Reply, ScriptedModelServer

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from codeloop.sandbox import (
+from codeloop.workspace.sandbox import (
     MTIME_SLACK_S,
     Sandbox,
     SandboxError,
@@ -218,7 +218,7 @@ def test_clean_removes_the_copies_a_killed_session_left_and_keeps_nothing_of_it(
         tmp_path, isolated_env):
     repo = make_repo(tmp_path, "offbyone")
     made = subprocess.run([sys.executable, "-c", (
-        "import os, sys\nfrom pathlib import Path\nfrom codeloop.sandbox import Sandbox\n"
+        "import os, sys\nfrom pathlib import Path\nfrom codeloop.workspace.sandbox import Sandbox\n"
         "making = Sandbox.create(Path(sys.argv[1]), 'killed').start_scratch_copy()\n"
         "assert not making.cancel()\n"  # a cancel waits for the copy: it is known, so removed
         "print(making.result(), flush=True)\n"

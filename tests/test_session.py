@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from codeloop.agent.session import Session, SessionSettings
 from codeloop.config import Config
-from codeloop.events import EventStream, SessionEnd, TestStart
-from codeloop.loop import Session, SessionSettings
-from codeloop.sandbox import Sandbox
+from codeloop.core.events import EventStream, SessionEnd, TestStart
 from codeloop.transport.chat import ChatCompletionsClient
+from codeloop.workspace.sandbox import Sandbox
 from tests.conftest import (
     PYTEST_CMD,
     committed_repo,
@@ -499,7 +499,7 @@ def test_apply_refuses_when_the_user_changed_the_same_file_meanwhile(tmp_path, i
 
 
 def test_every_recorded_line_is_a_typed_event(tmp_path, isolated_env):
-    from codeloop.events import event_from_dict
+    from codeloop.core.events import event_from_dict
 
     repo = make_repo(tmp_path, "twomodules")
     replies = [Reply(text="Looking first.", tool_calls=[

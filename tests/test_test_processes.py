@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from codeloop import reaper
-from codeloop.testrun import TestResult, run_tests
-from codeloop.warm import WarmRunner
+from codeloop.testrunner import reaper
+from codeloop.testrunner.run import TestResult, run_tests
+from codeloop.testrunner.warm import WarmRunner
 from tests.conftest import PYTEST_CMD, fix_diff, git, make_repo, run_codeloop, write_files
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall
 
@@ -373,8 +373,8 @@ def test_a_cancel_after_the_output_reader_failed_leaves_no_unretrieved_error(tmp
 REUSE = '''
 import asyncio, json, os, subprocess, sys, threading, time
 from pathlib import Path
-from codeloop.testrun import run_tests
-from codeloop.warm import WarmRunner
+from codeloop.testrunner.run import run_tests
+from codeloop.testrunner.warm import WarmRunner
 
 mode, command, root = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 taken = {}
@@ -457,7 +457,7 @@ def test_no_signal_reaches_a_process_that_took_the_pid_of_an_ended_run(tmp_path,
 # being ended; prints whether any child at all is left to the supervisor afterwards.
 CHURN = '''
 import os, sys
-from codeloop import reaper
+from codeloop.testrunner import reaper
 
 reaper.become_subreaper()
 reaper.hold_signals()

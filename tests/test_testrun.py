@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from codeloop import testrun
-from codeloop.testrun import HEAD_CHARS, TAIL_CHARS, BoundedText, bound, run_tests
+from codeloop.testrunner import run as testrun
+from codeloop.testrunner.run import HEAD_CHARS, TAIL_CHARS, BoundedText, bound, run_tests
 
 PYTEST = f"{shlex.quote(sys.executable)} -m pytest -q -p no:cacheprovider"
 ELIDED = re.compile(r"\[\.\.\. (\d+) characters elided \.\.\.\]")

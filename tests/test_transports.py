@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from codeloop.events import (
+from codeloop.core.events import (
     Event,
     ModelDone,
     ModelFirstByte,

@@ -11,15 +11,15 @@ import time
 
 import pytest
 
+from codeloop.agent.session import Session, SessionSettings
 from codeloop.config import Config
-from codeloop.events import EventStream
-from codeloop.history import History
-from codeloop.loop import Session, SessionSettings
+from codeloop.core.events import EventStream
+from codeloop.frontends.history import History
+from codeloop.frontends.tui.app import CodeloopApp
+from codeloop.frontends.tui.panel import LatencyPanel
+from codeloop.frontends.tui.prompt_input import PromptInput
+from codeloop.frontends.tui.transcript import Transcript, split_finished
 from codeloop.transport.chat import ChatCompletionsClient
-from codeloop.tui.app import CodeloopApp
-from codeloop.tui.panel import LatencyPanel
-from codeloop.tui.prompt_input import PromptInput
-from codeloop.tui.transcript import Transcript, split_finished
 from tests.conftest import PYTEST_CMD, fix_diff, git, make_repo
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall
 
@@ -207,9 +207,9 @@ def test_history_persists_across_sessions(tmp_path):
 
 
 def test_watching_a_recording_plays_it_pauses_and_jumps_back(tmp_path):
-    from codeloop.replay import load
-    from codeloop.replay_run import _session, source_sandbox
-    from codeloop.tui.watch import WatchApp
+    from codeloop.frontends.tui.watch import WatchApp
+    from codeloop.replay.playback import load
+    from codeloop.replay.run import _session, source_sandbox
 
     recording = load(source_sandbox() / "sessions" / "offbyone.jsonl")
 

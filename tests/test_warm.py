@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from codeloop.agent.session import Session, SessionSettings
 from codeloop.config import Config
-from codeloop.events import EventStream, TestDone, TestRunnerChange
-from codeloop.loop import Session, SessionSettings
-from codeloop.sandbox import worktrees_home
-from codeloop.testing import TestService, spawn_runner, verdicts
-from codeloop.testrun import TestResult, run_tests
+from codeloop.core.events import EventStream, TestDone, TestRunnerChange
+from codeloop.testrunner.run import TestResult, run_tests
+from codeloop.testrunner.service import TestService, spawn_runner, verdicts
+from codeloop.testrunner.warm import WarmRunner
 from codeloop.transport.chat import ChatCompletionsClient
-from codeloop.warm import WarmRunner
+from codeloop.workspace.sandbox import worktrees_home
 from tests.conftest import PYTEST_CMD, fix_diff, make_repo, write_files
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall
 
@@ -135,7 +135,7 @@ def test_a_warm_run_that_differs_from_cold_falls_back_with_the_reason(tmp_path):
     root = write_files(tmp_path / "p", {"tests/test_parent.py": (
         "import os\n\ndef test_started_by_a_shell():\n"
         "    parent = open(f'/proc/{os.getppid()}/cmdline').read()\n"
-        "    assert 'warm_runner' not in parent\n")})
+        "    assert 'warm_child' not in parent\n")})
     changes: list[TestRunnerChange] = []
 
     async def scenario() -> tuple[TestResult, TestResult]:

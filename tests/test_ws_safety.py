@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from codeloop.events import ModelTextDelta
+from codeloop.core.events import ModelTextDelta
 from codeloop.transport import make_client
 from tests.conftest import PYTEST_CMD, fix_diff, make_repo, read_recording, run_codeloop
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from codeloop.events import Event
+from codeloop.core.events import Event
 
 
 class TransportError(Exception):

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from codeloop.events import Event
+from codeloop.core.events import Event
 from codeloop.transport import TransportError
 from codeloop.transport.http import HttpStreamClient
 from codeloop.transport.reply import Reply

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from codeloop.events import Event, TransportChange
+from codeloop.core.events import Event, TransportChange
 from codeloop.transport import ModelClient, TransportError
 
 

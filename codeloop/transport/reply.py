@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 
-from codeloop.events import Event, ModelDone, ModelTextDelta, ModelToolCall
-from codeloop.latency import percentile
+from codeloop.core.events import Event, ModelDone, ModelTextDelta, ModelToolCall
+from codeloop.core.stats import percentile
 
 
 def ms(start: float, end: float) -> float:

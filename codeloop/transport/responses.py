@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from codeloop.events import Event
+from codeloop.core.events import Event
 from codeloop.transport import TransportError
 from codeloop.transport.http import classify_error
 from codeloop.transport.reply import Reply

@@ -11,7 +11,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from codeloop.events import Event, TransportChange
+from codeloop.core.events import Event, TransportChange
 from codeloop.transport import TransportError
 from codeloop.transport.http import HttpStreamClient
 from codeloop.transport.responses import ResponsesParser, ResponsesRequest

@@ -20,7 +20,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from codeloop.events import Event, ModelFirstByte, TransportChange
+from codeloop.core.events import Event, ModelFirstByte, TransportChange
 from codeloop.transport import TransportError
 from codeloop.transport.reply import ms
 from codeloop.transport.responses import ResponsesParser, ResponsesRequest

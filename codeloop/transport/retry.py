@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from codeloop.events import Event, ModelRetry
+from codeloop.core.events import Event, ModelRetry
 from codeloop.transport import ModelClient, TransportError
 
 MAX_RETRIES = 2

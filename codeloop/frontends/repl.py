@@ -19,11 +19,11 @@ from prompt_toolkit.history import FileHistory
 from prompt_toolkit.key_binding import KeyBindings
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from codeloop import commands
-from codeloop.history import state_dir
+from codeloop.agent import commands
+from codeloop.agent.session import EXIT_FAILED, EXIT_PASSED, Session
+from codeloop.frontends.headless import ProgressPrinter
+from codeloop.frontends.history import state_dir
 from codeloop.interrupts import let_go_of_sigint
-from codeloop.loop import EXIT_FAILED, EXIT_PASSED, Session
-from codeloop.progress import ProgressPrinter
 from codeloop.transport import TransportError
 
 T = TypeVar("T")

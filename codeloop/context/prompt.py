@@ -10,8 +10,8 @@ import ast
 import re
 from pathlib import Path, PurePosixPath
 
-from codeloop.repomap import repo_map, tracked_files
-from codeloop.testrun import TestResult, bound
+from codeloop.context.repomap import repo_map, tracked_files
+from codeloop.testrunner.run import TestResult, bound
 
 FILE_CHARS = 24_000
 CONTEXT_FILES_CHARS = 60_000

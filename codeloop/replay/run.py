@@ -1,7 +1,7 @@
 """`codeloop replay FILE` (watch, --re-execute, --ask) and `codeloop demo`.
 
 Owns wiring recorded sessions to the consumers and to a real Session; the recording logic lives
-in `codeloop.replay`.
+in `codeloop.replay.playback`.
 """
 
 from __future__ import annotations
@@ -14,12 +14,18 @@ import tempfile
 from concurrent.futures import Future
 from pathlib import Path
 
+from codeloop.agent.session import (
+    EXIT_INTERRUPTED,
+    EXIT_MODEL,
+    EXIT_USAGE,
+    Session,
+    SessionSettings,
+)
 from codeloop.config import Config
-from codeloop.events import Event, EventStream, SandboxReady, UserMessage
-from codeloop.loop import EXIT_INTERRUPTED, EXIT_MODEL, EXIT_USAGE, Session, SessionSettings
-from codeloop.progress import ProgressPrinter
-from codeloop.recording import Recorder, event_line
-from codeloop.replay import (
+from codeloop.context.tools import tool_schemas
+from codeloop.core.events import Event, EventStream, SandboxReady, UserMessage
+from codeloop.frontends.headless import ProgressPrinter
+from codeloop.replay.playback import (
     Recording,
     RecordingError,
     ReplayClient,
@@ -31,7 +37,8 @@ from codeloop.replay import (
     recorded_figures,
     summary,
 )
-from codeloop.sandbox import (
+from codeloop.replay.recorder import Recorder, event_line
+from codeloop.workspace.sandbox import (
     Sandbox,
     SandboxError,
     clean,
@@ -39,7 +46,6 @@ from codeloop.sandbox import (
     exclude_from_git,
     start_sandbox,
 )
-from codeloop.tools import tool_schemas
 
 DEMO_PROJECT = "offbyone"
 
@@ -65,7 +71,7 @@ def run_replay(args: argparse.Namespace, repo_root: Path | None) -> int:
                           args.speed, args.json)
     if args.json or args.headless or not (sys.stdin.isatty() and sys.stdout.isatty()):
         return watch(recording, args.speed, args.json)
-    from codeloop.tui.watch import WatchApp
+    from codeloop.frontends.tui.watch import WatchApp
 
     session = _session(recording, repo_root or Path.cwd(), "", args.speed, EventStream())
     return WatchApp(session, recording.events, args.speed).run() or 0
@@ -150,7 +156,7 @@ def ask(recording: Recording, args: argparse.Namespace) -> int:
     """Send the recorded requests again to another model/transport; compare the latency."""
     import os
 
-    from codeloop.redact import redact
+    from codeloop.core.redact import redact
     from codeloop.transport import TransportError, make_client
 
     start = recording.start
@@ -196,7 +202,7 @@ def ask(recording: Recording, args: argparse.Namespace) -> int:
 
 
 def source_sandbox() -> Path:
-    return Path(__file__).resolve().parents[1] / "sandbox"
+    return Path(__file__).resolve().parents[2] / "sandbox"
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -219,7 +225,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def demo_tui(recording: Recording, repo: Path, speed: float | None) -> int:
-    from codeloop.tui.app import CodeloopApp
+    from codeloop.frontends.tui.app import CodeloopApp
 
     events = EventStream()
     session = _session(recording, repo, "HEAD", speed, events)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from codeloop.loop import Session
-from codeloop.patch import PatchError
-from codeloop.prompt import test_report
-from codeloop.sandbox import SandboxError
+from codeloop.agent.session import Session
+from codeloop.context.prompt import test_report
+from codeloop.edits.patch import PatchError
+from codeloop.workspace.sandbox import SandboxError
 
 COMMANDS: dict[str, str] = {
     "/add": "FILE  pin a file into the model's context",

@@ -1,7 +1,7 @@
 """The live latency panel: the running turn's timeline and the session's figures.
 
-Draws what `codeloop.latency.LatencyModel` computes, ten times a second while a turn runs, in
-place (plain Rich Text lines, no re-layout), so watching it costs the stream nothing.
+Draws what `frontends.latency.LatencyModel` computes, ten times a second while a turn runs,
+in place (plain Rich Text lines, no re-layout), so watching it costs the stream nothing.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
-from codeloop.latency import PHASES, LatencyModel
+from codeloop.frontends.latency import PHASES, LatencyModel
 
 REFRESH_S = 0.1
 LAST_TURNS = 12

@@ -24,9 +24,9 @@ import tempfile
 import tomllib
 from pathlib import Path
 
-from codeloop.testrun import environment_without
+from codeloop.testrunner.run import environment_without
 
-RUNNER = Path(__file__).with_name("warm_runner.py")
+RUNNER = Path(__file__).with_name("warm_child.py")
 DEPENDENCY_FILES = ("pyproject.toml", "setup.cfg", "setup.py", "requirements.txt",
                     "requirements-dev.txt", "requirements-test.txt", "poetry.lock", "uv.lock",
                     "Pipfile.lock")
@@ -122,7 +122,7 @@ class _WarmRun:
 
 
 class WarmRunner:
-    """The session's warm runner process (see warm_runner.py for the other side)."""
+    """The session's warm runner process (see warm_child.py for the other side)."""
 
     def __init__(self, command: str, root: Path, hidden_env: tuple[str, ...] = ()) -> None:
         self.python, _, self.path0 = interpreter(command)

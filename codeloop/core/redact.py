@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-from codeloop.events import Event, ModelTextDelta, TestOutput
+from codeloop.core.events import Event, ModelTextDelta, TestOutput
 
 REDACTED = "[redacted]"
 

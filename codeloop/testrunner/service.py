@@ -17,11 +17,11 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from codeloop.events import TestRunnerChange
-from codeloop.repomap import cache_dir
-from codeloop.sandbox import git_environment
-from codeloop.testrun import TestResult, run_tests, warm_wanted
-from codeloop.warm import WarmRunner, WarmUnavailable
+from codeloop.context.repomap import cache_dir
+from codeloop.core.events import TestRunnerChange
+from codeloop.testrunner.run import TestResult, run_tests, warm_wanted
+from codeloop.testrunner.warm import WarmRunner, WarmUnavailable
+from codeloop.workspace.sandbox import git_environment
 
 
 def spawn_runner(mode: str, command: str, root: Path, hidden_env: tuple[str, ...]

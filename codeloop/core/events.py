@@ -15,7 +15,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar, get_args, get_origin, get_type_hints
 
 if TYPE_CHECKING:
-    from codeloop.redact import Redactor
+    from codeloop.core.redact import Redactor
 
 FORMAT_VERSION = 1
 

@@ -4,7 +4,7 @@ Owns the file under `.codeloop/sessions/` and its reference scheme: a large stri
 file, a long reply) is written once, where it first occurs; a later copy of it, or of a part of
 it, is written as a reference to that place, and `References` turns each one back into the
 string when the recording is read. (Secrets are already scrubbed from the events it gets: see
-`codeloop.redact`.)
+`codeloop.core.redact`.)
 
 A reference stands where the string would, as a JSON object, and the line's key `"$refs"` lists
 where in the line each one stands (a path of keys and indexes, such as `["messages", 1,
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from codeloop.events import Event, ModelDone, ModelRequest, ModelRetry, ModelTextDelta
+from codeloop.core.events import Event, ModelDone, ModelRequest, ModelRetry, ModelTextDelta
 
 SESSIONS_DIR = Path(".codeloop") / "sessions"
 LARGE = 64 * 1024  # strings from this length on are written once

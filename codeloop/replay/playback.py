@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codeloop.events import (
+from codeloop.core.events import (
     FORMAT_VERSION,
     Event,
     ModelDone,
@@ -37,8 +37,8 @@ from codeloop.events import (
     TestDone,
     event_from_dict,
 )
-from codeloop.latency import percentile
-from codeloop.recording import References
+from codeloop.core.stats import percentile
+from codeloop.replay.recorder import References
 from codeloop.transport import ModelClient, TransportError
 from codeloop.transport.reply import ms
 

@@ -13,7 +13,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from codeloop.sandbox import git_environment
+from codeloop.workspace.sandbox import git_environment
 
 MAP_CHARS = 12_000
 MAX_OUTLINED = 400  # Python files outlined; the rest are listed by name

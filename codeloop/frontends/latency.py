@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from codeloop.events import (
+from codeloop.core.events import (
     Compaction,
     Event,
     ModelDone,
@@ -29,19 +29,13 @@ from codeloop.events import (
     TurnEnd,
     TurnStart,
 )
+from codeloop.core.stats import percentile
 
 # the phases of a turn in the order they happen, with the span each one fills
 PHASES = (("prompt", "prompt_ms"), ("connect", "connect_ms"), ("first token", "ttft_ms"),
           ("decode", "decode_ms"), ("apply", "apply_ms"), ("tests", "test_ms"),
           ("overhead", "overhead_ms"))
 MAX_LAG_SAMPLES = 2000
-
-
-def percentile(values: list[float], share: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 @dataclass

@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from unidiff import PatchedFile, PatchSet
 from unidiff.errors import UnidiffParseError
 
-from codeloop.sandbox import index_modes
+from codeloop.workspace.sandbox import index_modes
 
 DEV_NULL = "/dev/null"
 _HUNK_HEADER = re.compile(r"^@@(?:\s+-(\d+)(?:,\d+)?\s+\+(\d+)(?:,\d+)?)?\s*(?:@@+(.*))?$")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import IO
 
-from codeloop.events import (
+from codeloop.core.events import (
     Compaction,
     ErrorEvent,
     Event,
@@ -31,7 +31,7 @@ from codeloop.events import (
     TurnEnd,
     TurnStart,
 )
-from codeloop.testrun import BoundedText, bound
+from codeloop.testrunner.run import BoundedText, bound
 
 HEAD, TAIL = 16_000, 4_000  # characters of one text shown before and after what is left out
 SPAN_ORDER = ("prompt_ms", "connect_ms", "ttfb_ms", "ttft_ms", "decode_ms", "tools_ms",

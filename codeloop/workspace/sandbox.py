@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     import git
 
-    from codeloop.patch import FileEdit
+    from codeloop.edits.patch import FileEdit
 
 T = TypeVar("T")
 BRANCH_PREFIX = "codeloop/"

@@ -19,9 +19,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer
 from textual.worker import Worker
 
-from codeloop import commands
-from codeloop.edits import patch_argument
-from codeloop.events import (
+from codeloop.agent import commands
+from codeloop.agent.session import EXIT_FAILED, EXIT_PASSED, Session
+from codeloop.core.events import (
     Compaction,
     ErrorEvent,
     Event,
@@ -42,15 +42,15 @@ from codeloop.events import (
     TurnStart,
     UserMessage,
 )
-from codeloop.history import History
-from codeloop.latency import LatencyModel
-from codeloop.loop import EXIT_FAILED, EXIT_PASSED, Session
-from codeloop.progress import clip, format_spans
+from codeloop.edits.extract import patch_argument
+from codeloop.frontends.headless import clip, format_spans
+from codeloop.frontends.history import History
+from codeloop.frontends.latency import LatencyModel
+from codeloop.frontends.tui.panel import LatencyPanel
+from codeloop.frontends.tui.prompt_input import PromptInput
+from codeloop.frontends.tui.status import StatusLine
+from codeloop.frontends.tui.transcript import Transcript
 from codeloop.transport import TransportError
-from codeloop.tui.panel import LatencyPanel
-from codeloop.tui.prompt_input import PromptInput
-from codeloop.tui.status import StatusLine
-from codeloop.tui.transcript import Transcript
 
 # Python's cyclic GC, walking every rendered line, was the cause of 100-200 ms frame stalls while
 # streaming (benchmarks/render_throughput.py: lag p95 126 ms -> 32 ms at 5k tok/s). Long-lived

@@ -12,9 +12,9 @@ import time
 
 from textual.binding import Binding
 
-from codeloop.events import Event, TurnStart
-from codeloop.tui.app import CodeloopApp
-from codeloop.tui.prompt_input import PromptInput
+from codeloop.core.events import Event, TurnStart
+from codeloop.frontends.tui.app import CodeloopApp
+from codeloop.frontends.tui.prompt_input import PromptInput
 
 WATCH_HELP = ("replay: F5 pause/resume · F6 next event while paused · /turn N jumps to turn N · "
               "Ctrl+C quits")

@@ -8,8 +8,8 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import TextArea
 
-from codeloop.commands import complete
-from codeloop.history import History
+from codeloop.agent.commands import complete
+from codeloop.frontends.history import History
 
 
 class PromptInput(TextArea):

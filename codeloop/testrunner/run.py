@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from codeloop.sandbox import git_environment
+from codeloop.workspace.sandbox import git_environment
 
 REAPER = Path(__file__).with_name("reaper.py")
 DRAIN_GRACE_S = 1.0  # after the test command exits: for its output still on the way

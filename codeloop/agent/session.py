@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codeloop import __version__, prompt
+from codeloop import __version__
 from codeloop.config import Config
-from codeloop.context import (
+from codeloop.context import prompt
+from codeloop.context.layout import (
     BYTES_PER_TOKEN,
     SUMMARY_REQUEST,
     PrefixProbe,
@@ -30,8 +31,8 @@ from codeloop.context import (
     turn_groups,
     window_for,
 )
-from codeloop.edits import ProposedEdit, diffs_in_text, patch_argument
-from codeloop.events import (
+from codeloop.context.tools import READ_ONLY, run_read_only, tool_schemas
+from codeloop.core.events import (
     Compaction,
     ErrorEvent,
     EventStream,
@@ -56,21 +57,21 @@ from codeloop.events import (
     TurnStart,
     UserMessage,
 )
+from codeloop.edits.extract import ProposedEdit, diffs_in_text, patch_argument
+from codeloop.edits.patch import PatchError, check_path, diffstat, plan
 from codeloop.interrupts import EXIT_INTERRUPTED
-from codeloop.patch import PatchError, check_path, diffstat, plan
-from codeloop.sandbox import (
+from codeloop.testrunner.run import TestResult
+from codeloop.testrunner.service import TestService
+from codeloop.testrunner.warm import WarmRunner
+from codeloop.transport import ModelClient, TransportError
+from codeloop.transport.retry import stream_with_retries
+from codeloop.workspace.sandbox import (
     Sandbox,
     SandboxDamaged,
     SandboxError,
     preload_gitpython,
     start_sandbox,
 )
-from codeloop.testing import TestService
-from codeloop.testrun import TestResult
-from codeloop.tools import READ_ONLY, run_read_only, tool_schemas
-from codeloop.transport import ModelClient, TransportError
-from codeloop.transport.retry import stream_with_retries
-from codeloop.warm import WarmRunner
 
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
 CHUNK = 0.15  # after a compaction, the context grows this share of the window before the next

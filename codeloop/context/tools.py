@@ -12,9 +12,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from codeloop.patch import PatchError, check_path
-from codeloop.sandbox import git_environment
-from codeloop.testrun import bound
+from codeloop.edits.patch import PatchError, check_path
+from codeloop.testrunner.run import bound
+from codeloop.workspace.sandbox import git_environment
 
 OUTPUT_CHARS = 20_000
 

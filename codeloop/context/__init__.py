@@ -1,0 +1,2 @@
+"""What the model sees: the prompt and its cache-friendly layout, the repo map, the read-only
+tools, the context size and compaction helpers."""
