@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from codeloop.workspace.sandbox import copy_project  # noqa: E402
+from codeloop.workspace.projects import copy_project  # noqa: E402
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall  # noqa: E402
 
 

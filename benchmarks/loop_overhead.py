@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from codeloop.core.stats import percentile  # noqa: E402
-from codeloop.workspace.sandbox import copy_project  # noqa: E402
+from codeloop.workspace.projects import copy_project  # noqa: E402
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall  # noqa: E402
 
 SPANS = ("prompt_ms", "connect_ms", "ttft_ms", "decode_ms", "tools_ms", "apply_ms", "test_ms",

@@ -24,14 +24,13 @@ sys.path.insert(0, str(ROOT))
 
 from textual import events  # noqa: E402
 
-from codeloop.agent.session import Session, SessionSettings  # noqa: E402
-from codeloop.config import Config  # noqa: E402
-from codeloop.core.events import EventStream, ModelDone, ModelTextDelta, TurnStart  # noqa: E402
+from codeloop.core.events import ModelDone, ModelTextDelta, TurnStart  # noqa: E402
+from codeloop.core.port import Status  # noqa: E402
 from codeloop.core.stats import percentile  # noqa: E402
+from codeloop.core.stream import EventStream  # noqa: E402
 from codeloop.frontends.history import History  # noqa: E402
-from codeloop.frontends.tui.app import CodeloopApp  # noqa: E402
 from codeloop.frontends.tui.prompt_input import PromptInput  # noqa: E402
-from codeloop.transport.chat import ChatCompletionsClient  # noqa: E402
+from codeloop.frontends.tui.view import EventsApp  # noqa: E402
 
 SECTION = """## Step {n}: what changes
 
@@ -61,20 +60,26 @@ def tokens(count: int) -> list[str]:
     return [text[i:i + 4] for i in range(0, count * 4, 4)]
 
 
-class BenchApp(CodeloopApp):
-    """The real app with its session left unopened: the stream is scripted instead."""
+class BenchApp(EventsApp):
+    """The app's screen (transcript, panel, status line, input) fed by a scripted stream."""
 
-    async def _open(self) -> None:
-        self.opened = True
-        self.busy = None
+    def __init__(self, events: EventStream, history: History) -> None:
+        super().__init__(events, history)
+        self.events = events
+
+    def begin(self) -> None:
+        return None
+
+    def figures(self) -> Status:
+        return Status(model="bench", transport="scripted", prompt_tokens=0, cached_tokens=0,
+                      completion_tokens=0)
+
+    def state(self) -> str:
+        return "working"
 
 
 def make_app(workdir: Path) -> BenchApp:
-    config = Config(model="bench", base_url="http://127.0.0.1:9/v1", test_command="true")
-    client = ChatCompletionsClient(config.base_url, "bench", None, 1024, 5.0)
-    settings = SessionSettings(session_id="bench", task="", test_command="true")
-    session = Session(workdir, config, settings, client, EventStream())
-    return BenchApp(session, History(workdir / "history"))
+    return BenchApp(EventStream(), History(workdir / "history"))
 
 
 async def scenario(rate: int, history: int, seconds: float) -> dict[str, float]:
@@ -89,7 +94,7 @@ async def scenario(rate: int, history: int, seconds: float) -> dict[str, float]:
 
         app._display = counting_display  # type: ignore[method-assign]
         async with app.run_test(size=(120, 40)) as pilot:
-            emit = app.session.events.emit
+            emit = app.events.emit
             for turn in range(1, history + 1):  # finished messages already on screen
                 emit(TurnStart(turn=turn))
                 for token in tokens(500):

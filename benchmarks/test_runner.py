@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from codeloop.testrunner.run import run_tests  # noqa: E402
 from codeloop.testrunner.warm import WarmRunner  # noqa: E402
-from codeloop.workspace.sandbox import copy_project  # noqa: E402
+from codeloop.workspace.projects import copy_project  # noqa: E402
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall  # noqa: E402
 
 COMMAND = f"{sys.executable} -m pytest -q -p no:cacheprovider"

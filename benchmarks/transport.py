@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from codeloop.core.conversation import from_chat_messages  # noqa: E402
 from codeloop.core.events import ModelDone, ModelFirstByte  # noqa: E402
 from codeloop.transport import make_client  # noqa: E402
 from tests.scripted_server import make_self_signed_cert  # noqa: E402
@@ -100,7 +101,7 @@ async def one_session(mode: str, base_url: str, turns: int) -> list[dict]:
         cpu0, started = time.process_time(), time.perf_counter()
         first: ModelFirstByte | None = None
         done: ModelDone | None = None
-        async for event in turn_client.stream(turn, messages, []):
+        async for event in turn_client.stream(turn, from_chat_messages(messages), []):
             if isinstance(event, ModelFirstByte):
                 first = event
             elif isinstance(event, ModelDone):
@@ -128,7 +129,7 @@ async def events_per_second(mode: str, base_url: str) -> tuple[float, float]:
     await client.connect()
     messages = [{"role": "user", "content": "stream"}]
     count, cpu0, wall0 = 0, time.process_time(), time.perf_counter()
-    async for _ in client.stream(1, messages, []):
+    async for _ in client.stream(1, from_chat_messages(messages), []):
         count += 1
     cpu = time.process_time() - cpu0
     rate = count / (time.perf_counter() - wall0)

@@ -11,19 +11,19 @@ import argparse
 import gc
 import hashlib
 import os
-import secrets
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from codeloop import __version__
 from codeloop.config import EDIT_MODES, TRANSPORTS, Config, ConfigError, env_name, parse_bool
-from codeloop.interrupts import EXIT_INTERRUPTED, CtrlC, hold_ctrl_c, let_go_of_sigint
+from codeloop.core.kinds import ExitCode
+from codeloop.interrupts import CtrlC, hold_ctrl_c, let_go_of_sigint
 
 if TYPE_CHECKING:
     from codeloop.agent.session import Session
+    from codeloop.core.port import Agent
     from codeloop.replay.recorder import Recorder
 
 # flag name -> config key, for the settings a flag can override
@@ -150,13 +150,9 @@ def speed_value(text: str) -> float | None:
     return value
 
 
-def _error(message: str) -> int:
+def _error(message: str) -> ExitCode:
     print(f"codeloop: error: {message}", file=sys.stderr)
-    return 2
-
-
-def new_session_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+    return ExitCode.USAGE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None, ctrl_c: CtrlC) -> int:
     args = build_parser().parse_args(argv)
-    from codeloop.workspace.sandbox import REPO_LOCATING, SandboxError, clean, find_repo
+    from codeloop.workspace.clean import clean
+    from codeloop.workspace.errors import SandboxError
+    from codeloop.workspace.git import REPO_LOCATING
+    from codeloop.workspace.repo import find_repo
 
     # codeloop finds the repository from the directory alone; an inherited GIT_DIR & co. (set
     # inside a git hook, say) would turn every git it runs — GitPython's, which reads them from
@@ -196,7 +195,7 @@ def _main(argv: list[str] | None, ctrl_c: CtrlC) -> int:
         print("\n".join([*(f"{done} {item}" for item in report.removed),
                          *(f"{kept} {item}: {why}" for item, why in report.kept)])
               or "nothing to clean")
-        return 0
+        return ExitCode.PASSED
     if not args.task and not args.plain and not (sys.stdin.isatty() and sys.stdout.isatty()):
         return _error("no terminal for the interactive app: pass --task TEXT to run headless, "
                       "or --plain for the line REPL")
@@ -210,7 +209,7 @@ def _main(argv: list[str] | None, ctrl_c: CtrlC) -> int:
         recorder.close()
     if not args.json:
         print(f"recording: {recorder.path}", file=sys.stderr)
-    if exit_code == EXIT_INTERRUPTED and session.sandbox is not None:
+    if exit_code == ExitCode.INTERRUPTED and session.sandbox is not None:
         print(f"interrupted: the sandbox stays at {session.sandbox.path} on branch "
               f"{session.sandbox.branch} (`codeloop clean` removes it)", file=sys.stderr)
     return exit_code
@@ -218,7 +217,7 @@ def _main(argv: list[str] | None, ctrl_c: CtrlC) -> int:
 
 def _interrupted(mid_line: bool = False) -> int:
     print(("\n" if mid_line else "") + "codeloop: interrupted", file=sys.stderr)
-    return EXIT_INTERRUPTED
+    return ExitCode.INTERRUPTED
 
 
 def _raise_at_ctrl_c(ctrl_c: CtrlC) -> None:
@@ -240,7 +239,8 @@ def _play(args: argparse.Namespace, ctrl_c: CtrlC) -> int:
 
             return run_demo(args)
         from codeloop.replay.run import run_replay
-        from codeloop.workspace.sandbox import SandboxError, find_repo
+        from codeloop.workspace.errors import SandboxError
+        from codeloop.workspace.repo import find_repo
 
         try:
             found: Path | None = find_repo((args.repo or Path.cwd()).resolve())
@@ -254,17 +254,19 @@ def _play(args: argparse.Namespace, ctrl_c: CtrlC) -> int:
 
 def _run_session(session: Session, args: argparse.Namespace, ctrl_c: CtrlC) -> int:
     """The session, in the front end asked for; after a Ctrl-C during start-up, the session
-    starts and ends at once, interrupted, whatever the front end."""
+    starts and ends at once, interrupted, whatever the front end. The REPL and the app get it
+    as an `Agent` (the port), and know nothing else of it."""
     if args.task or ctrl_c.pressed:
         return run_headless(session, ctrl_c)
+    agent: Agent = session
     if args.plain:
         from codeloop.frontends.repl import run_repl
 
-        return run_repl(session)
+        return run_repl(agent)
     from codeloop.frontends.tui.app import CodeloopApp
 
     _raise_at_ctrl_c(ctrl_c)  # (the app has its own ways)
-    return CodeloopApp(session).run() or 0
+    return CodeloopApp(agent).run() or 0
 
 
 def _secret_values(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -293,10 +295,14 @@ def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, R
             f"http://127.0.0.1:8080/v1")
     test_command = config.test_command or detect_test_command(repo_root)
     key_vars = tuple(sorted({config.api_key_env, *env_keys}))
+    from codeloop.core.ids import new_session_id
+
     session_id = new_session_id()
     from codeloop.replay.recorder import SESSIONS_DIR, Recorder
     from codeloop.testrunner.service import spawn_runner
-    from codeloop.workspace.sandbox import SandboxError, exclude_from_git, start_sandbox
+    from codeloop.workspace.errors import SandboxError
+    from codeloop.workspace.repo import exclude_from_git
+    from codeloop.workspace.sandbox import start_sandbox
 
     # the warm test runner's start-up (~0.2 s) and the sandbox's git work overlap the imports
     # (the runner is no artefact: it ends with codeloop, whatever stops it here)
@@ -311,7 +317,7 @@ def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, R
                           f"(kept out of git by .git/info/exclude): {reason}") from None
     sandbox_start = start_sandbox(repo_root, session_id)
     from codeloop.agent.session import Session, SessionSettings
-    from codeloop.core.events import EventStream
+    from codeloop.core.stream import EventStream
     from codeloop.frontends.headless import ProgressPrinter
     from codeloop.transport import make_client
 

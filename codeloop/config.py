@@ -14,13 +14,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from codeloop.core.dirs import config_dir
+from codeloop.core.errors import CodeloopError
+from codeloop.core.kinds import EditMode, ExitCode
+
 TRANSPORTS = ("auto", "chat", "responses-http", "responses-ws")
 WARM_MODES = ("auto", "on", "off")
-EDIT_MODES = ("auto", "tools", "text")
+EDIT_MODES = tuple(EditMode)
 
 
-class ConfigError(Exception):
+class ConfigError(CodeloopError):
     """A configuration problem the user must fix (exit code 2)."""
+
+    exit_code = ExitCode.USAGE
 
 
 @dataclass
@@ -70,8 +76,7 @@ def env_name(key: str) -> str:
 
 
 def user_config_path() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "codeloop" / "config.toml"
+    return config_dir() / "config.toml"
 
 
 def _coerce(key: str, value: Any, where: str, parse: bool = False) -> Any:

@@ -18,9 +18,6 @@ if TYPE_CHECKING:
     from types import FrameType
     from typing import Any
 
-EXIT_INTERRUPTED = 130  # the exit code of a run Ctrl-C ended (128 + SIGINT, as shells report)
-
-
 class CtrlC:
     """The process's SIGINT handler: `pressed` once Ctrl-C came. `ignored`: SIGINT was ignored
     when codeloop started (a non-interactive shell starts its background jobs so, because a

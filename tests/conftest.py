@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from codeloop.workspace.sandbox import copy_project
+from codeloop.workspace.projects import copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
 SANDBOX = ROOT / "sandbox"

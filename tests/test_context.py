@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from codeloop.context.layout import SUMMARY_MARK, PrefixTracker
-from codeloop.context.repomap import cache_dir, repo_map
+from codeloop.context.repomap import maps_dir, repo_map
 from codeloop.context.tools import run_read_only
 from tests.conftest import PYTEST_CMD, fix_diff, git, make_repo, read_recording, run_codeloop
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall
@@ -131,7 +131,7 @@ def test_the_repo_map_is_cached_by_tree_hash(tmp_path, monkeypatch):
     first = repo_map(repo)
     assert "ledger/parse.py: " in first and "def parse_amount" in first
     tree = git(repo, "rev-parse", "HEAD^{tree}").strip()
-    cached = cache_dir() / f"{tree}.txt"
+    cached = maps_dir() / f"{tree}.txt"
     assert cached.read_text() == first
     cached.write_text("from the cache")
     assert repo_map(repo) == "from the cache"

@@ -29,7 +29,8 @@ import pytest
 
 from codeloop.agent.session import Session, SessionSettings
 from codeloop.config import Config
-from codeloop.core.events import ErrorEvent, EventStream, ModelTextDelta, SessionEnd
+from codeloop.core.events import ErrorEvent, ModelTextDelta, SessionEnd
+from codeloop.core.stream import EventStream
 from codeloop.transport.chat import ChatCompletionsClient
 from tests.conftest import PYTEST_CMD, fix_diff, git, make_repo, run_codeloop
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall

@@ -18,7 +18,7 @@ import pytest
 
 from codeloop.agent.session import Session, SessionSettings
 from codeloop.config import Config
-from codeloop.core.events import EventStream
+from codeloop.core.stream import EventStream
 from codeloop.transport.chat import ChatCompletionsClient
 from tests.conftest import (
     FIXES,
@@ -160,7 +160,7 @@ def test_after_an_undo_a_re_sent_patch_is_judged_by_its_own_result_not_taken_as_
             first = await session.ask("fix the pager")
             session.undo()  # back at the half fix: its tests fail, the last result passed
             second = await session.ask("try again")
-            await session.close(second, 0)
+            await session.finish(second)
             return first, second
 
     assert asyncio.run(scenario()) == ("passed", "passed")
@@ -201,7 +201,7 @@ def test_after_an_undo_the_result_is_that_of_the_files_now_not_the_undone_ones(t
             session.undo()  # back at the half fix, whose tests fail
             after_undo = session.result is not None and session.result.passed
             second = await session.ask("is it fixed?")  # the model proposes nothing
-            await session.close(second, 0)
+            await session.finish(second)
             return first, after_undo, second, session.result is not None and session.result.passed
 
     assert asyncio.run(scenario()) == ("passed", False, "no_edits", False)
@@ -232,7 +232,7 @@ def test_a_re_run_after_an_interrupted_test_run_counts_as_the_test_of_those_file
             block.unlink()
             await session.rerun_tests()  # /test: the half fix's result
             again = await session.ask("try again")  # the same patch: already in the files
-            await session.close(again, 1)
+            await session.finish(again)
             return again
 
     assert asyncio.run(scenario()) == "max_iterations"

@@ -17,8 +17,9 @@ import pytest
 
 from codeloop.agent.session import Session, SessionSettings
 from codeloop.config import Config
-from codeloop.core.events import EventStream, ModelTextDelta, Notice
+from codeloop.core.events import ModelTextDelta, Notice
 from codeloop.core.redact import Redactor, redact
+from codeloop.core.stream import EventStream
 from codeloop.frontends.history import History
 from codeloop.frontends.tui.app import CodeloopApp
 from codeloop.frontends.tui.transcript import Transcript

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from codeloop.edits.patch import FileEdit, PatchError, diffstat, plan
+from codeloop.edits.errors import PatchError
+from codeloop.edits.patch import FileEdit, diffstat, plan
+from codeloop.workspace.git import index_modes
 from codeloop.workspace.sandbox import Sandbox
 
 TEN = "".join(f"line {n}\n" for n in range(1, 11)).encode()
@@ -56,7 +59,7 @@ def apply(make_repo: MakeRepo) -> Iterator[Apply]:
     def run(files: dict[str, bytes], diffs: list[str]) -> tuple[Path, list[FileEdit]]:
         sandbox = Sandbox.create(make_repo(files), "s1")
         sandboxes.append(sandbox)
-        edits = plan(sandbox.path, diffs)
+        edits = plan(sandbox.path, diffs, partial(index_modes, sandbox.path))
         sandbox.commit_patch(edits, "apply the model's diff")
         assert _git(sandbox.path, "status", "--porcelain") == ""
         return sandbox.path, edits
@@ -205,7 +208,7 @@ def test_unplaceable_hunk_error_names_file_hunk_divergence_and_closest_lines(
     diff = "--- a/greet.py\n+++ b/greet.py\n@@ -1,3 +1,3 @@\n def greet(name):\n" \
            '-    message = "hi " + name\n+    message = "hey " + name\n     print(message)\n'
     with pytest.raises(PatchError) as caught:
-        plan(root, [diff])
+        plan(root, [diff], partial(index_modes, root))
     message = str(caught.value)
     assert message.startswith("hunk 1 (@@ -1,3 +1,3 @@) of greet.py: ")
     assert "first 1 line(s) match the file at line 1" in message
@@ -220,7 +223,7 @@ def test_one_failing_file_means_nothing_is_written(make_repo: MakeRepo) -> None:
     diff = ("--- a/a.txt\n+++ b/a.txt\n@@ -1,2 +1,2 @@\n-a1\n+A1\n a2\n"
             "--- a/b.txt\n+++ b/b.txt\n@@ -1,2 +1,2 @@\n b1\n-nope\n+B2\n")
     with pytest.raises(PatchError, match=r"hunk 1 \(@@ -1,2 \+1,2 @@\) of b\.txt") as caught:
-        plan(root, [diff])
+        plan(root, [diff], partial(index_modes, root))
     assert "a.txt" not in str(caught.value)
     assert (_read(root, "a.txt"), _read(root, "b.txt")) == (b"a1\na2\n", b"b1\nb2\n")
     assert _git(root, "status", "--porcelain") == ""
@@ -240,7 +243,7 @@ def test_fully_applied_patch_yields_no_changed_edits(make_repo: MakeRepo) -> Non
     root = make_repo({"f.txt": text, "new.txt": b"n\n"})
     diff = ("--- a/f.txt\n+++ b/f.txt\n@@ -2,3 +2,3 @@\n line 2\n-line 3\n+LINE THREE\n line 4\n"
             "--- /dev/null\n+++ b/new.txt\n@@ -0,0 +1 @@\n+n\n")
-    edits = plan(root, [diff])
+    edits = plan(root, [diff], partial(index_modes, root))
     assert [edit for edit in edits if edit.before != edit.after] == []
     assert [edit.already_applied for edit in edits] == [
         ["f.txt hunk 1 (@@ -2,3 +2,3 @@)"], ["new.txt (already created)"]]
@@ -250,7 +253,8 @@ def test_fully_applied_patch_yields_no_changed_edits(make_repo: MakeRepo) -> Non
 def test_already_applied_append_at_end_of_file_is_not_duplicated(make_repo: MakeRepo) -> None:
     # the hunk has no trailing context: its old side ends the file, which is no longer true
     root = make_repo({"f.txt": b"a\nb\nc\nd\n"})
-    edits = plan(root, ["--- a/f.txt\n+++ b/f.txt\n@@ -2,2 +2,3 @@\n b\n c\n+d\n"])
+    edits = plan(root, ["--- a/f.txt\n+++ b/f.txt\n@@ -2,2 +2,3 @@\n b\n c\n+d\n"],
+                 partial(index_modes, root))
     assert [(edit.after, edit.already_applied) for edit in edits] == [
         ("a\nb\nc\nd\n", ["f.txt hunk 1 (@@ -2,2 +2,3 @@)"])]
 
@@ -265,9 +269,11 @@ def test_hostile_path_is_refused_and_nothing_is_written(
     passwd = Path("/etc/passwd").read_bytes()
     before = sorted(tmp_path.rglob("*"))
     with pytest.raises(PatchError, match="^refused: "):
-        plan(root, [f"--- /dev/null\n+++ {target}\n@@ -0,0 +1 @@\n+pwned\n"])
+        plan(root, [f"--- /dev/null\n+++ {target}\n@@ -0,0 +1 @@\n+pwned\n"],
+             partial(index_modes, root))
     with pytest.raises(PatchError, match="^refused: "):
-        plan(root, [f"--- {target}\n+++ {target}\n@@ -1 +1 @@\n-root\n+pwned\n"])
+        plan(root, [f"--- {target}\n+++ {target}\n@@ -1 +1 @@\n-root\n+pwned\n"],
+             partial(index_modes, root))
     assert sorted(tmp_path.rglob("*")) == before
     assert not (tmp_path / "outside.txt").exists()
     assert not (tmp_path / "elsewhere" / "evil.txt").exists()
@@ -296,7 +302,8 @@ def test_line_appended_after_last_line_without_newline(apply: Apply) -> None:
 def test_text_without_diff_headers_is_malformed(make_repo: MakeRepo) -> None:
     root = make_repo({"greet.py": GREET})
     with pytest.raises(PatchError, match="malformed"):
-        plan(root, ["Sure! Change `hello` to `hi` in greet.py and it will work.\n"])
+        plan(root, ["Sure! Change `hello` to `hi` in greet.py and it will work.\n"],
+             partial(index_modes, root))
     assert _read(root, "greet.py") == GREET
 
 
@@ -304,7 +311,7 @@ def test_diff_for_missing_file_not_from_dev_null_is_refused(make_repo: MakeRepo)
     root = make_repo({"greet.py": GREET})
     diff = "--- a/missing.py\n+++ b/missing.py\n@@ -1,2 +1,2 @@\n-x = 1\n+x = 2\n y = 3\n"
     with pytest.raises(PatchError, match=r"^missing\.py: the file does not exist; .*/dev/null"):
-        plan(root, [diff])
+        plan(root, [diff], partial(index_modes, root))
     assert not (root / "missing.py").exists()
 
 
@@ -323,7 +330,7 @@ def test_a_marker_less_line_that_is_not_in_the_file_rejects_the_whole_hunk(
     diff = "--- a/f.txt\n+++ b/f.txt\n@@ -1,5 +1,5 @@\n line 1\n-line 2\n+LINE 2\nnot here\n" \
            "-line 4\n+LINE 4\n"
     with pytest.raises(PatchError, match="hunk 1"):
-        plan(root, [diff])
+        plan(root, [diff], partial(index_modes, root))
     assert _read(root, "f.txt") == TEN
 
 

@@ -13,12 +13,16 @@ import py_compile
 import re
 import subprocess
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from codeloop.edits.patch import FileEdit, PatchError, diffstat, plan
-from codeloop.workspace.sandbox import Sandbox, SandboxDamaged, SandboxError
+from codeloop.edits.errors import PatchError
+from codeloop.edits.patch import FileEdit, diffstat, plan
+from codeloop.workspace.errors import SandboxDamaged, SandboxError
+from codeloop.workspace.git import index_modes
+from codeloop.workspace.sandbox import Sandbox
 from tests.conftest import PYTEST_CMD, fix_diff, git, make_repo, run_codeloop
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall
 
@@ -68,7 +72,7 @@ def _sandbox(made: list[Sandbox], repo: Path) -> Sandbox:
 
 
 def _commit(sandbox: Sandbox, diffs: list[str]) -> None:
-    edits = plan(sandbox.path, diffs)
+    edits = plan(sandbox.path, diffs, partial(index_modes, sandbox.path))
     sandbox.commit_patch([edit for edit in edits if edit.changed], "turn")
     assert git(sandbox.path, "status", "--porcelain") == ""
 
@@ -120,7 +124,7 @@ def test_a_failed_commit_restores_every_file_it_wrote(
         tmp_path: Path, sandboxes: list[Sandbox]) -> None:
     repo = _repo(tmp_path / "repo", {"m.py": THREE.encode()})
     sandbox = _sandbox(sandboxes, repo)
-    edits = plan(sandbox.path, [CHANGE_B + NEW_FILE])
+    edits = plan(sandbox.path, [CHANGE_B + NEW_FILE], partial(index_modes, sandbox.path))
     head = sandbox.head()
     # an index lock held by someone else makes the staging fail midway
     lock = Path(git(sandbox.path, "rev-parse", "--git-path", "index.lock").strip())
@@ -144,7 +148,8 @@ def test_a_failed_commit_restores_every_file_it_wrote(
 def test_a_control_character_in_a_path_is_a_precise_refusal(tmp_path: Path, target: str) -> None:
     root = _repo(tmp_path / "repo", {"m.py": THREE.encode()})
     with pytest.raises(PatchError, match=r"^refused: .* control character") as caught:
-        plan(root, [f"--- /dev/null\n+++ {target}\n@@ -0,0 +1 @@\n+x = 1\n"])
+        plan(root, [f"--- /dev/null\n+++ {target}\n@@ -0,0 +1 @@\n+x = 1\n"],
+             partial(index_modes, root))
     # the refusal reaches the model and the screen: it names the character, never holds it
     assert not re.search(r"[\x00-\x1f\x7f]", str(caught.value))
 
@@ -171,7 +176,7 @@ def test_added_lines_take_the_tab_indentation_of_the_file(tmp_path: Path) -> Non
     diff = ("--- a/t.py\n+++ b/t.py\n@@ -1,4 +1,6 @@\n def f(x):\n     if x:\n"
             "-        return 1\n+        if x > 9:\n+            return 9\n+        return 2\n"
             "     return 0\n")
-    [edit] = plan(root, [diff])
+    [edit] = plan(root, [diff], partial(index_modes, root))
     assert edit.after == ("def f(x):\n\tif x:\n\t\tif x > 9:\n\t\t\treturn 9\n\t\treturn 2\n"
                           "\treturn 0\n")
     (root / "t.py").write_text(edit.after)
@@ -183,7 +188,7 @@ def test_two_space_hunk_in_a_four_space_file_is_reindented(tmp_path: Path) -> No
     root = _repo(tmp_path / "repo", {"c.py": source.encode()})
     diff = ("--- a/c.py\n+++ b/c.py\n@@ -1,3 +1,4 @@\n class C:\n   def f(self):\n"
             "-    return 1\n+    x = 2\n+    return x\n")
-    [edit] = plan(root, [diff])
+    [edit] = plan(root, [diff], partial(index_modes, root))
     assert edit.after == "class C:\n    def f(self):\n        x = 2\n        return x\n"
 
 
@@ -239,7 +244,7 @@ def test_a_model_style_rename_with_hunks_applies(tmp_path: Path) -> None:
     root = _repo(tmp_path / "repo", {"m.py": THREE.encode()})
     diff = "diff --git a/m.py b/n.py\nrename from m.py\nrename to n.py\n" + \
         CHANGE_B.replace("+++ b/m.py", "+++ b/n.py")
-    [edit] = plan(root, [diff])
+    [edit] = plan(root, [diff], partial(index_modes, root))
     assert (edit.path, edit.renamed_from, edit.after) == ("n.py", "m.py",
                                                           THREE.replace("b = 2", "b = 20"))
 
@@ -248,7 +253,7 @@ def test_a_rename_onto_an_existing_file_is_refused(tmp_path: Path) -> None:
     root = _repo(tmp_path / "repo", {"m.py": THREE.encode(), "n.py": b"n\n"})
     with pytest.raises(PatchError, match="n.py: the patch renames m.py to n.py, which exists"):
         plan(root, ["diff --git a/m.py b/n.py\nsimilarity index 100%\nrename from m.py\n"
-                    "rename to n.py\n"])
+                    "rename to n.py\n"], partial(index_modes, root))
 
 
 def test_mode_changes_apply(tmp_path: Path, sandboxes: list[Sandbox]) -> None:
@@ -268,7 +273,7 @@ def test_mode_changes_apply(tmp_path: Path, sandboxes: list[Sandbox]) -> None:
 def test_hunks_right_after_a_git_header_without_file_lines_apply(tmp_path: Path) -> None:
     root = _repo(tmp_path / "repo", {"m.py": THREE.encode()})
     diff = "diff --git a/m.py b/m.py\n" + CHANGE_B.split("\n", 2)[2]
-    [edit] = plan(root, [diff])
+    [edit] = plan(root, [diff], partial(index_modes, root))
     assert edit.after == THREE.replace("b = 2", "b = 20")
 
 
@@ -283,13 +288,14 @@ def test_a_git_patch_codeloop_cannot_apply_is_refused_with_the_reason(
         tmp_path: Path, diff: str, reason: str) -> None:
     root = _repo(tmp_path / "repo", {"m.py": THREE.encode()})
     with pytest.raises(PatchError, match=reason):
-        plan(root, [diff])
+        plan(root, [diff], partial(index_modes, root))
 
 
 def test_a_mode_codeloop_cannot_write_is_refused_with_the_reason(tmp_path: Path) -> None:
     root = _repo(tmp_path / "repo", {"m.py": THREE.encode()})
     with pytest.raises(PatchError, match="m.py: mode 120000 .*symbolic link.* not supported"):
-        plan(root, ["diff --git a/m.py b/m.py\nold mode 100644\nnew mode 120000\n"])
+        plan(root, ["diff --git a/m.py b/m.py\nold mode 100644\nnew mode 120000\n"],
+             partial(index_modes, root))
 
 
 # --- point 10 (c): ambiguous placement ----------------------------------------------------------
@@ -304,10 +310,11 @@ def test_a_hunk_matching_several_places_is_refused_naming_them(tmp_path: Path,
     root = _repo(tmp_path / "repo", {"t.py": TWINS.encode()})
     hunk = "     total = 0\n-    return total\n+    return total + 1\n"
     with pytest.raises(PatchError) as caught:
-        plan(root, [f"--- a/t.py\n+++ b/t.py\n{header}\n{hunk}"])
+        plan(root, [f"--- a/t.py\n+++ b/t.py\n{header}\n{hunk}"], partial(index_modes, root))
     assert "of t.py: its context matches 2 places (lines 2 and 7)" in str(caught.value)
     # the advice given works: one more context line places it
-    [edit] = plan(root, [f"--- a/t.py\n+++ b/t.py\n{header}\n def two():\n{hunk}"])
+    [edit] = plan(root, [f"--- a/t.py\n+++ b/t.py\n{header}\n def two():\n{hunk}"],
+                  partial(index_modes, root))
     assert edit.after == TWINS[:-len("return total\n")] + "return total + 1\n"
 
 
@@ -318,7 +325,7 @@ def test_line_numbers_that_settle_an_ambiguous_hunk_place_it(
         tmp_path: Path, header: str, changed: str) -> None:
     root = _repo(tmp_path / "repo", {"t.py": TWINS.encode()})
     hunk = "     total = 0\n-    return total\n+    return total + 1\n"
-    [edit] = plan(root, [f"--- a/t.py\n+++ b/t.py\n{header}\n{hunk}"])
+    [edit] = plan(root, [f"--- a/t.py\n+++ b/t.py\n{header}\n{hunk}"], partial(index_modes, root))
     parts = TWINS.split("\n\n\n")
     where = 0 if changed == "one" else 1
     parts[where] = parts[where].replace("return total", "return total + 1")
@@ -329,7 +336,7 @@ def test_an_earlier_hunk_settles_where_a_later_unnumbered_one_goes(tmp_path: Pat
     root = _repo(tmp_path / "repo", {"t.py": TWINS.encode()})
     diff = ("--- a/t.py\n+++ b/t.py\n@@\n-def two():\n+def second():\n@@\n"
             "     total = 0\n-    return total\n+    return total + 1\n")
-    [edit] = plan(root, [diff])
+    [edit] = plan(root, [diff], partial(index_modes, root))
     assert edit.after == ("def one():\n    total = 0\n    return total\n\n\n"
                           "def second():\n    total = 0\n    return total + 1\n")
 
@@ -340,7 +347,7 @@ def test_line_numbers_in_a_refusal_are_those_of_the_file_as_sent(tmp_path: Path)
     diff = ("--- a/t.py\n+++ b/t.py\n@@ -1,1 +1,3 @@\n+import os\n+\n def one():\n@@\n"
             "     total = 0\n-    return total\n+    return total + 1\n")
     with pytest.raises(PatchError, match=r"matches 2 places \(lines 2 and 7\)"):
-        plan(root, [diff])
+        plan(root, [diff], partial(index_modes, root))
 
 
 # --- point 10 (d): the closest-lines hint ---------------------------------------------------------
@@ -356,7 +363,7 @@ def test_the_hint_offers_the_lines_near_the_hunk_first(tmp_path: Path) -> None:
             '     """Return the first item of *iterable*.\n \n     Raises on an empty one.\n'
             '     """\n-    return list(iterable)[n - 1]\n+    return list(iterable)[n:][0]\n')
     with pytest.raises(PatchError) as caught:
-        plan(root, [diff])
+        plan(root, [diff], partial(index_modes, root))
     message = str(caught.value)
     assert f"match the file at line {near + 1}," in message
     assert f"Closest existing lines: line {near + 5}: '    return list(iterable)[n]'" in message
@@ -413,7 +420,7 @@ def test_a_patch_through_a_symlink_is_refused_naming_where_it_points(
     os.symlink("pkg", repo / "linked")
     os.symlink("missing.py", repo / "gone.py")
     with pytest.raises(PatchError) as caught:
-        plan(repo, [diff])
+        plan(repo, [diff], partial(index_modes, repo))
     assert reason in str(caught.value)
 
 
@@ -425,7 +432,8 @@ def test_a_patch_onto_a_directory_or_under_a_file_is_refused_precisely(
         tmp_path: Path, target: str, reason: str) -> None:
     repo = _repo(tmp_path / "repo", {"pkg": b"x = 1\n", "d/f.py": b"y = 1\n"})
     with pytest.raises(PatchError, match=re.escape(reason)):
-        plan(repo, [f"--- /dev/null\n+++ b/{target}\n@@ -0,0 +1 @@\n+z = 1\n"])
+        plan(repo, [f"--- /dev/null\n+++ b/{target}\n@@ -0,0 +1 @@\n+z = 1\n"],
+             partial(index_modes, repo))
 
 
 @pytest.mark.parametrize("target", ["d", "pkg/__init__.py"])
@@ -455,7 +463,7 @@ ODD_BREAKS = "import os\n\x0c\ndef f():\n    return 1\n\x1c x = 2\r y\x85 \u2028
 def test_form_feeds_and_other_unicode_line_breaks_are_kept(tmp_path: Path) -> None:
     root = _repo(tmp_path / "repo", {"m.py": ODD_BREAKS.encode()})
     diff = "--- a/m.py\n+++ b/m.py\n@@ -3,2 +3,2 @@\n def f():\n-    return 1\n+    return 2\n"
-    [edit] = plan(root, [diff])
+    [edit] = plan(root, [diff], partial(index_modes, root))
     assert edit.after == ODD_BREAKS.replace("return 1", "return 2")
     assert diffstat([edit]).splitlines() == ["m.py | +1 -1", "1 file(s) changed, +1 -1"]
 
@@ -468,7 +476,7 @@ def test_a_rename_or_mode_change_keeps_the_content_byte_for_byte(tmp_path: Path,
                                                                  diff: str) -> None:
     content = ODD_BREAKS + "no final newline\r"
     root = _repo(tmp_path / "repo", {"m.py": content.encode()})
-    [edit] = plan(root, [diff])
+    [edit] = plan(root, [diff], partial(index_modes, root))
     assert edit.after == content
 
 
@@ -496,10 +504,10 @@ def test_a_numbered_patch_sent_again_is_already_applied_not_applied_elsewhere(
     root = _repo(tmp_path / "repo", {"t.py": TWINS.encode()})
     diff = ("--- a/t.py\n+++ b/t.py\n@@ -7,2 +7,3 @@\n     total = 0\n+    x = 1\n"
             "     return total\n")
-    [edit] = plan(root, [diff])
+    [edit] = plan(root, [diff], partial(index_modes, root))
     assert edit.after == PLACED
     (root / "t.py").write_text(edit.after)
-    [again] = plan(root, [diff])
+    [again] = plan(root, [diff], partial(index_modes, root))
     assert (again.changed, again.after) == (False, PLACED)
     assert again.already_applied == ["t.py hunk 1 (@@ -7,2 +7,3 @@)"]
 
@@ -509,9 +517,9 @@ def test_a_patch_of_several_hunks_sent_again_is_already_applied(tmp_path: Path) 
     root = _repo(tmp_path / "repo", {"big.py": source.encode()})
     diff = ("--- a/big.py\n+++ b/big.py\n@@ -1,2 +1,4 @@\n+import os\n+import sys\n line1 = 1\n"
             " line2 = 2\n@@ -15,2 +17,2 @@\n line15 = 15\n-line16 = 16\n+line16 = 160\n")
-    [edit] = plan(root, [diff])
+    [edit] = plan(root, [diff], partial(index_modes, root))
     (root / "big.py").write_text(edit.after)
-    [again] = plan(root, [diff])
+    [again] = plan(root, [diff], partial(index_modes, root))
     assert not again.changed and len(again.already_applied) == 2
 
 
@@ -520,11 +528,11 @@ def test_an_unnumbered_hunk_whose_new_side_is_already_elsewhere_is_refused(
     root = _repo(tmp_path / "repo", {"t.py": PLACED.encode()})
     diff = "--- a/t.py\n+++ b/t.py\n@@\n     total = 0\n+    x = 1\n     return total\n"
     with pytest.raises(PatchError) as caught:
-        plan(root, [diff])
+        plan(root, [diff], partial(index_modes, root))
     assert ("hunk 1 (@@ -0,2 +0,3 @@) of t.py: it fits at line 2, but its new lines are "
             "already at line 7") in str(caught.value)
     # line numbers settle it: the first function gets it too
-    [edit] = plan(root, [diff.replace("@@\n", "@@ -2,2 +2,3 @@\n")])
+    [edit] = plan(root, [diff.replace("@@\n", "@@ -2,2 +2,3 @@\n")], partial(index_modes, root))
     assert edit.after == PLACED.replace("total = 0\n    return", "total = 0\n    x = 1\n    return")
 
 
@@ -534,14 +542,16 @@ def test_a_deletion_applies_though_the_context_it_leaves_occurs_elsewhere(
     root = _repo(tmp_path / "repo", {"d.py": source.encode()})
     # its new side (two blank lines) is at line 2 already: that is no sign of it being applied
     for header in ("@@", "@@ -4,3 +4,2 @@"):
-        [edit] = plan(root, [f"--- a/d.py\n+++ b/d.py\n{header}\n \n-x = 3\n \n"])
+        [edit] = plan(root, [f"--- a/d.py\n+++ b/d.py\n{header}\n \n-x = 3\n \n"],
+                      partial(index_modes, root))
         assert edit.after == "a = 1\n\n\nb = 2\n\n\nc = 4\n"
 
 
 def test_a_mode_change_of_a_missing_file_is_refused(tmp_path: Path) -> None:
     root = _repo(tmp_path / "repo", {"m.py": THREE.encode()})
     with pytest.raises(PatchError, match="nope.sh: the file does not exist"):
-        plan(root, ["diff --git a/nope.sh b/nope.sh\nold mode 100644\nnew mode 100755\n"])
+        plan(root, ["diff --git a/nope.sh b/nope.sh\nold mode 100644\nnew mode 100755\n"],
+             partial(index_modes, root))
 
 
 # --- review findings: indentation, messages -----------------------------------------------------
@@ -551,7 +561,7 @@ def test_a_hunk_indented_one_level_too_little_is_shifted_whole(tmp_path: Path) -
     root = _repo(tmp_path / "repo", {"a.py": source.encode()})
     diff = ("--- a/a.py\n+++ b/a.py\n@@ -2,3 +2,4 @@\n def f(self, x):\n     y = x\n"
             "-    return y\n+    if y:\n+        return y\n+    return 0\n")
-    [edit] = plan(root, [diff])
+    [edit] = plan(root, [diff], partial(index_modes, root))
     assert edit.after == ("class A:\n    def f(self, x):\n        y = x\n        if y:\n"
                           "            return y\n        return 0\n")
 
@@ -560,7 +570,7 @@ def test_a_refusal_in_a_crlf_file_quotes_lines_without_their_cr(tmp_path: Path) 
     root = _repo(tmp_path / "repo", {"m.py": THREE.encode()}, autocrlf="true")
     assert (root / "m.py").read_bytes() == b"a = 1\r\nb = 2\r\nc = 3\r\n"
     with pytest.raises(PatchError) as caught:
-        plan(root, [CHANGE_B.replace("-b = 2", "-b = 5")])
+        plan(root, [CHANGE_B.replace("-b = 2", "-b = 5")], partial(index_modes, root))
     assert "expects 'b = 5' where the file has 'b = 2' (line 2)" in str(caught.value)
     assert "\\r" not in str(caught.value)
 
@@ -572,7 +582,8 @@ def test_a_commit_that_fails_after_staging_restores_files_and_index(
     files = {"m.py": THREE.encode(), "run.sh": b"echo hi\n", "old.py": b"o = 1\n"}
     diff = _git_diff(tmp_path, files, "chmod +x run.sh && git mv old.py new.py")
     sandbox = _sandbox(sandboxes, _repo(tmp_path / "repo", files))
-    edits = [e for e in plan(sandbox.path, [CHANGE_B + NEW_FILE, diff]) if e.changed]
+    edits = [e for e in plan(sandbox.path, [CHANGE_B + NEW_FILE, diff],
+                             partial(index_modes, sandbox.path)) if e.changed]
     head, index = sandbox.head(), git(sandbox.path, "ls-files", "-s")
     # the branch's ref is locked: staging succeeds, the commit itself fails
     branch = git(sandbox.path, "symbolic-ref", "HEAD").strip()
@@ -603,7 +614,8 @@ def test_an_index_lock_held_while_staging_changes_nothing_and_does_not_damage_th
     lock.write_text("")
     try:
         with pytest.raises(SandboxError, match="nothing was changed") as caught:
-            sandbox.commit_patch(plan(sandbox.path, [CHANGE_B + NEW_FILE]), "turn")
+            sandbox.commit_patch(plan(sandbox.path, [CHANGE_B + NEW_FILE],
+                                      partial(index_modes, sandbox.path)), "turn")
         assert not isinstance(caught.value, SandboxDamaged)
         assert (sandbox.path / "m.py").read_text() == THREE
         assert not (sandbox.path / "n.py").exists()
@@ -624,7 +636,8 @@ def test_a_failure_after_the_commit_still_leaves_the_commit_and_its_files(
     sandbox = _sandbox(sandboxes, repo)
     head = sandbox.head()
     git(repo, "config", "filter.f.smudge", "false")  # the checkout after the commit fails
-    commit = sandbox.commit_patch(plan(sandbox.path, [CHANGE_B + NEW_FILE]), "turn")
+    commit = sandbox.commit_patch(plan(sandbox.path, [CHANGE_B + NEW_FILE],
+                                       partial(index_modes, sandbox.path)), "turn")
     assert commit == sandbox.head() != head
     assert (sandbox.path / "m.py").read_text() == THREE.replace("b = 2", "b = 20")
     assert (sandbox.path / "n.py").read_text() == "x = 1\ny = 2\n"
@@ -661,15 +674,15 @@ def test_a_hunk_is_not_already_applied_because_a_look_alike_nearby_has_its_chang
     root = _repo(tmp_path / "repo", {"m.py": LOOK_ALIKES.encode()})
     # its line numbers point nearer first(), which has the change, than second(), which fits
     with pytest.raises(PatchError) as caught:
-        plan(root, [COUNT_ONE.format(4)])
+        plan(root, [COUNT_ONE.format(4)], partial(index_modes, root))
     assert ("hunk 1 (@@ -4,3 +4,4 @@) of m.py: it fits at line 10, but its new lines are "
             "already at line 2") in str(caught.value)
     assert (root / "m.py").read_text() == LOOK_ALIKES
     # numbers that settle it on second() (exactly, or a little off) apply it there
     for start in (10, 8):
-        [edit] = plan(root, [COUNT_ONE.format(start)])
+        [edit] = plan(root, [COUNT_ONE.format(start)], partial(index_modes, root))
         assert (edit.after, edit.already_applied) == (BOTH_COUNT, [])
     # and that patch sent again is recognised where it went
     (root / "m.py").write_text(BOTH_COUNT)
-    [again] = plan(root, [COUNT_ONE.format(10)])
+    [again] = plan(root, [COUNT_ONE.format(10)], partial(index_modes, root))
     assert (again.changed, again.already_applied) == (False, ["m.py hunk 1 (@@ -10,3 +10,4 @@)"])

@@ -13,17 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from codeloop.core.codec import event_from_dict
 from codeloop.core.events import (
     Event,
-    EventStream,
     ModelRequest,
     ModelToolCall,
     PatchProposed,
     SessionEnd,
     SessionStart,
     TurnStart,
-    event_from_dict,
 )
+from codeloop.core.stream import EventStream
 from codeloop.replay.recorder import LARGE, Recorder
 from tests.conftest import SANDBOX, git, make_repo, run_codeloop
 from tests.scripted_server import Reply, ScriptedModelServer

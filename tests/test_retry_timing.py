@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+from codeloop.core.conversation import UserText
 from codeloop.core.events import Event, ModelFirstByte, ModelRetry
 from codeloop.transport.chat import ChatCompletionsClient
 from codeloop.transport.retry import stream_with_retries
@@ -26,7 +27,7 @@ def test_a_retry_does_not_count_its_consumers_time_as_the_failed_attempts():
             client = ChatCompletionsClient(server.base_url, "scripted", None, 1024, 30.0)
             try:
                 async for event in stream_with_retries(
-                        client, 1, [{"role": "user", "content": "hi"}], []):
+                        client, 1, [UserText("hi")], []):
                     seen.append(event)
                     if not any(isinstance(e, ModelRetry) for e in seen):
                         await asyncio.sleep(WORK_S)  # (codeloop's own work, slowed down)

@@ -16,14 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from codeloop.workspace.sandbox import (
-    MTIME_SLACK_S,
-    Sandbox,
-    SandboxError,
-    _hold_lock,
-    records_home,
-    worktrees_home,
-)
+from codeloop.workspace.errors import SandboxError
+from codeloop.workspace.leftovers import MTIME_SLACK_S
+from codeloop.workspace.records import _hold_lock, records_home, worktrees_home
+from codeloop.workspace.sandbox import Sandbox
 from tests.conftest import (
     PYTEST_CMD,
     committed_repo,

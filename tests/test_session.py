@@ -22,7 +22,8 @@ import pytest
 
 from codeloop.agent.session import Session, SessionSettings
 from codeloop.config import Config
-from codeloop.core.events import EventStream, SessionEnd, TestStart
+from codeloop.core.events import SessionEnd, TestStart
+from codeloop.core.stream import EventStream
 from codeloop.transport.chat import ChatCompletionsClient
 from codeloop.workspace.sandbox import Sandbox
 from tests.conftest import (
@@ -499,7 +500,7 @@ def test_apply_refuses_when_the_user_changed_the_same_file_meanwhile(tmp_path, i
 
 
 def test_every_recorded_line_is_a_typed_event(tmp_path, isolated_env):
-    from codeloop.core.events import event_from_dict
+    from codeloop.core.codec import event_from_dict
 
     repo = make_repo(tmp_path, "twomodules")
     replies = [Reply(text="Looking first.", tool_calls=[

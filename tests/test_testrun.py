@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from codeloop.core.bounded import HEAD_CHARS, TAIL_CHARS, BoundedText, bound
 from codeloop.testrunner import run as testrun
-from codeloop.testrunner.run import HEAD_CHARS, TAIL_CHARS, BoundedText, bound, run_tests
+from codeloop.testrunner.run import run_tests
 
 PYTEST = f"{shlex.quote(sys.executable)} -m pytest -q -p no:cacheprovider"
 ELIDED = re.compile(r"\[\.\.\. (\d+) characters elided \.\.\.\]")
@@ -110,26 +111,26 @@ def test_pytest_summary_is_pytests_own_line(project: Path) -> None:
 
 def test_failing_tests_are_identified_by_pytest_node_ids(project: Path) -> None:
     result, _ = run(PYTEST, project)
-    ids = [failure["id"] for failure in result.failures]
+    ids = [failure.id for failure in result.failures]
     assert ids == ["tests/test_x.py::test_name", "tests/test_x.py::TestK::test_m"]
-    assert all(failure["kind"] == "failed" for failure in result.failures)
+    assert all(failure.kind == "failed" for failure in result.failures)
 
 
 def test_failures_carry_message_and_location(project: Path) -> None:
     result, _ = run(PYTEST, project)
-    by_id = {failure["id"]: failure for failure in result.failures}
+    by_id = {failure.id: failure for failure in result.failures}
 
     plain = by_id["tests/test_x.py::test_name"]
-    assert "assert 3 == 4" in plain["message"]
+    assert "assert 3 == 4" in plain.message
     test_line = line_of(project / "tests" / "test_x.py", "assert add(1, 2) == 4")
-    assert plain["location"] == f"tests/test_x.py:{test_line}"
-    assert "assert add(1, 2) == 4" in plain["details"]
+    assert plain.location == f"tests/test_x.py:{test_line}"
+    assert "assert add(1, 2) == 4" in plain.details
 
     in_class = by_id["tests/test_x.py::TestK::test_m"]
-    assert "ZeroDivisionError" in in_class["message"]
+    assert "ZeroDivisionError" in in_class.message
     # the deepest frame: where the exception was raised
     calc_line = line_of(project / "calc.py", "return a / b")
-    assert in_class["location"] == f"calc.py:{calc_line}"
+    assert in_class.location == f"calc.py:{calc_line}"
 
 
 def test_small_output_is_kept_whole_and_streamed(project: Path) -> None:
@@ -167,9 +168,9 @@ def test_collection_error_is_a_failing_result_showing_the_syntax_error(
     assert "error" in result.summary
     assert result.counts["errors"] == 1
     [failure] = result.failures
-    assert failure["kind"] == "errors"
-    assert "SyntaxError" in failure["details"]
-    assert "test_bad.py" in failure["details"]
+    assert failure.kind == "errors"
+    assert "SyntaxError" in failure.details
+    assert "test_bad.py" in failure.details
 
 
 def test_collection_error_is_identified_by_the_broken_files_node_id(
@@ -178,13 +179,13 @@ def test_collection_error_is_identified_by_the_broken_files_node_id(
     result, _ = run(PYTEST, broken_project)
     [failure] = result.failures
     # pytest's own node id for a module that failed to collect is its path
-    assert failure["id"] == "tests/test_bad.py"
+    assert failure.id == "tests/test_bad.py"
 
 
 def test_collection_error_location_points_at_the_broken_file(broken_project: Path) -> None:
     result, _ = run(PYTEST, broken_project)
     [failure] = result.failures
-    assert failure["location"].endswith("tests/test_bad.py:1"), failure["location"]
+    assert failure.location.endswith("tests/test_bad.py:1"), failure.location
 
 
 # ---------------------------------------------------------------- other commands

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from codeloop.core.conversation import from_chat_messages
 from codeloop.core.events import (
     Event,
     ModelDone,
@@ -37,7 +38,8 @@ def client_for(wire: str, server: ScriptedModelServer, **extra) -> ModelClient:
 
 
 async def collect(client: ModelClient, messages: list[dict], turn: int = 1) -> list[Event]:
-    return [event async for event in stream_with_retries(client, turn, messages, TOOLS)]
+    return [event async for event in stream_with_retries(client, turn, from_chat_messages(messages),
+                                                             TOOLS)]
 
 
 def run(scenario: Callable) -> None:
@@ -311,13 +313,13 @@ def test_a_silent_websocket_times_out_but_a_slow_consumer_never_does() -> None:
                                  512, 0.4)
             await client.connect()
             seen = []
-            async for event in client.stream(1, OPENING, []):
+            async for event in client.stream(1, from_chat_messages(OPENING), []):
                 seen.append(event)
                 if isinstance(event, ModelTextDelta):
                     await asyncio.sleep(0.5)  # longer than the timeout, between two events
             assert text_of(seen) == "one two three"
             with pytest.raises(TransportError, match="no event from the WebSocket for 0.4s"):
-                async for _ in client.stream(2, OPENING, []):
+                async for _ in client.stream(2, from_chat_messages(OPENING), []):
                     pass
             await client.aclose()
 

@@ -13,7 +13,7 @@ import pytest
 
 from codeloop.agent.session import Session, SessionSettings
 from codeloop.config import Config
-from codeloop.core.events import EventStream
+from codeloop.core.stream import EventStream
 from codeloop.frontends.history import History
 from codeloop.frontends.tui.app import CodeloopApp
 from codeloop.frontends.tui.panel import LatencyPanel
@@ -36,6 +36,12 @@ def make_app(repo, server: ScriptedModelServer, tmp_path) -> CodeloopApp:
     settings = SessionSettings(session_id="tui-test", task="", test_command=PYTEST_CMD)
     session = Session(repo, config, settings, client, EventStream())
     return CodeloopApp(session, History(tmp_path / "history"))
+
+
+def session_of(app: CodeloopApp) -> Session:
+    """The real session behind the app (the app itself knows only the port)."""
+    assert isinstance(app.agent, Session)
+    return app.agent
 
 
 async def until(pilot, condition, timeout: float = 30.0) -> None:
@@ -100,10 +106,10 @@ def test_undo_resets_the_sandbox_commit(tmp_path):
             app = make_app(repo, server, tmp_path)
             async with app.run_test(size=(100, 30)) as pilot:
                 await until(pilot, lambda: app.opened)
-                sandbox = app.session.sandbox
+                sandbox = session_of(app).sandbox
                 assert sandbox is not None
                 await type_and_send(pilot, "fix it")
-                await until(pilot, lambda: app.busy is None and app.session.turn == 1)
+                await until(pilot, lambda: app.busy is None and session_of(app).turn == 1)
                 assert sandbox.head() != sandbox.base_commit
                 await type_and_send(pilot, "/undo")
                 await until(pilot, lambda: sandbox.head() == sandbox.base_commit)
@@ -132,8 +138,8 @@ def test_ctrl_c_cancels_a_turn_mid_stream_and_the_app_stays_usable(tmp_path):
                 assert app.is_running
                 assert "cancelled" in transcript_text(app)
                 await type_and_send(pilot, "now fix it")
-                await until(pilot, lambda: app.session.result is not None
-                            and app.session.result.passed, timeout=60)
+                await until(pilot, lambda: session_of(app).result is not None
+                            and session_of(app).result.passed, timeout=60)
                 messages = server.chat_requests[-1].body["messages"]
                 assert messages[-1]["role"] == "user" and "now fix it" in messages[-1]["content"]
 
@@ -164,8 +170,8 @@ def test_a_message_typed_during_a_turn_is_queued_and_runs_next(tmp_path):
                 await pilot.press("enter")
                 assert app.queue == ["then fix it"]
                 assert "queued: then fix it" in transcript_text(app)
-                await until(pilot, lambda: app.session.result is not None
-                            and app.session.result.passed, timeout=60)
+                await until(pilot, lambda: session_of(app).result is not None
+                            and session_of(app).result.passed, timeout=60)
                 contents = [m["content"] for m in server.chat_requests[-1].body["messages"]
                             if m["role"] == "user"]
                 assert contents[-1].endswith("then fix it")
@@ -209,13 +215,12 @@ def test_history_persists_across_sessions(tmp_path):
 def test_watching_a_recording_plays_it_pauses_and_jumps_back(tmp_path):
     from codeloop.frontends.tui.watch import WatchApp
     from codeloop.replay.playback import load
-    from codeloop.replay.run import _session, source_sandbox
+    from codeloop.replay.run import source_sandbox
 
     recording = load(source_sandbox() / "sessions" / "offbyone.jsonl")
 
     async def scenario() -> None:
-        session = _session(recording, tmp_path, "", None, EventStream())
-        app = WatchApp(session, recording.events, speed=None)
+        app = WatchApp(recording.events, EventStream(), speed=None)
         async with app.run_test(size=(110, 32)) as pilot:
             await until(pilot, lambda: "end of the recording" in transcript_text(app))
             text = transcript_text(app)

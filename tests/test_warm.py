@@ -16,12 +16,13 @@ import pytest
 
 from codeloop.agent.session import Session, SessionSettings
 from codeloop.config import Config
-from codeloop.core.events import EventStream, TestDone, TestRunnerChange
+from codeloop.core.events import TestDone, TestRunnerChange
+from codeloop.core.stream import EventStream
 from codeloop.testrunner.run import TestResult, run_tests
 from codeloop.testrunner.service import TestService, spawn_runner, verdicts
 from codeloop.testrunner.warm import WarmRunner
 from codeloop.transport.chat import ChatCompletionsClient
-from codeloop.workspace.sandbox import worktrees_home
+from codeloop.workspace.records import worktrees_home
 from tests.conftest import PYTEST_CMD, fix_diff, make_repo, write_files
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall
 
@@ -168,7 +169,7 @@ def test_failing_tests_run_first_and_fail_fast_stops_at_them(tmp_path):
         return baseline, quick
 
     baseline, quick = asyncio.run(scenario())
-    assert [f["id"] for f in baseline.failures] == ["tests/test_order.py::test_b_broken"]
+    assert [f.id for f in baseline.failures] == ["tests/test_order.py::test_b_broken"]
     assert quick.counts == {"passed": 0, "failed": 1, "errors": 0, "skipped": 0}
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+from codeloop.core.conversation import from_chat_messages
 from codeloop.core.events import ModelTextDelta
 from codeloop.transport import make_client
 from tests.conftest import PYTEST_CMD, fix_diff, make_repo, read_recording, run_codeloop
@@ -69,7 +70,7 @@ def test_the_rest_of_a_cancelled_stream_never_reaches_the_next_request() -> None
             await client.connect()
 
             async def first_turn() -> None:
-                async for event in client.stream(1, OPENING, []):
+                async for event in client.stream(1, from_chat_messages(OPENING), []):
                     if isinstance(event, ModelTextDelta):
                         started.set()
 
@@ -79,7 +80,7 @@ def test_the_rest_of_a_cancelled_stream_never_reaches_the_next_request() -> None
             turn.cancel()  # Ctrl-C in the line REPL: the turn stops, the session goes on
             await asyncio.gather(turn, return_exceptions=True)
             messages = [*OPENING, {"role": "user", "content": "Something else."}]
-            text = "".join([e.text async for e in client.stream(2, messages, [])
+            text = "".join([e.text async for e in client.stream(2, from_chat_messages(messages), [])
                             if isinstance(e, ModelTextDelta)])
             await client.aclose()
             bodies = generating(server)

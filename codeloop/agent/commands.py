@@ -1,51 +1,20 @@
-"""Slash commands shared by the TUI and the line REPL: their names, help, completion, effect.
+"""What each slash command does to a session, and the text it answers with.
 
-Owns what each command does to a Session and the text it answers with; the front ends only
-display the answer. `/quit` is answered with `quit=True` and left to the front end.
+The catalogue (names, help, completion) is `core.port`'s; the front ends only display the
+answer. `/quit` is answered with `quit=True` and left to the front end.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from codeloop.agent.session import Session
 from codeloop.context.prompt import test_report
-from codeloop.edits.patch import PatchError
-from codeloop.workspace.sandbox import SandboxError
+from codeloop.core.port import Answer, complete, help_text
+from codeloop.edits.errors import PatchError
+from codeloop.workspace.errors import SandboxError
 
-COMMANDS: dict[str, str] = {
-    "/add": "FILE  pin a file into the model's context",
-    "/apply": "apply the session's changes to your working tree",
-    "/clear": "forget the conversation (the sandbox keeps its commits)",
-    "/compact": "replace older turns by a summary now (the latest turns stay verbatim)",
-    "/diff": "show the whole session's diff",
-    "/help": "list the commands and keys",
-    "/model": "NAME  switch the model (no name: show it)",
-    "/quit": "leave codeloop (the sandbox branch stays; `codeloop clean` removes it)",
-    "/test": "run the tests again",
-    "/undo": "put the sandbox back at the previous turn's commit",
-}
-
-
-@dataclass
-class Answer:
-    """What a command produced: text to show, whether it is a diff, whether to quit."""
-
-    text: str
-    is_diff: bool = False
-    quit: bool = False
-    ok: bool = True
-
-
-def complete(prefix: str) -> list[str]:
-    """Commands starting with `prefix` (which starts with '/')."""
-    word = prefix.split(" ", 1)[0]
-    return [name for name in COMMANDS if name.startswith(word)]
-
-
-def help_text(keys: str = "") -> str:
-    lines = [f"{name:<8} {text}" for name, text in COMMANDS.items()]
-    return "\n".join(lines + ([keys] if keys else []))
+if TYPE_CHECKING:
+    from codeloop.agent.session import Session
 
 
 async def run(session: Session, line: str) -> Answer:

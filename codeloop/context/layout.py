@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from codeloop.core.conversation import Item, Reply, UserText
+
 SECTIONS = ("instructions", "tools", "project context", "summary", "history")
 SUMMARY_MARK = "Summary of the earlier turns of this session"
 BYTES_PER_TOKEN = 4  # estimate used where no tokenizer is available (labelled as such)
@@ -108,22 +110,22 @@ class PrefixTracker:
         return PrefixProbe(round(reuse, 4), estimate_tokens(text), changed)
 
 
-def turn_groups(history: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """History cut into turns: each assistant reply with the results that answer it."""
-    groups: list[list[dict[str, Any]]] = []
-    for message in history:
-        if message["role"] == "assistant" or not groups:
-            groups.append([message])
+def turn_groups(history: list[Item]) -> list[list[Item]]:
+    """History cut into turns: each reply of the model with the items that answer it."""
+    groups: list[list[Item]] = []
+    for item in history:
+        if isinstance(item, Reply) or not groups:
+            groups.append([item])
         else:
-            groups[-1].append(message)
+            groups[-1].append(item)
     return groups
 
 
-def summary_message(facts: str, model_summary: str) -> dict[str, Any]:
+def summary_message(facts: str, model_summary: str) -> UserText:
     text = f"{SUMMARY_MARK} (older turns were replaced by this):\n\n{facts}"
     if model_summary.strip():
         text += f"\n\nWhat was decided and tried, in the model's words:\n{model_summary.strip()}"
-    return {"role": "user", "content": text}
+    return UserText(text)
 
 
 SUMMARY_REQUEST = (

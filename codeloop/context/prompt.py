@@ -11,7 +11,8 @@ import re
 from pathlib import Path, PurePosixPath
 
 from codeloop.context.repomap import repo_map, tracked_files
-from codeloop.testrunner.run import TestResult, bound
+from codeloop.core.bounded import bound
+from codeloop.testrunner.run import TestResult
 
 FILE_CHARS = 24_000
 CONTEXT_FILES_CHARS = 60_000
@@ -80,7 +81,7 @@ def files_for_failures(root: Path, result: TestResult) -> list[str]:
     the failing tests import (through a package's `__init__.py` to the module behind it)."""
     real_root = root.resolve()
     chosen: list[str] = []
-    texts = [f["details"] + "\n" + f["location"] for f in result.failures] or [result.output]
+    texts = [f.details + "\n" + f.location for f in result.failures] or [result.output]
     for text in texts:
         for match in re.finditer(r"([\w./-]+\.py)(?::\d+|\", line \d+)", text):
             path = (root / match.group(1)).resolve()
@@ -127,8 +128,8 @@ def test_report(result: TestResult, limit: int = 20_000) -> str:
         shown = result.failures[:20]
         parts = [head, "Failing tests:"]
         for failure in shown:
-            parts.append(f"- {failure['id']} ({failure['location']}): {failure['message']}\n"
-                         f"{failure['details']}")
+            parts.append(f"- {failure.id} ({failure.location}): {failure.message}\n"
+                         f"{failure.details}")
         if len(result.failures) > len(shown):
             parts.append(f"... and {len(result.failures) - len(shown)} more failures")
         return bound("\n".join(parts), limit * 3 // 4, limit // 4)

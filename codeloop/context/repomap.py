@@ -8,12 +8,12 @@ took seconds). The map is bounded; it goes into the stable prefix of every reque
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 from pathlib import Path
 
-from codeloop.workspace.sandbox import git_environment
+from codeloop.core.dirs import cache_dir
+from codeloop.workspace.errors import GitError
+from codeloop.workspace.git import has_changes, project_files, tree_id
 
 MAP_CHARS = 12_000
 MAX_OUTLINED = 400  # Python files outlined; the rest are listed by name
@@ -21,9 +21,9 @@ MAX_FILE_BYTES = 512_000
 _TOP_LEVEL = re.compile(rb"^(class|def|async[ \t]+def)[ \t]+([A-Za-z_]\w*)", re.MULTILINE)
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "codeloop" / "repomap"
+def maps_dir() -> Path:
+    """Where repo maps are kept, one per tree."""
+    return cache_dir() / "repomap"
 
 
 def outline(path: Path) -> str:
@@ -58,19 +58,17 @@ def build(root: Path, files: list[str]) -> str:
 
 def tracked_files(root: Path) -> list[str]:
     """The files of the tree at `root`: tracked, and untracked but not ignored."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                         cwd=root, capture_output=True, text=True, env=git_environment()).stdout
-    return sorted(set(out.splitlines()))
+    try:
+        listed = project_files(root)
+    except GitError:  # (not a repository: no files)
+        return []
+    return sorted(set(listed.splitlines()))
 
 
 def repo_map(root: Path) -> str:
     """The map of the tree checked out at `root`, from the cache when this tree was seen."""
-    env = git_environment()
-    tree = subprocess.run(["git", "rev-parse", "HEAD^{tree}"], cwd=root, capture_output=True,
-                          text=True, env=env).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=normal"],
-                           cwd=root, capture_output=True, text=True, env=env).stdout.strip()
-    cached = cache_dir() / f"{tree}.txt" if tree and not dirty else None
+    tree = tree_id(root)
+    cached = maps_dir() / f"{tree}.txt" if tree and not has_changes(root) else None
     if cached is not None and cached.is_file():
         return cached.read_text(encoding="utf-8")
     text = build(root, tracked_files(root))

@@ -8,13 +8,14 @@ Nothing here writes to the sandbox; `apply_patch` is carried out by the loop.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from codeloop.edits.patch import PatchError, check_path
-from codeloop.testrunner.run import bound
-from codeloop.workspace.sandbox import git_environment
+from codeloop.core.bounded import bound
+from codeloop.edits.errors import PatchError
+from codeloop.edits.paths import check_path
+from codeloop.workspace.errors import GitError
+from codeloop.workspace.git import grep, project_files
 
 OUTPUT_CHARS = 20_000
 
@@ -59,14 +60,6 @@ def numbered(text: str, first: int = 1) -> str:
                    enumerate(text.splitlines(keepends=True), first)).rstrip("\n") + "\n"
 
 
-def _git_lines(root: Path, *args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                            errors="replace", env=git_environment())
-    if result.returncode not in (0, 1):
-        raise PatchError(result.stderr.strip() or f"git {args[0]} failed")
-    return result.stdout
-
-
 def run_read_only(root: Path, name: str, arguments: str, limit: int = OUTPUT_CHARS) -> str:
     """Answer one read-only tool call, at most about `limit` characters (head and tail kept);
     errors come back as text for the model."""
@@ -87,14 +80,14 @@ def run_read_only(root: Path, name: str, arguments: str, limit: int = OUTPUT_CHA
                          limit // 5)
         if name == "search":
             where = [check_path(root, args["path"])] if args.get("path") else []
-            found = _git_lines(root, "grep", "-n", "-I", "-E", "--untracked", "-e",
-                               str(args.get("pattern", "")), "--", *where)
+            found = grep(root, str(args.get("pattern", "")), where)
             return bound(found or "no matches", limit * 4 // 5, limit // 5)
         if name == "list_files":
             where = [check_path(root, args["path"])] if args.get("path") else []
-            listing = _git_lines(root, "ls-files", "--cached", "--others", "--exclude-standard",
-                                 "--", *where)
+            listing = project_files(root, where)
             return bound(listing or "no files", limit * 4 // 5, limit // 5)
+    except GitError as exc:  # (what git said, for the model)
+        return f"error: {exc.reason or f'git {exc.command[0]} failed'}"
     except (PatchError, ValueError, TypeError, KeyError) as exc:
         return f"error: {exc}"
     return f"error: unknown tool {name!r}"

@@ -1,21 +1,25 @@
-"""The typed events at the centre of codeloop, and the stream that carries them.
+"""The typed events at the centre of codeloop: one dataclass per thing that happens.
 
-The loop only produces these; printers, the recorder and (later) the TUI only consume them. The
-same dict form goes to the recording, to `--json` and to every other consumer. No I/O here.
+The agent only produces these; the printers, the recorder, the TUI and the latency panel only
+consume them. The same dict form (`to_dict`) goes to the recording, to `--json` and to every
+other consumer; `codec.event_from_dict` reads it back. No I/O here.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import time
-from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields
-from functools import cache
-from typing import TYPE_CHECKING, Any, ClassVar, get_args, get_origin, get_type_hints
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-if TYPE_CHECKING:
-    from codeloop.core.redact import Redactor
+from codeloop.core.kinds import (
+    EditMode,
+    ErrorKind,
+    NoticeKind,
+    SessionOutcome,
+    TestMode,
+    TransportChangeKind,
+    TurnOutcome,
+)
 
 FORMAT_VERSION = 1
 
@@ -28,9 +32,28 @@ class Event:
     t: float = field(default=0.0, kw_only=True)
 
     def to_dict(self) -> dict[str, Any]:
-        """The event as plain data (shallow: fields are already JSON-friendly values)."""
-        data = dict(self.__dict__)
+        """The event as plain data (records inside a field, such as test failures, as dicts)."""
+        data = {name: _plain(value) for name, value in self.__dict__.items()}
         return {"type": self.type, "t": round(data.pop("t"), 6), **data}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+        return [dataclasses.asdict(item) for item in value]
+    return value
+
+
+@dataclass
+class TestFailure:
+    """One failing test, as the runner's report names it."""
+
+    __test__ = False  # not a pytest test class
+
+    id: str  # the node id, e.g. tests/test_x.py::test_y
+    kind: str  # "failed" (an assertion) or "errors" (set-up, collection)
+    message: str  # the first line of the failure, at most 500 characters
+    location: str  # FILE:LINE in the project where it failed ("" if unknown)
+    details: str  # the traceback, bounded
 
 
 @dataclass
@@ -44,7 +67,7 @@ class SessionStart(Event):
     model: str
     base_url: str
     transport: str
-    edit_mode: str
+    edit_mode: EditMode
     test_command: str
     max_iterations: int
     version: str
@@ -76,7 +99,7 @@ class Notice(Event):
     """Something the user did or should know that is not a turn: an undo, an apply, a switch."""
 
     type: ClassVar[str] = "notice"
-    kind: str
+    kind: NoticeKind
     message: str
 
 
@@ -172,7 +195,7 @@ class TransportChange(Event):
     restore or warmup; `transport` is the wire now in use."""
 
     type: ClassVar[str] = "transport.change"
-    kind: str
+    kind: TransportChangeKind
     transport: str
     message: str
 
@@ -270,11 +293,11 @@ class TestDone(Event):
     passed: bool
     summary: str
     counts: dict[str, int]
-    failures: list[dict[str, str]]
+    failures: list[TestFailure]
     duration_ms: float
     timed_out: bool
     output: str
-    mode: str = "cold"  # "warm": a child of the warm runner; "cold": the command as typed
+    mode: TestMode = TestMode.COLD
 
 
 @dataclass
@@ -284,7 +307,7 @@ class TestRunnerChange(Event):
     __test__ = False  # a codeloop event, not a pytest test class
 
     type: ClassVar[str] = "test.runner"
-    mode: str
+    mode: TestMode
     message: str
 
 
@@ -294,7 +317,7 @@ class TurnEnd(Event):
 
     type: ClassVar[str] = "turn.end"
     turn: int
-    outcome: str
+    outcome: TurnOutcome
     spans: dict[str, float]
     cache: dict[str, Any] = field(default_factory=dict)  # prefix reuse next to server cache
 
@@ -304,7 +327,7 @@ class ErrorEvent(Event):
     """Something went wrong; `kind` says what (config, transport, sandbox, tests, interrupted)."""
 
     type: ClassVar[str] = "error"
-    kind: str
+    kind: ErrorKind
     message: str
 
 
@@ -313,7 +336,7 @@ class SessionEnd(Event):
     """Last event of every session: outcome, exit code, final diff stat and totals."""
 
     type: ClassVar[str] = "session.end"
-    outcome: str
+    outcome: SessionOutcome
     exit_code: int
     branch: str
     diffstat: str
@@ -322,127 +345,3 @@ class SessionEnd(Event):
 
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in Event.__subclasses__()}
-
-
-def event_from_dict(data: Any, skipped: set[str] | None = None) -> Event | None:
-    """The event a dict (a recording's line) holds, every field checked against the type its
-    class declares; raises ValueError saying what does not fit.
-
-    An event type or a field this codeloop does not know is an error, unless `skipped` is
-    given: format 1 stays forward compatible, so a reader of a newer codeloop's recording
-    leaves it out and names it there (`type`, or `type.field`), returning None for the type.
-    """
-    if not isinstance(data, dict):
-        raise ValueError(f"not a JSON object ({_shown(data)})")
-    kind = data.get("type")
-    if not isinstance(kind, str):
-        raise ValueError("field 'type' " + (
-            f"should be a string, not {_shown(kind)}" if "type" in data else "is missing"))
-    cls = EVENT_TYPES.get(kind)
-    if cls is None:
-        if skipped is None:
-            raise ValueError(f"unknown event type {kind!r}")
-        skipped.add(kind)
-        return None
-    declared = _declared_fields(cls)
-    values = {}
-    for name, value in data.items():
-        if name == "type":
-            continue
-        if name not in declared:
-            if skipped is None:
-                raise ValueError(f"unknown field {name!r} in a {kind} event")
-            skipped.add(f"{kind}.{name}")
-            continue
-        problem = _mismatch(value, declared[name][0], repr(name))
-        if problem:
-            raise ValueError(f"{kind} field {problem}")
-        values[name] = value
-    missing = [name for name, (_, required) in declared.items()
-               if required and name not in values]
-    if missing:
-        raise ValueError(f"{kind} field {missing[0]!r} is missing")
-    return cls(**values)
-
-
-@cache
-def _declared_fields(cls: type[Event]) -> dict[str, tuple[Any, bool]]:
-    """Each field of an event class: its declared type, and whether every line must carry it
-    (it has no default). Read from the dataclass itself, so a new field is checked too."""
-    hints = get_type_hints(cls)
-    return {f.name: (hints[f.name], f.default is MISSING and f.default_factory is MISSING)
-            for f in fields(cls)}
-
-
-_SCALAR_NAMES = {int: "an integer", float: "a finite number", str: "a string",
-                 bool: "true or false"}
-
-
-def _mismatch(value: Any, hint: Any, where: str) -> str | None:
-    """Where in `value` (a field named `where`) it does not fit the declared type `hint`, and
-    how; None when it fits. Containers are checked element by element."""
-    origin = get_origin(hint)
-    if origin in (list, dict):
-        if not isinstance(value, origin):
-            return f"{where} should be {_type_name(hint)}, not {_shown(value)}"
-        item = get_args(hint)[-1]
-        items = enumerate(value) if origin is list else value.items()
-        return next((problem for key, element in items
-                     if (problem := _mismatch(element, item, f"{where}[{key!r}]"))), None)
-    if _fits(value, hint):
-        return None
-    return f"{where} should be {_type_name(hint)}, not {_shown(value)}"
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    if hint is Any:
-        return True
-    if isinstance(value, bool):  # JSON true/false is never a number
-        return hint is bool
-    if hint is float:  # JSON has one number type; an infinity would stall the player forever
-        return isinstance(value, int | float) and math.isfinite(value)
-    return isinstance(value, hint)
-
-
-def _type_name(hint: Any) -> str:
-    return _SCALAR_NAMES.get(hint) or str(hint).replace("typing.", "")
-
-
-def _shown(value: Any) -> str:
-    """A value as the line wrote it, cut short (a recorded patch can be megabytes)."""
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-Subscriber = Callable[[Event], None]
-
-
-class EventStream:
-    """Stamps each event with the session clock and hands it to every subscriber, in order.
-
-    With a redactor, subscribers get the events it lets out (secrets scrubbed); `emit` still
-    returns the producer's own event, untouched.
-    """
-
-    def __init__(self, redactor: Redactor | None = None) -> None:
-        self._start = time.perf_counter()
-        self._subscribers: list[Subscriber] = []
-        self._redactor = redactor
-
-    def subscribe(self, subscriber: Subscriber) -> None:
-        self._subscribers.append(subscriber)
-
-    def now(self) -> float:
-        """Seconds since the session started."""
-        return time.perf_counter() - self._start
-
-    def redact(self, text: str) -> str:
-        """`text` fit to print: for what a front end shows outside the stream (an exception)."""
-        return self._redactor.text(text) if self._redactor else text
-
-    def emit(self, event: Event) -> Event:
-        event.t = self.now()
-        for shown in self._redactor.filter(event) if self._redactor else (event,):
-            for subscriber in self._subscribers:
-                subscriber(shown)
-        return event

@@ -1,7 +1,7 @@
 """Finding the edits in a model reply: `apply_patch` tool calls and fenced ```diff blocks.
 
 Both are always accepted, whatever the edit mode offered. Owns extraction only; placing and
-applying the diffs belongs to `patch` and `sandbox`.
+applying the diffs belongs to `patch` and `Sandbox`.
 """
 
 from __future__ import annotations

@@ -6,15 +6,11 @@ Owns the file under the user's state directory; used by the TUI's input box.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from codeloop.core.dirs import state_dir
+
 MAX_ENTRIES = 1000
-
-
-def state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "codeloop"
 
 
 class History:

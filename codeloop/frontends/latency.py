@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from codeloop.core.events import (
     Compaction,
@@ -72,56 +73,69 @@ class LatencyModel:
         self.current.phase = phase
         self._phase_started = at
 
-    def __call__(self, event: Event) -> None:  # noqa: C901 - one branch per event type
-        if isinstance(event, TransportChange):
-            self.transport_changes.append(event)
-            return
-        if isinstance(event, Compaction):
-            self.compactions.append(event)
-            return
-        if isinstance(event, TurnStart):
-            self.current = TurnFigures(turn=event.turn)
-            self.turns.append(self.current)
-            self._turn_started = event.t
-            self._enter("prompt", event.t)
+    def __call__(self, event: Event) -> None:
+        if (noted := _ALWAYS.get(type(event))) is not None:
+            noted(self, event)
             return
         turn = self.current
-        if turn is None or turn.done:
-            return
-        if isinstance(event, ModelRequest):
-            turn.prefix_reuse, turn.prefix_changed = event.prefix_reuse, event.prefix_changed
-            turn.spans["prompt_ms"] = (event.t - self._turn_started) * 1000
-            self._request_sent = event.t
-            self._enter("connect", event.t)
-        elif isinstance(event, ModelRetry):
-            turn.retries += 1
-        elif isinstance(event, ModelFirstByte):
-            turn.spans["connect_ms"] = event.connect_ms
-            self._enter("first token", event.t)
-        elif isinstance(event, ModelTextDelta | ModelToolCall) and turn.phase == "first token":
+        if turn is not None and not turn.done and (timed := _IN_TURN.get(type(event))):
+            timed(self, turn, event)
+
+    def _transport_change(self, event: TransportChange) -> None:
+        self.transport_changes.append(event)
+
+    def _compaction(self, event: Compaction) -> None:
+        self.compactions.append(event)
+
+    def _turn_start(self, event: TurnStart) -> None:
+        self.current = TurnFigures(turn=event.turn)
+        self.turns.append(self.current)
+        self._turn_started = event.t
+        self._enter("prompt", event.t)
+
+    def _request(self, turn: TurnFigures, event: ModelRequest) -> None:
+        turn.prefix_reuse, turn.prefix_changed = event.prefix_reuse, event.prefix_changed
+        turn.spans["prompt_ms"] = (event.t - self._turn_started) * 1000
+        self._request_sent = event.t
+        self._enter("connect", event.t)
+
+    def _retry(self, turn: TurnFigures, event: ModelRetry) -> None:
+        turn.retries += 1
+
+    def _first_byte(self, turn: TurnFigures, event: ModelFirstByte) -> None:
+        turn.spans["connect_ms"] = event.connect_ms
+        self._enter("first token", event.t)
+
+    def _first_token(self, turn: TurnFigures, event: ModelTextDelta | ModelToolCall) -> None:
+        if turn.phase == "first token":
             turn.spans["ttft_ms"] = (event.t - self._request_sent) * 1000 - turn.spans.get(
                 "connect_ms", 0.0)
             self._enter("decode", event.t)
-        elif isinstance(event, ModelDone):
-            turn.spans["ttft_ms"], turn.spans["decode_ms"] = event.ttft_ms, event.decode_ms
-            turn.tokens_per_s = event.tokens_per_s
-            prompt_tokens = event.usage.get("prompt_tokens", 0)
-            if prompt_tokens:
-                turn.cache_share = event.usage.get("cached_tokens", 0) / prompt_tokens
-            self._enter("apply", event.t)
-        elif isinstance(event, PatchApplied | PatchRejected):
-            turn.spans["apply_ms"] = (event.t - self._phase_started) * 1000
-            self._enter("overhead", event.t)
-        elif isinstance(event, TestStart):
-            self._enter("tests", event.t)
-        elif isinstance(event, TestDone):
-            turn.spans["test_ms"] = event.duration_ms
-            self._enter("overhead", event.t)
-        elif isinstance(event, TurnEnd):
-            turn.spans = dict(event.spans)
-            turn.tokens_per_s = event.spans.get("tokens_per_s", turn.tokens_per_s)
-            turn.done = True
-            turn.phase = "done"
+
+    def _model_done(self, turn: TurnFigures, event: ModelDone) -> None:
+        turn.spans["ttft_ms"], turn.spans["decode_ms"] = event.ttft_ms, event.decode_ms
+        turn.tokens_per_s = event.tokens_per_s
+        prompt_tokens = event.usage.get("prompt_tokens", 0)
+        if prompt_tokens:
+            turn.cache_share = event.usage.get("cached_tokens", 0) / prompt_tokens
+        self._enter("apply", event.t)
+
+    def _patch_done(self, turn: TurnFigures, event: PatchApplied | PatchRejected) -> None:
+        turn.spans["apply_ms"] = (event.t - self._phase_started) * 1000
+        self._enter("overhead", event.t)
+
+    def _test_start(self, turn: TurnFigures, event: TestStart) -> None:
+        self._enter("tests", event.t)
+
+    def _test_done(self, turn: TurnFigures, event: TestDone) -> None:
+        turn.spans["test_ms"] = event.duration_ms
+        self._enter("overhead", event.t)
+
+    def _turn_end(self, turn: TurnFigures, event: TurnEnd) -> None:
+        turn.spans = dict(event.spans)
+        turn.tokens_per_s = event.spans.get("tokens_per_s", turn.tokens_per_s)
+        turn.done = True
+        turn.phase = "done"
 
     def live_spans(self) -> dict[str, float]:
         """The running turn's spans, with the current phase counting up to now."""
@@ -152,3 +166,24 @@ class LatencyModel:
         }
         return {name: (statistics.median(values) if values else 0.0, percentile(values, 0.95))
                 for name, values in series.items()}
+
+
+# what each event tells the model: noted whenever it comes, or timed within the running turn
+_ALWAYS: dict[type[Event], Callable[[LatencyModel, Any], None]] = {
+    TransportChange: LatencyModel._transport_change,
+    Compaction: LatencyModel._compaction,
+    TurnStart: LatencyModel._turn_start,
+}
+_IN_TURN: dict[type[Event], Callable[[LatencyModel, TurnFigures, Any], None]] = {
+    ModelRequest: LatencyModel._request,
+    ModelRetry: LatencyModel._retry,
+    ModelFirstByte: LatencyModel._first_byte,
+    ModelTextDelta: LatencyModel._first_token,
+    ModelToolCall: LatencyModel._first_token,
+    ModelDone: LatencyModel._model_done,
+    PatchApplied: LatencyModel._patch_done,
+    PatchRejected: LatencyModel._patch_done,
+    TestStart: LatencyModel._test_start,
+    TestDone: LatencyModel._test_done,
+    TurnEnd: LatencyModel._turn_end,
+}

@@ -2,7 +2,8 @@
 
 Owns the prompt (prompt-toolkit: history file, multi-line input with Ctrl+J, slash-command
 completion) and Ctrl-C handling; the model's text and one latency line per turn are printed by
-the same progress printer headless mode uses, on stdout.
+the same progress printer headless mode uses, on stdout. It drives the session through the
+`Agent` port only.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from prompt_toolkit.history import FileHistory
 from prompt_toolkit.key_binding import KeyBindings
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from codeloop.agent import commands
-from codeloop.agent.session import EXIT_FAILED, EXIT_PASSED, Session
+from codeloop.core.dirs import state_dir
+from codeloop.core.kinds import ExitCode, SessionOutcome
+from codeloop.core.port import COMMANDS, Agent, Answer, complete
 from codeloop.frontends.headless import ProgressPrinter
-from codeloop.frontends.history import state_dir
+from codeloop.frontends.presenter import CANCELLED, failure_text
 from codeloop.interrupts import let_go_of_sigint
-from codeloop.transport import TransportError
 
 T = TypeVar("T")
 BANNER = ("codeloop line mode · Enter sends · Ctrl+J new line · Tab completes /commands · "
@@ -35,9 +36,8 @@ class SlashCompleter(Completer):
     def get_completions(self, document, complete_event):
         text = document.text_before_cursor
         if text.startswith("/") and " " not in text:
-            for name in commands.complete(text):
-                yield Completion(name, start_position=-len(text),
-                                 display_meta=commands.COMMANDS[name])
+            for name in complete(text):
+                yield Completion(name, start_position=-len(text), display_meta=COMMANDS[name])
 
 
 def _keys() -> KeyBindings:
@@ -58,7 +58,7 @@ def _keys() -> KeyBindings:
     return keys
 
 
-async def _cancellable(session: Session, coro: Coroutine[Any, Any, T]) -> T | None:
+async def _cancellable(agent: Agent, coro: Coroutine[Any, Any, T]) -> T | None:
     """Run one turn's or command's work; Ctrl-C cancels it and returns to the prompt, and so
     does an error, once reported (None then): nothing that goes wrong in one ends the REPL."""
     loop = asyncio.get_running_loop()
@@ -68,26 +68,23 @@ async def _cancellable(session: Session, coro: Coroutine[Any, Any, T]) -> T | No
     try:
         return await task
     except asyncio.CancelledError:
-        print("\ncancelled: the sandbox is at its last commit", flush=True)
-    except TransportError as exc:
-        print(f"\nmodel error: {session.events.redact(str(exc))}", flush=True)
+        print(f"\n{CANCELLED}", flush=True)
     except Exception as exc:  # noqa: BLE001 - reported; the user decides what next
-        print(f"\nerror: {type(exc).__name__}: {session.events.redact(str(exc))}", flush=True)
+        print(f"\n{failure_text(exc, agent.events.redact)}", flush=True)
     finally:
         let_go_of_sigint(loop, outside)  # (codeloop's, which only notes a press)
     return None
 
 
-async def _repl(session: Session) -> int:
-    session.events.subscribe(ProgressPrinter(sys.stdout))
+async def _repl(agent: Agent) -> ExitCode:
+    agent.events.subscribe(ProgressPrinter(sys.stdout))
     history_file = state_dir() / "repl-history"
     history_file.parent.mkdir(parents=True, exist_ok=True)
     prompt = PromptSession(history=FileHistory(str(history_file)), multiline=True,
                            key_bindings=_keys(), completer=SlashCompleter(),
                            prompt_continuation="  ")
     print(BANNER, flush=True)
-    opening = asyncio.ensure_future(session.open())  # pre-warm while the user types
-    outcome = "interactive"
+    opening = asyncio.ensure_future(agent.open())  # pre-warm while the user types
     while True:
         try:
             with patch_stdout():
@@ -97,34 +94,31 @@ async def _repl(session: Session) -> int:
         if not line:
             continue
         if line.startswith("/"):
-            answer = await _cancellable(session, _command_after(opening, session, line))
+            answer = await _cancellable(agent, _command_after(opening, agent, line))
             if answer is None:  # (cancelled, or failed and said so)
                 continue
             if answer.quit:
                 break
             # not an event, so redacted here: /diff shows what the model wrote, /test test output
-            print(session.events.redact(answer.text), flush=True)
+            print(agent.events.redact(answer.text), flush=True)
             continue
-        await _cancellable(session, _ask_after(opening, session, line))
+        await _cancellable(agent, _ask_after(opening, agent, line))
     if not opening.done():
         opening.cancel()
     await asyncio.gather(opening, return_exceptions=True)  # its end is recorded before the last
-    exit_code = EXIT_PASSED if session.result and session.result.passed else EXIT_FAILED
-    await session.close(outcome, exit_code)
-    return exit_code
+    return await agent.finish(SessionOutcome.INTERACTIVE)
 
 
-async def _command_after(opening: asyncio.Future, session: Session, line: str
-                         ) -> commands.Answer:
+async def _command_after(opening: asyncio.Future, agent: Agent, line: str) -> Answer:
     if line.split()[0] != "/quit":  # (which needs nothing of a start-up, even a failed one)
         await asyncio.shield(opening)  # a Ctrl-C here cancels the command, not the start-up
-    return await commands.run(session, line)
+    return await agent.command(line)
 
 
-async def _ask_after(opening: asyncio.Future, session: Session, text: str) -> None:
+async def _ask_after(opening: asyncio.Future, agent: Agent, text: str) -> None:
     await asyncio.shield(opening)  # a Ctrl-C here cancels the turn, not the start-up
-    await session.ask(text)
+    await agent.ask(text)
 
 
-def run_repl(session: Session) -> int:
-    return asyncio.run(_repl(session))
+def run_repl(agent: Agent) -> int:
+    return asyncio.run(_repl(agent))

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from codeloop.core.codec import event_from_dict
+from codeloop.core.conversation import Instructions, Item, from_chat_messages
+from codeloop.core.errors import CodeloopError
 from codeloop.core.events import (
     FORMAT_VERSION,
     Event,
@@ -35,8 +38,8 @@ from codeloop.core.events import (
     PatchRejected,
     SessionEnd,
     TestDone,
-    event_from_dict,
 )
+from codeloop.core.kinds import ExitCode
 from codeloop.core.stats import percentile
 from codeloop.replay.recorder import References
 from codeloop.transport import ModelClient, TransportError
@@ -45,8 +48,10 @@ from codeloop.transport.reply import ms
 REPLY_EVENTS = (ModelFirstByte, ModelTextDelta, ModelToolCall, ModelDone)
 
 
-class RecordingError(Exception):
+class RecordingError(CodeloopError):
     """The file is not a recording codeloop can replay (the message says why)."""
+
+    exit_code = ExitCode.USAGE
 
 
 @dataclass
@@ -176,7 +181,7 @@ class ReplayClient:
     async def warm_up(self, instructions: str, tools: list[dict[str, Any]]) -> str:
         return ""
 
-    async def stream(self, turn: int, messages: list[dict[str, Any]],
+    async def stream(self, turn: int, items: list[Item],
                      tools: list[dict[str, Any]]) -> AsyncIterator[Event]:
         recorded = self.replies.get(turn)
         if recorded is None:
@@ -244,7 +249,7 @@ def outcomes(events: list[Event]) -> dict[int, TurnOutcome]:
 
 
 def _test_verdict(event: TestDone) -> str:
-    failing = sorted(f["id"] for f in event.failures)
+    failing = sorted(f.id for f in event.failures)
     counts = ", ".join(f"{n} {k}" for k, n in sorted(event.counts.items()) if n)
     verdict = "passed" if event.passed else "failed"
     return f"{verdict} ({counts or event.summary})" + (
@@ -284,17 +289,21 @@ class AskFigures:
     round_trip_ms: float
 
 
-def recorded_requests(recording: Recording) -> list[tuple[int, list[dict[str, Any]]]]:
-    """Each request's full message list, rebuilt from the new messages each one recorded."""
-    messages: list[dict[str, Any]] = []
+def recorded_requests(recording: Recording) -> list[tuple[int, list[Item]]]:
+    """Each request's whole conversation, rebuilt from the new messages each one recorded;
+    raises RecordingError on a message that is no conversation's."""
+    items: list[Item] = []
     requests = []
     for event in recording.events:
         if isinstance(event, ModelRequest):
-            if event.messages and event.messages[0].get("role") == "system":
-                messages = list(event.messages)  # the whole conversation (start, compaction)
-            else:
-                messages = [*messages, *event.messages]
-            requests.append((event.turn, messages))
+            try:
+                new = from_chat_messages(event.messages)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise RecordingError(f"turn {event.turn}'s request holds a message codeloop "
+                                     f"cannot read: {exc!r}") from None
+            # the whole conversation (the start, a compaction) begins with the instructions
+            items = new if new and isinstance(new[0], Instructions) else [*items, *new]
+            requests.append((event.turn, items))
     return requests
 
 
@@ -316,10 +325,10 @@ async def ask_again(recording: Recording, client: ModelClient,
     await client.connect()
     figures = []
     try:
-        for turn, messages in recorded_requests(recording):
+        for turn, items in recorded_requests(recording):
             started = time.perf_counter()
             done: ModelDone | None = None
-            async for event in client.stream(turn, messages, tools):
+            async for event in client.stream(turn, items, tools):
                 if isinstance(event, ModelDone):
                     done = event
             assert done is not None

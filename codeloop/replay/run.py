@@ -1,7 +1,8 @@
 """`codeloop replay FILE` (watch, --re-execute, --ask) and `codeloop demo`.
 
-Owns wiring recorded sessions to the consumers and to a real Session; the recording logic lives
-in `codeloop.replay.playback`.
+Owns wiring recorded sessions to the consumers and to a real Session (re-executed, or driven by
+the demo's app); watching needs no Session, only the events played into a stream. The recording
+logic lives in `codeloop.replay.playback`.
 """
 
 from __future__ import annotations
@@ -14,16 +15,12 @@ import tempfile
 from concurrent.futures import Future
 from pathlib import Path
 
-from codeloop.agent.session import (
-    EXIT_INTERRUPTED,
-    EXIT_MODEL,
-    EXIT_USAGE,
-    Session,
-    SessionSettings,
-)
+from codeloop.agent.session import Session, SessionSettings
 from codeloop.config import Config
 from codeloop.context.tools import tool_schemas
-from codeloop.core.events import Event, EventStream, SandboxReady, UserMessage
+from codeloop.core.events import Event, SandboxReady, UserMessage
+from codeloop.core.kinds import ExitCode
+from codeloop.core.stream import EventStream
 from codeloop.frontends.headless import ProgressPrinter
 from codeloop.replay.playback import (
     Recording,
@@ -38,19 +35,16 @@ from codeloop.replay.playback import (
     summary,
 )
 from codeloop.replay.recorder import Recorder, event_line
-from codeloop.workspace.sandbox import (
-    Sandbox,
-    SandboxError,
-    clean,
-    copy_project,
-    exclude_from_git,
-    start_sandbox,
-)
+from codeloop.workspace.clean import clean
+from codeloop.workspace.errors import SandboxError
+from codeloop.workspace.projects import copy_project
+from codeloop.workspace.repo import exclude_from_git
+from codeloop.workspace.sandbox import Sandbox, start_sandbox
 
 DEMO_PROJECT = "offbyone"
 
 
-def _error(message: str, exit_code: int = EXIT_USAGE) -> int:
+def _error(message: str, exit_code: int = ExitCode.USAGE) -> int:
     print(f"codeloop: error: {message}", file=sys.stderr)
     return exit_code
 
@@ -73,8 +67,7 @@ def run_replay(args: argparse.Namespace, repo_root: Path | None) -> int:
         return watch(recording, args.speed, args.json)
     from codeloop.frontends.tui.watch import WatchApp
 
-    session = _session(recording, repo_root or Path.cwd(), "", args.speed, EventStream())
-    return WatchApp(session, recording.events, args.speed).run() or 0
+    return WatchApp(recording.events, EventStream(), args.speed).run() or 0
 
 
 def _base_commit(recording: Recording) -> str:
@@ -103,7 +96,7 @@ def _session(recording: Recording, repo_root: Path, at: str, speed: float | None
     config = Config(model=start.model, base_url=start.base_url, edit_mode=start.edit_mode,
                     test_command=start.test_command,
                     max_iterations=max(len(recording.turns()), 1))
-    from codeloop.cli import new_session_id
+    from codeloop.core.ids import new_session_id
 
     settings = SessionSettings(session_id=session_id or new_session_id(), task=task,
                                test_command=start.test_command, at=at)
@@ -115,7 +108,7 @@ def re_execute(recording: Recording, repo_root: Path, at: str, speed: float | No
                as_json: bool) -> int:
     """The recorded replies, a fresh sandbox at `at`, real patches, real tests; then where it
     diverged. Exit 0 when nothing did, 1 when something did, 2 when `at` is no commit here."""
-    from codeloop.cli import new_session_id
+    from codeloop.core.ids import new_session_id
 
     exclude_from_git(repo_root, ".codeloop/")
     session_id = new_session_id()
@@ -138,7 +131,7 @@ def re_execute(recording: Recording, repo_root: Path, at: str, speed: float | No
         exit_code = asyncio.run(session.run())
     finally:
         recorder.close()
-    if exit_code == EXIT_INTERRUPTED:  # (cut short: nothing to compare; its end said where)
+    if exit_code == ExitCode.INTERRUPTED:  # (cut short: nothing to compare; its end said where)
         return exit_code
     found = divergences(recording.events, replayed)
     out = sys.stderr if as_json else sys.stdout
@@ -173,7 +166,7 @@ def ask(recording: Recording, args: argparse.Namespace) -> int:
     try:
         after = asyncio.run(ask_again(recording, client, tools))
     except TransportError as exc:  # a server may echo the key it refused: never shown
-        return _error(f"--ask stopped: {redact(str(exc), (key,) if key else ())}", EXIT_MODEL)
+        return _error(f"--ask stopped: {redact(str(exc), (key,) if key else ())}", ExitCode.MODEL)
     stats = {"recorded": summary(before), "now": summary(after)}
     if args.json:
         print(json.dumps({"turns": [{"turn": a.turn, "recorded": vars(b), "now": vars(a)}
@@ -227,8 +220,6 @@ def run_demo(args: argparse.Namespace) -> int:
 def demo_tui(recording: Recording, repo: Path, speed: float | None) -> int:
     from codeloop.frontends.tui.app import CodeloopApp
 
-    events = EventStream()
-    session = _session(recording, repo, "HEAD", speed, events)
-    app = CodeloopApp(session)
-    app.queue.append(session.settings.task)  # typed for you: the recorded task
-    return app.run() or 0
+    session = _session(recording, repo, "HEAD", speed, EventStream())
+    # typed for you: the recorded task
+    return CodeloopApp(session, first_message=session.settings.task).run() or 0

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from codeloop.workspace.sandbox import git_environment
+from codeloop.core.bounded import BoundedText, bound
+from codeloop.core.events import TestFailure
+from codeloop.workspace.git import git_environment
 
 REAPER = Path(__file__).with_name("reaper.py")
 DRAIN_GRACE_S = 1.0  # after the test command exits: for its output still on the way
-HEAD_CHARS = 12_000
-TAIL_CHARS = 12_000
 T = TypeVar("T")
 _PYTEST_CMD = re.compile(r"^\s*(\S*python[\d.]*\s+-m\s+pytest|\S*pytest|uv\s+run\s+pytest)(\s|$)")
 _SUMMARY = re.compile(
@@ -38,46 +38,6 @@ _SUMMARY = re.compile(
 )
 _LOCATION = re.compile(r'^([^\s:][^:\n]*\.py):(\d+):|File "([^"\n]+\.py)", line (\d+)',
                        re.MULTILINE)
-
-
-def elided(count: int) -> str:
-    """What stands for `count` characters a BoundedText dropped (in what the model reads)."""
-    return f"\n[... {count} characters elided ...]\n"
-
-
-class BoundedText:
-    """Keeps the first and last characters of a long text and counts what it drops; `marker`
-    says how many were dropped, between the two."""
-
-    def __init__(self, head: int = HEAD_CHARS, tail: int = TAIL_CHARS,
-                 marker: Callable[[int], str] = elided) -> None:
-        self.head_limit, self.tail_limit, self.marker = head, tail, marker
-        self.head = ""
-        self.tail = ""
-        self.elided = 0
-
-    def add(self, text: str) -> str:
-        """Append; returns the part that went into the head (what may be shown live)."""
-        room = self.head_limit - len(self.head)
-        shown, rest = text[:max(room, 0)], text[max(room, 0):]
-        self.head += shown
-        if rest:
-            self.tail += rest
-            if len(self.tail) > self.tail_limit:
-                cut = len(self.tail) - self.tail_limit
-                self.elided += cut
-                self.tail = self.tail[cut:]
-        return shown
-
-    def text(self) -> str:
-        return self.head + (self.marker(self.elided) if self.elided else "") + self.tail
-
-
-def bound(text: str, head: int = HEAD_CHARS, tail: int = TAIL_CHARS,
-          marker: Callable[[int], str] = elided) -> str:
-    bounded = BoundedText(head, tail, marker)
-    bounded.add(text)
-    return bounded.text()
 
 
 @dataclass
@@ -89,7 +49,7 @@ class TestResult:
     exit_code: int
     summary: str
     counts: dict[str, int] = field(default_factory=dict)
-    failures: list[dict[str, str]] = field(default_factory=list)
+    failures: list[TestFailure] = field(default_factory=list)
     duration_ms: float = 0.0
     timed_out: bool = False
     output: str = ""
@@ -131,11 +91,11 @@ def _location(details: str, root: Path | None) -> str:
 
 
 def parse_junit(xml_text: str, root: Path | None = None
-                ) -> tuple[dict[str, int], list[dict[str, str]]]:
+                ) -> tuple[dict[str, int], list[TestFailure]]:
     """Counts and failures from pytest's JUnit XML (xunit1 family, which carries file/line)."""
     report = ET.fromstring(xml_text)
     counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
-    failures: list[dict[str, str]] = []
+    failures: list[TestFailure] = []
     for case in report.iter("testcase"):
         problem = case.find("failure")
         kind = "failed"
@@ -148,10 +108,9 @@ def parse_junit(xml_text: str, root: Path | None = None
         details = (problem.text or "").strip()
         location = _location(details, root) or (
             f"{case.get('file')}:{int(case.get('line', '0')) + 1}" if case.get("file") else "")
-        failures.append({
-            "id": _node_id(case), "kind": kind, "message": problem.get("message", "")[:500],
-            "location": location, "details": bound(details, 3000, 1500),
-        })
+        failures.append(TestFailure(
+            id=_node_id(case), kind=kind, message=problem.get("message", "")[:500],
+            location=location, details=bound(details, 3000, 1500)))
     return counts, failures
 
 

@@ -9,19 +9,24 @@ and with `fail_fast` they run alone, stopping at the first failure, before the f
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import shlex
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from codeloop.context.repomap import cache_dir
+from codeloop.core.dirs import cache_dir
 from codeloop.core.events import TestRunnerChange
 from codeloop.testrunner.run import TestResult, run_tests, warm_wanted
 from codeloop.testrunner.warm import WarmRunner, WarmUnavailable
-from codeloop.workspace.sandbox import git_environment
+from codeloop.workspace.errors import SandboxError
+from codeloop.workspace.git import tree_id
+
+if TYPE_CHECKING:
+    from codeloop.workspace.sandbox import Sandbox
 
 
 def spawn_runner(mode: str, command: str, root: Path, hidden_env: tuple[str, ...]
@@ -50,7 +55,7 @@ def verdicts(result: TestResult, ran_in: Path | None = None, sandbox: Path | Non
             message = message.replace(old, new)
         return message
 
-    table = {f["id"]: (f["kind"], seen_from_sandbox(f["message"])) for f in result.failures}
+    table = {f.id: (f.kind, seen_from_sandbox(f.message)) for f in result.failures}
     table["<counts>"] = (str(sorted(result.counts.items())), str(result.exit_code))
     return table
 
@@ -73,6 +78,7 @@ class TestService:
         self.trusted = False
         self.failed_last: list[str] = []
         self._key: str | None = None  # of this set-up's remembered self-check outcomes
+        self._checking: asyncio.Task[None] | None = None  # the self-check, once begun
 
     @property
     def label(self) -> str:
@@ -111,15 +117,13 @@ class TestService:
         if self.runner is None:
             return None
         if self._key is None:
-            tree_id = subprocess.run(["git", "rev-parse", "HEAD^{tree}"], cwd=tree,
-                                     capture_output=True, text=True,
-                                     env=git_environment()).stdout.strip()
-            if not tree_id:
+            tree_key = tree_id(tree)
+            if not tree_key:
                 return None
-            self._key = hashlib.sha1(json.dumps([self.runner.python, self.command, tree_id,
+            self._key = hashlib.sha1(json.dumps([self.runner.python, self.command, tree_key,
                                                  self.runner.fingerprint()]).encode()
                                      ).hexdigest()
-        return cache_dir() / f"warm-{kind}" / self._key
+        return cache_dir() / "repomap" / f"warm-{kind}" / self._key
 
     def _remember(self, kind: str, tree: Path, text: str) -> None:
         """Best effort: a cache that cannot be written only means checking again next time."""
@@ -149,6 +153,56 @@ class TestService:
         once): check after the baseline instead, alone, in the sandbox itself."""
         apart = self._memo("apart", sandbox)
         return apart is not None and apart.is_file()
+
+    def begin_self_check(self, warming: asyncio.Task[None],
+                         baseline: asyncio.Future[TestResult], sandbox: Sandbox) -> None:
+        """Once the runner is warm (a slow warm-up never delays the first turn), its run of the
+        baseline must match the cold one to be trusted: beside the cold baseline, in a copy of
+        the sandbox, or (`check_alone`) after it, in the sandbox itself."""
+        self._checking = asyncio.create_task(
+            self._check(warming, baseline, sandbox, self.check_alone(sandbox.path)))
+
+    @property
+    def self_checking(self) -> bool:
+        return self._checking is not None and not self._checking.done()
+
+    async def self_checked(self) -> None:
+        """Wait for the self-check still running: trust is decided before the next run."""
+        if self._checking is not None:
+            await asyncio.shield(self._checking)
+
+    async def _check(self, warming: asyncio.Task[None], baseline: asyncio.Future[TestResult],
+                     sandbox: Sandbox, alone: bool) -> None:
+        """Never raises: a check that fails means cold runs."""
+        try:
+            if alone:
+                cold = await asyncio.shield(baseline)
+                await warming
+                await self.self_check(cold, sandbox.path)
+            else:
+                await self._check_beside(warming, baseline, sandbox)
+        except Exception as exc:  # noqa: BLE001 - the session goes on, cold
+            self.fall_back(f"tests run cold: the self-check failed ({type(exc).__name__}: {exc})")
+            await self.close()
+
+    async def _check_beside(self, warming: asyncio.Task[None],
+                            baseline: asyncio.Future[TestResult], sandbox: Sandbox) -> None:
+        making = sandbox.start_scratch_copy()
+        try:
+            copy = await asyncio.wrap_future(making)
+        except asyncio.CancelledError:  # once made, the copy is still removed
+            making.add_done_callback(lambda done: done.exception() is None
+                                     and sandbox.discard_scratch(done.result()))
+            raise
+        except SandboxError as exc:
+            self.fall_back(f"tests run cold: no copy of the sandbox for the self-check ({exc})")
+            return
+        try:
+            await warming
+            warm = await self.check_run(copy)
+            await self.judge(warm, await asyncio.shield(baseline), copy, sandbox.path)
+        finally:
+            sandbox.discard_scratch(copy)
 
     async def self_check(self, baseline: TestResult, root: Path) -> None:
         """Trust the runner only if its run of the baseline matches the cold run exactly (the
@@ -209,10 +263,10 @@ class TestService:
             only = " -x " + " ".join(shlex.quote(test) for test in first)
             quick = await self._one(root, on_output, [], only)
             if not quick.passed:
-                self.failed_last = [f["id"] for f in quick.failures] or first
+                self.failed_last = [f.id for f in quick.failures] or first
                 return quick
         result = await self._one(root, on_output, first)
-        self.failed_last = [f["id"] for f in result.failures]
+        self.failed_last = [f.id for f in result.failures]
         return result
 
     async def _one(self, root: Path, on_output: Callable[[str], None], first: list[str],
@@ -230,6 +284,14 @@ class TestService:
                 return result
         return await run_tests(self.command + extra, root, self.timeout_s, on_output,
                                self.hidden_env)
+
+    async def shut_down(self) -> None:
+        """The session ends: a self-check still running stops (its copy is removed), then the
+        runner."""
+        if self._checking is not None:
+            self._checking.cancel()
+            await asyncio.gather(self._checking, return_exceptions=True)
+        await self.close()
 
     async def close(self) -> None:
         self._key = None  # a new runner may see other dependencies

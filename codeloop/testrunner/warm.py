@@ -24,6 +24,7 @@ import tempfile
 import tomllib
 from pathlib import Path
 
+from codeloop.core.errors import CodeloopError
 from codeloop.testrunner.run import environment_without
 
 RUNNER = Path(__file__).with_name("warm_child.py")
@@ -34,7 +35,7 @@ WARM_ONLY_ARGS = ["-W", "ignore::pytest.PytestAssertRewriteWarning"]  # plugins 
 _PYTHON_M_PYTEST = re.compile(r"^(\S*python[\d.]*)\s+-m\s+pytest$")
 
 
-class WarmUnavailable(Exception):
+class WarmUnavailable(CodeloopError):
     """Warm running cannot be used here; the message says why (tests then run cold)."""
 
 

@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
+from codeloop.core.conversation import Item, chat_messages
 from codeloop.core.events import Event
-from codeloop.transport import TransportError
+from codeloop.transport.base import TransportError
 from codeloop.transport.http import HttpStreamClient
 from codeloop.transport.reply import Reply
 
@@ -83,11 +84,11 @@ class ChatCompletionsClient(HttpStreamClient):
         # only OpenAI documents prompt_cache_key on Chat Completions; others may reject it
         self._cache_key = cache_key if host.endswith("api.openai.com") else ""
 
-    def request_body(self, messages: list[dict[str, Any]],
+    def request_body(self, items: list[Item],
                      tools: list[dict[str, Any]]) -> bytes:
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": messages,
+            "messages": chat_messages(items),
             "stream": True,
             "stream_options": {"include_usage": True},
             self._max_tokens_key: self.max_output_tokens,
@@ -98,7 +99,7 @@ class ChatCompletionsClient(HttpStreamClient):
             body["prompt_cache_key"] = self._cache_key
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
-    def stream(self, turn: int, messages: list[dict[str, Any]],
+    def stream(self, turn: int, items: list[Item],
                tools: list[dict[str, Any]]) -> AsyncIterator[Event]:
-        return self.post_stream(turn, "/chat/completions", self.request_body(messages, tools),
+        return self.post_stream(turn, "/chat/completions", self.request_body(items, tools),
                                 ChatParser(turn))

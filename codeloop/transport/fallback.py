@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from codeloop.core.conversation import Item
 from codeloop.core.events import Event, TransportChange
-from codeloop.transport import ModelClient, TransportError
+from codeloop.transport.base import ModelClient, TransportError
 
 
 class FallbackClient:
@@ -39,10 +40,10 @@ class FallbackClient:
     async def warm_up(self, instructions: str, tools: list[dict[str, Any]]) -> str:
         return await self.active.warm_up(instructions, tools)
 
-    async def stream(self, turn: int, messages: list[dict[str, Any]],
+    async def stream(self, turn: int, items: list[Item],
                      tools: list[dict[str, Any]]) -> AsyncIterator[Event]:
         try:
-            async for event in self.active.stream(turn, messages, tools):
+            async for event in self.active.stream(turn, items, tools):
                 yield event
             return
         except TransportError as error:
@@ -53,7 +54,7 @@ class FallbackClient:
             yield TransportChange(kind="fallback", transport=self.active.name,
                                   message=f"{old.name} is not offered here ({error}); "
                                           f"using {self.active.name} from now on")
-        async for event in self.active.stream(turn, messages, tools):
+        async for event in self.active.stream(turn, items, tools):
             yield event
 
     async def aclose(self) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import httpx
 
 from codeloop.core.events import Event, ModelFirstByte
-from codeloop.transport import TransportError
+from codeloop.transport.base import TransportError
 from codeloop.transport.reply import Reply, ms
 from codeloop.transport.sse import SSEParser
 

@@ -1,8 +1,8 @@
 """The OpenAI Responses API, whatever carries it (HTTP SSE or a WebSocket): request shape,
 continuation and the parser of its event stream.
 
-Owns the mapping from codeloop's conversation (Chat-style messages) to Responses `instructions`,
-`input` items and `tools`; the continuation rule (send only the new items with
+Owns the rendering of codeloop's conversation (`core.conversation` items) as Responses
+`instructions`, `input` items and `tools`; the continuation rule (send only the new items with
 `previous_response_id` when everything else is identical and the server's previous response is
 the last thing in our history, else the full input); and the parsing of `response.*` events.
 """
@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from codeloop.core.conversation import Instructions, Item, ToolOutput, UserText
+from codeloop.core.conversation import Reply as ModelReply
 from codeloop.core.events import Event
-from codeloop.transport import TransportError
+from codeloop.transport.base import TransportError
 from codeloop.transport.http import classify_error
 from codeloop.transport.reply import Reply
 
@@ -25,31 +27,31 @@ def tools_for_responses(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"type": "function", **tool["function"]} for tool in tools]
 
 
-def input_items(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Chat messages (after the system message) as Responses input items."""
-    items: list[dict[str, Any]] = []
-    for message in messages:
-        role = message["role"]
-        if role == "tool":
-            items.append({"type": "function_call_output", "call_id": message["tool_call_id"],
-                          "output": message.get("content") or ""})
-            continue
-        if message.get("content"):
-            items.append({"type": "message", "role": role, "content": message["content"]})
-        for call in message.get("tool_calls") or ():
-            items.append({"type": "function_call", "call_id": call["id"],
-                          "name": call["function"]["name"],
-                          "arguments": call["function"]["arguments"]})
-    return items
+def input_items(history: list[Item]) -> list[dict[str, Any]]:
+    """The conversation after its instructions as Responses input items."""
+    rendered: list[dict[str, Any]] = []
+    for item in history:
+        if isinstance(item, ToolOutput):
+            rendered.append({"type": "function_call_output", "call_id": item.call_id,
+                             "output": item.output})
+        elif isinstance(item, UserText | ModelReply):
+            if item.text:
+                rendered.append({"type": "message",
+                                 "role": "user" if isinstance(item, UserText) else "assistant",
+                                 "content": item.text})
+            for call in item.calls if isinstance(item, ModelReply) else ():
+                rendered.append({"type": "function_call", "call_id": call.call_id,
+                                 "name": call.name, "arguments": call.arguments})
+    return rendered
 
 
-def split_system(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    if messages and messages[0]["role"] == "system":
-        return str(messages[0]["content"]), messages[1:]
-    return "", messages
+def split_system(items: list[Item]) -> tuple[str, list[Item]]:
+    if items and isinstance(items[0], Instructions):
+        return items[0].text, items[1:]
+    return "", items
 
 
-def _same(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+def _same(a: list[Item], b: list[Item]) -> bool:
     return len(a) == len(b) and all(x is y or x == y for x, y in zip(a, b, strict=True))
 
 
@@ -61,24 +63,23 @@ class Continuation:
 
     def reset(self) -> None:
         self.response_id: str | None = None
-        self.messages: list[dict[str, Any]] = []
+        self.history: list[Item] = []
         self.fixed = ""  # instructions + tools + model, serialised
         self.reply_in_history = True  # a warm-up response has no output to skip
 
-    def plan(self, messages: list[dict[str, Any]], fixed: str
-             ) -> tuple[str | None, list[dict[str, Any]]]:
-        """(previous_response_id, the messages to send): a delta when it is safe, else all."""
-        done = self.messages
+    def plan(self, history: list[Item], fixed: str) -> tuple[str | None, list[Item]]:
+        """(previous_response_id, the items to send): a delta when it is safe, else all."""
+        done = self.history
         skip = 1 if self.reply_in_history else 0
-        if (self.response_id and fixed == self.fixed and len(messages) >= len(done) + skip
-                and _same(messages[:len(done)], done)
-                and (not skip or messages[len(done)]["role"] == "assistant")):
-            return self.response_id, messages[len(done) + skip:]
-        return None, messages
+        if (self.response_id and fixed == self.fixed and len(history) >= len(done) + skip
+                and _same(history[:len(done)], done)
+                and (not skip or isinstance(history[len(done)], ModelReply))):
+            return self.response_id, history[len(done) + skip:]
+        return None, history
 
-    def completed(self, response_id: str, messages: list[dict[str, Any]], fixed: str,
+    def completed(self, response_id: str, history: list[Item], fixed: str,
                   reply_in_history: bool = True) -> None:
-        self.response_id, self.messages, self.fixed = response_id, list(messages), fixed
+        self.response_id, self.history, self.fixed = response_id, list(history), fixed
         self.reply_in_history = reply_in_history
 
 
@@ -169,10 +170,10 @@ class ResponsesRequest:
         self.store = store
         self.continuation = Continuation()
 
-    def build(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
-              delta: bool) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
+    def build(self, items: list[Item], tools: list[dict[str, Any]],
+              delta: bool) -> tuple[dict[str, Any], list[Item], str]:
         """(fields, the history this request represents, the fixed part's fingerprint)."""
-        instructions, history = split_system(messages)
+        instructions, history = split_system(items)
         response_tools = tools_for_responses(tools)
         fixed = json.dumps([self.model, instructions, response_tools], sort_keys=True)
         previous, new = self.continuation.plan(history, fixed) if delta else (None, history)

@@ -11,8 +11,9 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from codeloop.core.conversation import Item
 from codeloop.core.events import Event, TransportChange
-from codeloop.transport import TransportError
+from codeloop.transport.base import TransportError
 from codeloop.transport.http import HttpStreamClient
 from codeloop.transport.responses import ResponsesParser, ResponsesRequest
 
@@ -32,11 +33,11 @@ class ResponsesHttpClient(HttpStreamClient):
         super().__init__(base_url, model, api_key, max_output_tokens, request_timeout_s)
         self.request = ResponsesRequest(model, max_output_tokens, store, cache_key)
 
-    async def stream(self, turn: int, messages: list[dict[str, Any]],
+    async def stream(self, turn: int, items: list[Item],
                      tools: list[dict[str, Any]]) -> AsyncIterator[Event]:
         self.request.model = self.model
         store = self.request.store
-        fields, history, fixed = self.request.build(messages, tools, delta=store)
+        fields, history, fixed = self.request.build(items, tools, delta=store)
         parser = ResponsesParser(turn)
         try:
             async for event in self.post_stream(turn, "/responses",
@@ -49,7 +50,7 @@ class ResponsesHttpClient(HttpStreamClient):
             yield TransportChange(kind="resend", transport=self.name,
                                   message="the server no longer has the previous response; "
                                           "sending the full conversation")
-            fields, history, fixed = self.request.build(messages, tools, delta=False)
+            fields, history, fixed = self.request.build(items, tools, delta=False)
             parser = ResponsesParser(turn)
             async for event in self.post_stream(turn, "/responses",
                                                 encode({**fields, "stream": True}), parser):

@@ -20,8 +20,9 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from codeloop.core.conversation import Instructions, Item
 from codeloop.core.events import Event, ModelFirstByte, TransportChange
-from codeloop.transport import TransportError
+from codeloop.transport.base import TransportError
 from codeloop.transport.reply import ms
 from codeloop.transport.responses import ResponsesParser, ResponsesRequest
 from codeloop.transport.responses_http import ResponsesHttpClient
@@ -141,8 +142,8 @@ class ResponsesWebSocketClient:
         """Send the stable prefix with `generate: false` so the first turn finds it cached."""
         if not self._usable() or not self.warm_up_supported:
             return ""
-        messages = [{"role": "system", "content": instructions}]
-        fields, history, fixed = self.request.build(messages, tools, delta=False)
+        fields, history, fixed = self.request.build([Instructions(instructions)], tools,
+                                                    delta=False)
         parser = ResponsesParser(0)
         started = time.perf_counter()
         ws = self._ws
@@ -167,7 +168,7 @@ class ResponsesWebSocketClient:
 
     # one turn
 
-    async def stream(self, turn: int, messages: list[dict[str, Any]],
+    async def stream(self, turn: int, items: list[Item],
                      tools: list[dict[str, Any]]) -> AsyncIterator[Event]:
         while self._notices:
             yield self._notices.pop(0)
@@ -187,11 +188,11 @@ class ResponsesWebSocketClient:
             elif dropped:
                 yield self._fallback_notice()
         if not self._usable():
-            async for event in self.http.stream(turn, messages, tools):
+            async for event in self.http.stream(turn, items, tools):
                 yield event
             self._schedule_reopen()
             return
-        fields, history, fixed = self.request.build(messages, tools, delta=True)
+        fields, history, fixed = self.request.build(items, tools, delta=True)
         parser = ResponsesParser(turn)
         try:
             async for event in self._exchange(turn, fields, parser):
@@ -203,13 +204,13 @@ class ResponsesWebSocketClient:
             self.request.continuation.reset()
             if error.code in _RECONNECT_CODES and not await self._open():
                 yield self._fallback_notice()
-                async for event in self.http.stream(turn, messages, tools):
+                async for event in self.http.stream(turn, items, tools):
                     yield event
                 self._schedule_reopen()
                 return
             yield TransportChange(kind="resend", transport=self.name,
                                   message=f"{error.code}: sending the full conversation again")
-            fields, history, fixed = self.request.build(messages, tools, delta=False)
+            fields, history, fixed = self.request.build(items, tools, delta=False)
             parser = ResponsesParser(turn)
             async for event in self._exchange(turn, fields, parser):
                 yield event

@@ -14,8 +14,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from codeloop.core.conversation import Item
 from codeloop.core.events import Event, ModelRetry
-from codeloop.transport import ModelClient, TransportError
+from codeloop.transport.base import ModelClient, TransportError
 
 MAX_RETRIES = 2
 MAX_SERVER_DELAY_S = 120.0
@@ -27,7 +28,7 @@ def backoff_delay(attempt: int, error: TransportError) -> float:
     return min(0.5 * 2 ** attempt, 8.0) * random.uniform(0.75, 1.0)
 
 
-async def stream_with_retries(client: ModelClient, turn: int, messages: list[dict[str, Any]],
+async def stream_with_retries(client: ModelClient, turn: int, items: list[Item],
                               tools: list[dict[str, Any]], max_retries: int = MAX_RETRIES
                               ) -> AsyncIterator[Event]:
     """Yield the client's events; on a retryable failure before output, yield ModelRetry, retry."""
@@ -37,7 +38,7 @@ async def stream_with_retries(client: ModelClient, turn: int, messages: list[dic
         started = time.perf_counter()
         handed_on = 0.0  # spent suspended at `yield`: the consumer's time, not the attempt's
         try:
-            async for event in client.stream(turn, messages, tools):
+            async for event in client.stream(turn, items, tools):
                 at = time.perf_counter()
                 yield event
                 handed_on += time.perf_counter() - at

@@ -8,7 +8,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import TextArea
 
-from codeloop.agent.commands import complete
+from codeloop.core.port import complete
 from codeloop.frontends.history import History
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
+from codeloop.core.port import Status
+
 
 class StatusLine(Widget):
     """One line, refreshed once a second and on every turn boundary (in place, no re-layout)."""
@@ -14,13 +16,14 @@ class StatusLine(Widget):
     def render(self) -> Text:
         return self.line
 
-    def show(self, *, model: str, transport: str, branch: str, turn: int, prompt_tokens: float,
-             cached_tokens: float, completion_tokens: float, seconds: float, state: str) -> None:
-        cached = f" ({cached_tokens / prompt_tokens:.0%} cached)" if prompt_tokens else ""
+    def show(self, status: Status, *, branch: str, turn: int, seconds: float,
+             state: str) -> None:
+        prompt_tokens = status.prompt_tokens
+        cached = f" ({status.cached_tokens / prompt_tokens:.0%} cached)" if prompt_tokens else ""
         line = Text()
         line.append(f" {state} ", style="reverse")
-        line.append(f" {model} · {transport} · {branch or 'sandbox…'} · turn {turn} · "
-                    f"tokens {prompt_tokens:,.0f}{cached} + {completion_tokens:,.0f} · "
-                    f"{seconds:,.0f}s")
+        line.append(f" {status.model} · {status.transport} · {branch or 'sandbox…'} · "
+                    f"turn {turn} · tokens {prompt_tokens:,.0f}{cached} + "
+                    f"{status.completion_tokens:,.0f} · {seconds:,.0f}s")
         self.line = line
         self.refresh()

@@ -1,0 +1,102 @@
+"""Where a turn's time goes: its spans, the retry accounting, the overhead, the session totals.
+
+Owns the `turn.end` spans (each phase timed with `with clock.span("apply_ms"):`; overhead is
+the turn's wall time less the summed spans) and the `session.end` totals. Never emits events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from codeloop.core.events import ModelDone, ModelFirstByte, ModelRetry
+
+SUMMED_SPANS = ("prompt_ms", "connect_ms", "ttft_ms", "decode_ms", "tools_ms", "apply_ms",
+                "test_ms", "retry_wait_ms")
+
+
+def ms_since(mark: float) -> float:
+    return round((time.perf_counter() - mark) * 1000, 3)
+
+
+class TurnClock:
+    """One turn's wall clock and the spans it is cut into."""
+
+    def __init__(self) -> None:
+        self._began = time.perf_counter()
+        self.spans: dict[str, float] = dict.fromkeys(SUMMED_SPANS, 0.0)
+        self._attempt_connect_ms = 0.0  # booked as connect_ms during the attempt now running
+
+    @contextmanager
+    def span(self, name: str) -> Iterator[None]:
+        """The time the block takes, added to span `name` (also when it raises)."""
+        mark = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.spans[name] += ms_since(mark)
+
+    def add(self, name: str, ms: float) -> None:
+        """Time measured elsewhere (a test run's own duration), added to span `name`."""
+        self.spans[name] = round(self.spans[name] + ms, 3)
+
+    def first_byte(self, event: ModelFirstByte) -> None:
+        self.spans["connect_ms"] += event.connect_ms
+        self._attempt_connect_ms += event.connect_ms
+        self.spans["ttfb_ms"] = event.ttfb_ms
+
+    def retried(self, event: ModelRetry) -> None:
+        # the failed attempt (a stall up to the request timeout, say) and the back-off: time lost
+        # to the server, not codeloop's own
+        self.spans["retry_wait_ms"] = round(
+            self.spans["retry_wait_ms"] + event.elapsed_ms - self._attempt_connect_ms
+            + event.delay_s * 1000, 3)
+        self._attempt_connect_ms = 0.0
+
+    def replied(self, done: ModelDone) -> None:
+        self.spans["ttft_ms"], self.spans["decode_ms"] = done.ttft_ms, done.decode_ms
+
+    def stop(self, tokens_per_s: float) -> dict[str, float]:
+        """The turn's spans, with the overhead: what no span accounts for."""
+        self.spans["overhead_ms"] = round(
+            ms_since(self._began) - sum(self.spans[k] for k in SUMMED_SPANS), 3)
+        self.spans["tokens_per_s"] = tokens_per_s
+        return self.spans
+
+
+class Totals:
+    """The session's figures so far: turns, tokens, model time, and every span summed."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.figures: dict[str, float] = {
+            "turns": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0,
+            "model_ms": 0.0, "baseline_test_ms": 0.0,
+            **dict.fromkeys((*SUMMED_SPANS, "overhead_ms"), 0.0)}
+
+    def restart(self) -> None:
+        """The session's wall clock starts now (when it opens, not when it was built)."""
+        self.started = time.perf_counter()
+
+    def turn_started(self, turn: int) -> None:
+        self.figures["turns"] = turn
+
+    def baseline_ran(self, duration_ms: float) -> None:
+        self.figures["baseline_test_ms"] = duration_ms
+
+    def replied(self, done: ModelDone, spans: dict[str, float]) -> None:
+        """One streamed reply: its tokens, and the time the model took."""
+        for key in ("prompt_tokens", "completion_tokens", "cached_tokens"):
+            self.figures[key] += done.usage.get(key, 0)
+        self.figures["model_ms"] += round(spans["connect_ms"] + spans["ttft_ms"]
+                                          + spans["decode_ms"], 3)
+
+    def turn_ended(self, spans: dict[str, float]) -> None:
+        for key in (*SUMMED_SPANS, "overhead_ms"):
+            self.figures[key] = round(self.figures.get(key, 0.0) + spans[key], 3)
+
+    def final(self) -> dict[str, float]:
+        """The figures for `session.end`, with the session's wall time."""
+        self.figures["wall_ms"] = ms_since(self.started)
+        return self.figures

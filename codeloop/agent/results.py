@@ -1,0 +1,74 @@
+"""The session's test runs as events, and which commit's files the latest result is of.
+
+Owns `test.start`/`test.output`/`test.done` for each run in the sandbox, and the results by
+commit, so that after an /undo the result is again that of the files now, never that of the
+undone ones. How a run runs (cold, warm, failures first) is the test service's.
+"""
+
+from __future__ import annotations
+
+from codeloop.agent.clock import Totals
+from codeloop.core.events import TestDone, TestOutput, TestStart
+from codeloop.core.stream import EventStream
+from codeloop.testrunner.run import TestResult
+from codeloop.testrunner.service import TestService
+from codeloop.workspace.sandbox import Sandbox
+
+
+class TestRuns:
+    """Runs the session's test command in the sandbox, for a turn (0: the baseline)."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, tests: TestService, sandbox: Sandbox, command: str,
+                 events: EventStream, totals: Totals) -> None:
+        self.tests = tests
+        self.sandbox = sandbox
+        self.command = command
+        self.events = events
+        self.totals = totals
+
+    async def run(self, turn: int) -> TestResult:
+        self.events.emit(TestStart(turn=turn, command=self.command))
+        mode = self.tests.label
+        with self.sandbox.test_run():  # (what it writes there is the session's own)
+            result = await self.tests.run(
+                self.sandbox.path, lambda text: self.events.emit(TestOutput(turn=turn,
+                                                                            text=text)))
+        if turn == 0:
+            self.totals.baseline_ran(result.duration_ms)
+        self.events.emit(TestDone(
+            turn=turn, exit_code=result.exit_code, passed=result.passed, summary=result.summary,
+            counts=result.counts, failures=result.failures, duration_ms=result.duration_ms,
+            timed_out=result.timed_out, output=result.output, mode=mode))
+        return result
+
+
+class Results:
+    """The latest test result, and the results of the commits tested so far."""
+
+    def __init__(self, runs: TestRuns, baseline: TestResult, commit: str) -> None:
+        self.runs = runs
+        self.latest = baseline
+        self._tested_at = commit  # the commit `latest` is of
+        self._by_commit = {commit: baseline}
+
+    async def run(self, turn: int) -> TestResult:
+        """A run of the files now; `latest` until `tested` says which commit they are."""
+        self.latest = await self.runs.run(turn)
+        return self.latest
+
+    def tested(self, commit: str) -> None:
+        """`latest` is that of `commit`'s files: remembered, for an /undo back to it."""
+        self._tested_at = commit
+        self._by_commit[commit] = self.latest
+
+    def known_for(self, commit: str) -> bool:
+        """Whether `latest` is the result of `commit`'s files."""
+        return commit == self._tested_at
+
+    def back_at(self, commit: str) -> None:
+        """After an /undo: the result of that commit's files, when a run of them finished."""
+        if commit in self._by_commit:
+            self.latest = self._by_commit[commit]
+            self._tested_at = commit

@@ -1,0 +1,101 @@
+"""One turn of the loop, step by step: (c) the prompt, (d) the reply, (e) the edits, (f) apply,
+(g) test, (h) feed back; and the named conditions that end a user message's turns.
+
+Owns the order of the steps, the turn's `turn.start`/`turn.end` events and its clock; each
+step is a call into the part that owns it. Never imports a front end.
+"""
+
+from __future__ import annotations
+
+from codeloop.agent.applier import Applier
+from codeloop.agent.clock import Totals, TurnClock
+from codeloop.agent.conversation import Conversation
+from codeloop.agent.model import ModelLink, Streamed
+from codeloop.agent.view import ModelView
+from codeloop.context import prompt
+from codeloop.core.conversation import from_chat_messages
+from codeloop.core.events import ErrorEvent, TurnEnd, TurnStart
+from codeloop.core.kinds import ErrorKind, SessionOutcome, TurnOutcome
+from codeloop.core.stream import EventStream
+from codeloop.transport import TransportError
+
+CUT_OFF = ("Your reply was cut off at the output token limit. Send a shorter reply: only the "
+           "patch.")
+
+
+def stop_condition(outcome: TurnOutcome, passed: bool) -> SessionOutcome | None:
+    """Why the turns for a user message end after a turn with `outcome` (None: they go on)."""
+    if outcome is TurnOutcome.NO_EDITS:
+        return SessionOutcome.NO_EDITS  # the model has nothing more to change
+    if outcome in (TurnOutcome.APPLIED, TurnOutcome.UNCHANGED) and passed:
+        return SessionOutcome.PASSED  # (a patch already in the files changes nothing to do)
+    return None
+
+
+class TurnRunner:
+    """Runs one turn at a time on the session's conversation."""
+
+    def __init__(self, conversation: Conversation, model: ModelLink, view: ModelView,
+                 applier: Applier, events: EventStream, totals: Totals) -> None:
+        self.conversation = conversation
+        self.model = model
+        self.view = view
+        self.applier = applier
+        self.events = events
+        self.totals = totals
+
+    async def run(self, turn: int) -> TurnOutcome:
+        clock = TurnClock()
+        self.totals.turn_started(turn)
+        self.events.emit(TurnStart(turn=turn))
+        reply = await self._request(turn, clock)  # (c) the prompt and (d) the reply
+        self.totals.replied(reply.done, clock.spans)
+        self.conversation.add_reply(reply.done.text, reply.calls)
+        with clock.span("tools_ms"):  # (e) the edits, and answers to read-only looks
+            proposals, answers = self.applier.collect(turn, reply.done, reply.calls)
+        outcome = TurnOutcome.LOOKED if reply.calls else TurnOutcome.NO_EDITS
+        feedback = ""
+        if proposals:  # (f) apply, (g) test
+            outcome, feedback = await self.applier.apply_and_test(turn, proposals, clock)
+        elif reply.done.finish_reason == "length":
+            outcome, feedback = TurnOutcome.CUT_OFF, CUT_OFF
+        with clock.span("prompt_ms"):  # (h) feed back
+            self.conversation.feed_back(reply.calls, answers, proposals, feedback)
+        spans = clock.stop(reply.done.tokens_per_s)
+        self.totals.turn_ended(spans)
+        usage = reply.done.usage
+        self.events.emit(TurnEnd(turn=turn, outcome=outcome, spans=spans, cache={
+            "prefix_reuse": self.model.probe.reuse, "prefix_changed": self.model.probe.changed,
+            "prompt_tokens": usage.get("prompt_tokens", 0),
+            "cached_tokens": usage.get("cached_tokens", 0)}))
+        return outcome
+
+    async def _request(self, turn: int, clock: TurnClock) -> Streamed:
+        """Send the conversation (the opening once, then what the last turn appended); a server
+        that refuses tools on the first request gets it again without them."""
+        with clock.span("prompt_ms"):
+            if self.conversation.pending is not None:
+                self._add_user_message(self.conversation.pending)
+                self.conversation.pending = None
+            new = self.conversation.unsent()
+        try:
+            return await self.model.send(turn, self.conversation.items, new, clock)
+        except TransportError as exc:
+            if not self.model.refuses_tools(exc, first=not self.conversation.replied):
+                raise
+            reason = str(exc)
+        self.conversation.instruct(self.model.drop_tools())
+        self.events.emit(ErrorEvent(kind=ErrorKind.FALLBACK, message=f"the server refused "
+                                    f"tools ({reason}); asking for ```diff blocks in text "
+                                    "instead"))
+        return await self._request(turn, clock)
+
+    def _add_user_message(self, text: str) -> None:
+        """The opening for the first message; later ones append, with what changed meanwhile."""
+        if self.conversation.items:
+            self.conversation.follow_up(text, self.view.pinned_files())
+            return
+        opening = prompt.opening_messages(self.view.root, text, self.applier.results.latest,
+                                          self.model.with_tools, self.view.pinned)
+        self.conversation.begin(from_chat_messages(opening), text)
+        self.view.remember(opening)

@@ -1,0 +1,231 @@
+"""The one presenter: what each event looks like to a person, for every front end.
+
+Owns the wording and the style name (ok, error, note, tool, dim, user, model) of every event,
+as one table keyed by event type that covers them all (tests/test_presenter.py checks that a new
+event type cannot be left out), and the bounds on how much of one text is shown. The headless
+printer, the line REPL and the TUI show what it returns; it draws nothing and decides nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from codeloop.core.bounded import BoundedText, bound
+from codeloop.core.errors import CodeloopError
+from codeloop.core.events import (
+    Compaction,
+    ErrorEvent,
+    Event,
+    ModelDone,
+    ModelFirstByte,
+    ModelRequest,
+    ModelRetry,
+    ModelTextDelta,
+    ModelToolCall,
+    Notice,
+    PatchApplied,
+    PatchProposed,
+    PatchRejected,
+    SandboxReady,
+    SessionEnd,
+    SessionStart,
+    TestDone,
+    TestOutput,
+    TestRunnerChange,
+    TestStart,
+    ToolResult,
+    TransportChange,
+    TurnEnd,
+    TurnStart,
+    UserMessage,
+)
+from codeloop.core.kinds import ExitCode
+from codeloop.edits.extract import patch_argument
+
+HEAD, TAIL = 16_000, 4_000  # characters of one text shown before and after what is left out
+SPAN_ORDER = ("prompt_ms", "connect_ms", "ttfb_ms", "ttft_ms", "decode_ms", "tools_ms",
+              "apply_ms", "test_ms", "retry_wait_ms", "overhead_ms")
+FAILURES_SHOWN = 10
+CANCELLED = "cancelled: the sandbox is at its last commit"
+
+
+class Style(StrEnum):
+    """How a shown text looks; a front end maps each to its colours."""
+
+    MODEL = "model"  # the model's reply, streamed as it arrives
+    USER = "user"  # what the user asked
+    OK = "ok"
+    ERROR = "error"
+    NOTE = "note"
+    TOOL = "tool"
+    DIM = "dim"
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One thing to show. A log prints `text`; a screen also shows `diff` as a diff under it,
+    and keeps `output` (a test run's output) behind a fold under it."""
+
+    text: str
+    style: Style = Style.NOTE
+    diff: str = ""
+    output: str = ""
+
+
+def left_out(count: int) -> str:
+    return f"\n… [{count:,} characters not shown] …\n"
+
+
+def clip(text: str) -> str:
+    """`text`, or when longer than HEAD + TAIL its head and tail around what was left out."""
+    return bound(text, HEAD, TAIL, left_out)
+
+
+def bounded_stream() -> BoundedText:
+    """Where a streamed text goes: its head shown live, its tail kept for the end."""
+    return BoundedText(HEAD, TAIL, left_out)
+
+
+def format_spans(spans: dict[str, float]) -> str:
+    shown = [f"{key[:-3]} {spans[key]:.1f}" for key in SPAN_ORDER if key in spans]
+    text = " | ".join(shown) + " ms"
+    if spans.get("tokens_per_s"):
+        text += f" | {spans['tokens_per_s']:.0f} tok/s"
+    return text
+
+
+def failure_text(exc: BaseException, redact: Callable[[str], str]) -> str:
+    """What a front end says of an error that ended a turn or a command; `redact` scrubs the
+    error's message (`EventSource.redact`)."""
+    if isinstance(exc, CodeloopError):
+        label = "model error" if exc.exit_code == ExitCode.MODEL else "error"
+        return f"{label}: {redact(str(exc))}"
+    return f"error: {type(exc).__name__}: {redact(str(exc))}"
+
+
+def present(event: Event) -> tuple[Shown, ...]:
+    """What `event` shows, in order (nothing for the events no one reads as text)."""
+    return tuple(Shown(clip(s.text), s.style, clip(s.diff), s.output) if s.style != Style.MODEL
+                 else s for s in _PRESENTERS[type(event)](event))
+
+
+def _nothing(_: Event) -> tuple[Shown, ...]:
+    return ()
+
+
+def _session_start(event: SessionStart) -> tuple[Shown, ...]:
+    line = Shown(f"codeloop {event.version} · {event.model} via {event.transport} "
+                 f"({event.base_url}) · tests: {event.test_command}", Style.DIM)
+    return (line, Shown(f"task: {event.task}", Style.DIM)) if event.task else (line,)
+
+
+def _sandbox_ready(event: SandboxReady) -> tuple[Shown, ...]:
+    return (Shown(f"sandbox: {event.path} on branch {event.branch} "
+                  f"({event.elapsed_ms:.0f} ms)", Style.DIM),)
+
+
+def _model_retry(event: ModelRetry) -> tuple[Shown, ...]:
+    what = "the turn restarts" if event.restart else f"retry {event.attempt}"
+    return (Shown(f"model: {what} in {event.delay_s:.1f}s ({event.reason})", Style.ERROR),)
+
+
+def _compaction(event: Compaction) -> tuple[Shown, ...]:
+    return (Shown(f"context compacted ({event.reason}): {event.turns_replaced} older turns → "
+                  f"a summary, {event.turns_kept} kept; {event.tokens_before:,} → "
+                  f"{event.tokens_after:,} tokens in {event.duration_ms:.0f} ms"),)
+
+
+def _tool_call(event: ModelToolCall) -> tuple[Shown, ...]:
+    if event.name != "apply_patch":
+        return (Shown(f"tool call: {event.name} {event.arguments}", Style.TOOL),)
+    try:
+        diff = patch_argument(event.arguments)
+    except ValueError:  # not the JSON the tool takes: shown as it came
+        diff = event.arguments
+    return (Shown(f"tool call: {event.name}", Style.TOOL, diff=diff),)
+
+
+def _model_done(event: ModelDone) -> tuple[Shown, ...]:
+    usage = event.usage
+    return (Shown(f"model: {event.finish_reason}, {usage.get('prompt_tokens', 0)} prompt "
+                  f"({usage.get('cached_tokens', 0)} cached) + "
+                  f"{usage.get('completion_tokens', 0)} completion tokens", Style.DIM),)
+
+
+def _patch_applied(event: PatchApplied) -> tuple[Shown, ...]:
+    note = f" · {len(event.already_applied)} hunk(s) already applied" \
+        if event.already_applied else ""
+    return (Shown(f"✓ patch applied to {', '.join(event.files) or 'nothing new'} "
+                  f"({event.commit[:10]}){note}", Style.OK),)
+
+
+def _patch_rejected(event: PatchRejected) -> tuple[Shown, ...]:
+    return (Shown("✗ patch rejected, nothing applied:\n  " + event.reason.replace("\n", "\n  "),
+                  Style.ERROR),)
+
+
+def _test_start(event: TestStart) -> tuple[Shown, ...]:
+    return (Shown(("baseline tests: " if event.turn == 0 else "tests: ") + event.command,
+                  Style.TOOL),)
+
+
+def _test_done(event: TestDone) -> tuple[Shown, ...]:
+    lines = [("✓ " if event.passed else "✗ ") + f"tests: {event.summary} "
+             f"({event.duration_ms / 1000:.2f}s, {event.mode})"]
+    lines += [f"  ✗ {failure.id}: {failure.message[:160]}"
+              for failure in event.failures[:FAILURES_SHOWN]]
+    return (Shown("\n".join(lines), Style.OK if event.passed else Style.ERROR,
+                  output=event.output),)
+
+
+def _session_end(event: SessionEnd) -> tuple[Shown, ...]:
+    totals = event.totals
+    shown = [
+        f"\n══ {event.outcome} (exit {event.exit_code}) · {totals.get('turns', 0):.0f} "
+        f"turn(s) · {totals.get('wall_ms', 0) / 1000:.2f}s",
+        f"tokens: {totals.get('prompt_tokens', 0):.0f} prompt "
+        f"({totals.get('cached_tokens', 0):.0f} cached), "
+        f"{totals.get('completion_tokens', 0):.0f} completion",
+        f"time in turns: {format_spans(totals)} (baseline tests "
+        f"{totals.get('baseline_test_ms', 0):.0f} ms)",
+    ]
+    if event.diffstat:
+        shown.append(event.diffstat)
+    if event.applied_to_worktree:
+        shown.append("the changes were applied to your working tree")
+    elif event.branch:
+        shown.append(f"the result is on branch {event.branch} (use --apply to apply it to "
+                     "your working tree)")
+    return tuple(Shown(text) for text in shown)
+
+
+_PRESENTERS: dict[type[Event], Callable[[Any], tuple[Shown, ...]]] = {
+    SessionStart: _session_start,
+    SandboxReady: _sandbox_ready,
+    UserMessage: lambda e: (Shown(e.text, Style.USER),),
+    Notice: lambda e: (Shown(e.message),),
+    Compaction: _compaction,
+    TurnStart: lambda e: (Shown(f"\n── turn {e.turn} ──", Style.DIM),),
+    ModelRequest: _nothing,
+    ModelFirstByte: _nothing,
+    ModelTextDelta: lambda e: (Shown(e.text, Style.MODEL),),
+    ModelToolCall: _tool_call,
+    ModelRetry: _model_retry,
+    TransportChange: lambda e: (Shown(f"transport ({e.kind}): {e.transport}: {e.message}"),),
+    ModelDone: _model_done,
+    ToolResult: lambda e: (Shown(f"{e.name}: {len(e.output)} chars returned", Style.TOOL),),
+    PatchProposed: _nothing,
+    PatchApplied: _patch_applied,
+    PatchRejected: _patch_rejected,
+    TestStart: _test_start,
+    TestOutput: _nothing,
+    TestDone: _test_done,
+    TestRunnerChange: lambda e: (Shown(f"test runner ({e.mode}): {e.message}"),),
+    TurnEnd: lambda e: (Shown(f"turn {e.turn}: {e.outcome} · {format_spans(e.spans)}",
+                              Style.DIM),),
+    ErrorEvent: lambda e: (Shown(f"error ({e.kind}): {e.message}", Style.ERROR),),
+    SessionEnd: _session_end,
+}
