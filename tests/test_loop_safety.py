@@ -322,3 +322,29 @@ def test_inside_the_git_directory_is_told_to_run_from_the_working_tree(tmp_path,
     assert f"{repo / '.git'} is inside the .git directory" in done.stderr
     assert "working tree" in done.stderr
     assert "git init" not in done.stderr
+
+
+def test_a_front_end_that_raises_on_an_event_never_fails_the_turn(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    repo = make_repo(tmp_path, "offbyone")
+    seen: list[dict] = []
+
+    def broken_display(event) -> None:  # a rendering bug, on every piece of the reply
+        if event.type == "model.text_delta":
+            raise TypeError("cannot draw this")
+
+    async def scenario() -> str:
+        with ScriptedModelServer([patch_reply(fix_diff("offbyone"), "The fix.")]) as server:
+            session = driven_session(server, repo, seen)
+            session.events.subscribe(broken_display)
+            await session.open()
+            outcome = await session.ask("fix the pager")
+            await session.finish(outcome)
+            return outcome
+
+    assert asyncio.run(scenario()) == "passed"
+    reported = [e for e in seen if e["type"] == "error"]
+    assert [e["kind"] for e in reported] == ["subscriber"]  # once, though it raised each time
+    assert "broken_display failed on a model.text_delta event" in reported[0]["message"]
+    assert "TypeError: cannot draw this" in reported[0]["message"]
+    assert seen[-1]["type"] == "session.end" and seen[-1]["outcome"] == "passed"
