@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,7 @@ def _run(tmp_path: Path, env: dict[str, str], name: str) -> dict[str, Any]:
     assert events and events[-1]["type"] == "session.end", done.stderr
     sandbox = next(e["path"] for e in events if e["type"] == "sandbox.ready")
     names = {sandbox: "<sandbox>", str(repo): "<repo>", base_url: "<base_url>",
-             str(tmp_path): "<tmp>"}
+             str(tmp_path): "<tmp>", sys.executable: "<python>"}  # (the checkout's venv)
     return _normalise({"exit_code": done.returncode, "events": _stream(events),
                        "requests": bodies}, names)
 
