@@ -4,6 +4,8 @@ Owns the pooled connection (opened at start-up, idle expiry of minutes so a long
 no reconnect), the timing taken at the socket through httpx trace hooks (connect, upload, first
 byte), the SSE read loop (drained to EOF after the reply so the connection is reused, but never
 waiting long on a server that keeps the body open), and turning HTTP errors into TransportError.
+httpx itself is imported by `connect`, on a worker thread: not before the TUI's first paint,
+which it would delay by ~56 ms (of the ~410 ms codeloop's imports take; `python -X importtime`).
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ import json
 import time
 from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
-
-import httpx
+from importlib import import_module
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol
 
 from codeloop.core.events import Event, ModelFirstByte
 from codeloop.transport.base import TransportError
 from codeloop.transport.reply import Reply, ms
 from codeloop.transport.sse import SSEParser
+
+if TYPE_CHECKING:
+    import httpx
 
 KEEPALIVE_EXPIRY_S = 600.0
 DRAIN_S = 2.0
@@ -116,36 +121,47 @@ class HttpStreamClient:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.max_output_tokens = max_output_tokens
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(
-            headers=headers,
-            # a plain-HTTP endpoint never makes a TLS connection (no redirects are followed):
-            # not loading the CA bundle saves ~20 ms of start-up
-            verify=self.base_url.startswith("https:"),
-            timeout=httpx.Timeout(request_timeout_s, connect=10.0),
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=2,
-                                keepalive_expiry=KEEPALIVE_EXPIRY_S),
-        )
+        self._api_key = api_key
+        self._timeout_s = request_timeout_s
+        self._client: httpx.AsyncClient | None = None  # made by the first use
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            httpx = _httpx()
+            self._client = httpx.AsyncClient(
+                headers={"Authorization": f"Bearer {self._api_key}"} if self._api_key else {},
+                # a plain-HTTP endpoint never makes a TLS connection (no redirects are
+                # followed): not loading the CA bundle saves ~20 ms of start-up
+                verify=self.base_url.startswith("https:"),
+                timeout=httpx.Timeout(self._timeout_s, connect=10.0),
+                limits=httpx.Limits(max_connections=4, max_keepalive_connections=2,
+                                    keepalive_expiry=KEEPALIVE_EXPIRY_S),
+            )
+        return self._client
 
     async def connect(self) -> None:
         """Open the connection now (a cheap GET), so the first turn does not pay for it."""
+        await asyncio.to_thread(_httpx)  # the import, beside the event loop (a TUI stays live)
         try:
             response = await self._http.get(f"{self.base_url}/models")
             await response.aread()
-        except httpx.HTTPError:
+        except _httpx().HTTPError:
             pass
 
     async def warm_up(self, instructions: str, tools: list[dict[str, Any]]) -> str:
         return ""
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     async def post_stream(self, turn: int, path: str, body: bytes, parser: StreamParser
                           ) -> AsyncIterator[Event]:
         """POST `body`, then yield ModelFirstByte, the parser's events and the closing events."""
         clock = WireClock()
         started = time.perf_counter()
+        httpx = _httpx()
         request = self._http.build_request(
             "POST", f"{self.base_url}{path}", content=body,
             headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
@@ -199,3 +215,8 @@ class HttpStreamClient:
                 yield event
         finally:
             await response.aclose()
+
+
+def _httpx() -> ModuleType:
+    """httpx, imported on first use (then it is sys.modules' own)."""
+    return import_module("httpx")
