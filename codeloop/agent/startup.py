@@ -16,7 +16,8 @@ from concurrent.futures import Future
 from codeloop.agent.results import TestRuns
 from codeloop.testrunner.run import TestResult
 from codeloop.testrunner.service import TestService
-from codeloop.workspace.sandbox import Sandbox, preload_gitpython
+from codeloop.workspace.git import preload_gitpython
+from codeloop.workspace.sandbox import Sandbox
 
 
 async def sandbox_from(creating: Future[Sandbox], ready: Callable[[Sandbox], None]) -> Sandbox:

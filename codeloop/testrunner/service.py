@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from codeloop.core.dirs import cache_dir
 from codeloop.core.events import TestRunnerChange
+from codeloop.core.kinds import TestMode
 from codeloop.testrunner.run import TestResult, run_tests, warm_wanted
 from codeloop.testrunner.warm import WarmRunner, WarmUnavailable
 from codeloop.workspace.errors import SandboxError
@@ -81,8 +82,8 @@ class TestService:
         self._checking: asyncio.Task[None] | None = None  # the self-check, once begun
 
     @property
-    def label(self) -> str:
-        return "warm" if self.trusted else "cold"
+    def label(self) -> TestMode:
+        return TestMode.WARM if self.trusted else TestMode.COLD
 
     @property
     def wanted(self) -> bool:
@@ -91,7 +92,7 @@ class TestService:
     def fall_back(self, reason: str) -> None:
         """Runs are cold from now on; the event says why."""
         self.trusted = False
-        self.emit(TestRunnerChange(mode="cold", message=reason))
+        self.emit(TestRunnerChange(mode=TestMode.COLD, message=reason))
 
     async def prepare(self, root: Path) -> None:
         """Start and warm the runner. `root` only provides the dependency files: the user's
@@ -142,7 +143,7 @@ class TestService:
         if trust is None or not trust.is_file():
             return False
         self.trusted = True
-        self.emit(TestRunnerChange(mode="warm", message=(
+        self.emit(TestRunnerChange(mode=TestMode.WARM, message=(
             "warm test runner trusted from an earlier self-check on the same tree, command, "
             "interpreter and dependencies")))
         return True
@@ -239,11 +240,10 @@ class TestService:
             return
         self.trusted = True
         self._remember("trust", tree, warm.summary)
-        self.emit(TestRunnerChange(
-            mode="warm", message=f"warm test runner ready ({len(self.runner.warmed)} modules "
-                                 f"pre-imported); its self-check matched the cold baseline: "
-                                 f"{warm.duration_ms:.0f} ms warm vs {baseline.duration_ms:.0f} "
-                                 "ms cold"))
+        self.emit(TestRunnerChange(mode=TestMode.WARM, message=(
+            f"warm test runner ready ({len(self.runner.warmed)} modules pre-imported); its "
+            f"self-check matched the cold baseline: {warm.duration_ms:.0f} ms warm vs "
+            f"{baseline.duration_ms:.0f} ms cold")))
 
     async def _warm(self, root: Path, on_output: Callable[[str], None], first: list[str],
                     extra: str = "") -> TestResult | None:
@@ -274,8 +274,8 @@ class TestService:
         if self.trusted and self.runner is not None and self.runner.stale():
             await self.runner.close()
             self.runner = None
-            self.emit(TestRunnerChange(mode="warm", message="dependencies changed: restarting "
-                                                            "the warm runner"))
+            self.emit(TestRunnerChange(mode=TestMode.WARM, message="dependencies changed: "
+                                       "restarting the warm runner"))
             await self.prepare(root)
             self.trusted = self.runner is not None
         if self.trusted and self.runner is not None:

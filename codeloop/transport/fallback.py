@@ -10,6 +10,7 @@ from typing import Any
 
 from codeloop.core.conversation import Item
 from codeloop.core.events import Event, TransportChange
+from codeloop.core.kinds import TransportChangeKind
 from codeloop.transport.base import ModelClient, TransportError
 
 
@@ -51,7 +52,7 @@ class FallbackClient:
                 raise
             old, self.active, self.secondary = self.active, self.secondary, None
             await old.aclose()
-            yield TransportChange(kind="fallback", transport=self.active.name,
+            yield TransportChange(kind=TransportChangeKind.FALLBACK, transport=self.active.name,
                                   message=f"{old.name} is not offered here ({error}); "
                                           f"using {self.active.name} from now on")
         async for event in self.active.stream(turn, items, tools):

@@ -14,7 +14,8 @@ from typing import Any
 
 from codeloop.core.conversation import Instructions, Item, ToolOutput, UserText
 from codeloop.core.conversation import Reply as ModelReply
-from codeloop.core.events import Event
+from codeloop.core.events import Event, TransportChange
+from codeloop.core.kinds import TransportChangeKind
 from codeloop.transport.base import TransportError
 from codeloop.transport.http import classify_error
 from codeloop.transport.reply import Reply
@@ -188,3 +189,11 @@ class ResponsesRequest:
         if self.cache_key:
             fields["prompt_cache_key"] = self.cache_key
         return fields, history, fixed
+
+    def resend(self, items: list[Item], tools: list[dict[str, Any]], transport: str,
+               why: str) -> tuple[TransportChange, dict[str, Any], list[Item], str]:
+        """The whole conversation again, for a server that no longer holds the previous
+        response: the event that says so, then what `build` returns."""
+        self.continuation.reset()
+        return (TransportChange(kind=TransportChangeKind.RESEND, transport=transport,
+                                message=why), *self.build(items, tools, delta=False))

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from codeloop.core.conversation import Item
-from codeloop.core.events import Event, TransportChange
+from codeloop.core.events import Event
 from codeloop.transport.base import TransportError
 from codeloop.transport.http import HttpStreamClient
 from codeloop.transport.responses import ResponsesParser, ResponsesRequest
@@ -46,11 +46,10 @@ class ResponsesHttpClient(HttpStreamClient):
         except TransportError as error:
             if error.code != "previous_response_not_found" or error.shown:
                 raise
-            self.request.continuation.reset()
-            yield TransportChange(kind="resend", transport=self.name,
-                                  message="the server no longer has the previous response; "
-                                          "sending the full conversation")
-            fields, history, fixed = self.request.build(items, tools, delta=False)
+            notice, fields, history, fixed = self.request.resend(
+                items, tools, self.name, "the server no longer has the previous response; "
+                "sending the full conversation")
+            yield notice
             parser = ResponsesParser(turn)
             async for event in self.post_stream(turn, "/responses",
                                                 encode({**fields, "stream": True}), parser):

@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from codeloop.core.conversation import Instructions, Item
 from codeloop.core.events import Event, ModelFirstByte, TransportChange
+from codeloop.core.kinds import TransportChangeKind
 from codeloop.transport.base import TransportError
 from codeloop.transport.reply import ms
 from codeloop.transport.responses import ResponsesParser, ResponsesRequest
@@ -124,14 +125,15 @@ class ResponsesWebSocketClient:
             await self.http.connect()
 
     def _fallback_notice(self) -> TransportChange:
-        return TransportChange(kind="fallback", transport=self.http.name,
+        return TransportChange(kind=TransportChangeKind.FALLBACK, transport=self.http.name,
                                message=f"the WebSocket could not be opened ({self._failure}); "
                                        f"using HTTP, the socket is tried again later")
 
     async def _reopen_later(self) -> None:
         await asyncio.sleep(self.retry_socket_after_s)
         if not self._usable() and await self._open():
-            self._notices.append(TransportChange(kind="restore", transport=self.name,
+            self._notices.append(TransportChange(kind=TransportChangeKind.RESTORE,
+                                                 transport=self.name,
                                                  message="the WebSocket is open again"))
 
     def _schedule_reopen(self) -> None:
@@ -176,14 +178,14 @@ class ResponsesWebSocketClient:
             assert self._ws is not None
             await self._ws.close()
             if await self._open():
-                yield TransportChange(kind="rotate", transport=self.name,
+                yield TransportChange(kind=TransportChangeKind.ROTATE, transport=self.name,
                                       message="rotated the WebSocket before its 60-minute limit")
         if not self._usable():
             dropped = self._failed_at is None  # it was open and went away
             waited = self._failed_at is not None and (
                 time.monotonic() - self._failed_at > self.retry_socket_after_s)
             if (dropped or waited) and await self._open():
-                yield TransportChange(kind="reconnect", transport=self.name,
+                yield TransportChange(kind=TransportChangeKind.RECONNECT, transport=self.name,
                                       message="re-opened the WebSocket; sending the full context")
             elif dropped:
                 yield self._fallback_notice()
@@ -208,9 +210,9 @@ class ResponsesWebSocketClient:
                     yield event
                 self._schedule_reopen()
                 return
-            yield TransportChange(kind="resend", transport=self.name,
-                                  message=f"{error.code}: sending the full conversation again")
-            fields, history, fixed = self.request.build(items, tools, delta=False)
+            notice, fields, history, fixed = self.request.resend(
+                items, tools, self.name, f"{error.code}: sending the full conversation again")
+            yield notice
             parser = ResponsesParser(turn)
             async for event in self._exchange(turn, fields, parser):
                 yield event

@@ -19,14 +19,12 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, TypeVar
 
 from codeloop.workspace.commit import commit_edits
-from codeloop.workspace.errors import SandboxDamaged, SandboxError
+from codeloop.workspace.errors import SandboxError
 from codeloop.workspace.git import (
     apply_diff,
     entries,
-    git_environment,
     index_modes,
     open_repo,
-    preload_gitpython,
     reword_head,
     run_git,
 )
@@ -39,10 +37,6 @@ if TYPE_CHECKING:
 
     from codeloop.edits.patch import FileEdit
 
-# Importable from here too until their callers outside the workspace (agent/session.py,
-# testrunner/run.py, edits/patch.py) import them from the modules that own them.
-__all__ = ["Sandbox", "SandboxDamaged", "SandboxError", "git_environment", "index_modes",
-           "preload_gitpython", "start_sandbox"]
 
 T = TypeVar("T")
 
