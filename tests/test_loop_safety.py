@@ -348,3 +348,27 @@ def test_a_front_end_that_raises_on_an_event_never_fails_the_turn(tmp_path, monk
     assert "broken_display failed on a model.text_delta event" in reported[0]["message"]
     assert "TypeError: cannot draw this" in reported[0]["message"]
     assert seen[-1]["type"] == "session.end" and seen[-1]["outcome"] == "passed"
+
+
+def test_a_file_added_while_the_baseline_runs_is_in_the_first_prompt(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    repo = make_repo(tmp_path, "offbyone")
+    seen: list[dict] = []
+
+    async def scenario() -> tuple[str, str]:
+        with ScriptedModelServer([patch_reply(fix_diff("offbyone"))]) as server:
+            session = driven_session(server, repo, seen, test_cmd=f"sleep 1; {PYTEST_CMD}")
+            opening = asyncio.ensure_future(session.open())
+            while session.sandbox is None:  # (the TUI's /add, once the sandbox is reported)
+                await asyncio.sleep(0.01)
+            pinned = session.pin("README.md")
+            assert not opening.done()  # the baseline still runs
+            await opening
+            outcome = await session.ask("fix the pager")
+            await session.finish(outcome)
+            return pinned, outcome
+
+    assert asyncio.run(scenario()) == ("README.md", "passed")
+    first = [e for e in seen if e["type"] == "model.request"][0]
+    assert "### README.md\n" in json.dumps(first["messages"], ensure_ascii=False).replace(
+        "\\n", "\n")

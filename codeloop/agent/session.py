@@ -95,6 +95,7 @@ class Session:
                                   settings.hidden_env, config.warm_tests, config.fail_fast,
                                   events.emit, runner)
         self._opened: _Opened | None = None
+        self._pinned = list(settings.pinned_files)  # (/add works as soon as the sandbox exists)
 
     @property
     def events(self) -> EventStream:
@@ -177,7 +178,7 @@ class Session:
 
     def _assemble(self, sandbox: Sandbox, results: Results) -> _Opened:
         limit = self.config.tool_output_tokens * BYTES_PER_TOKEN
-        view = ModelView(sandbox.path, list(self.settings.pinned_files), limit)
+        view = ModelView(sandbox.path, self._pinned, limit)
         applier = Applier(sandbox, results, self._tests, view, self._events, limit)
         compactor = Compactor(self._conversation, self._model, view, applier, self._events,
                               self.config.compact_at, self.config.keep_recent_turns,
@@ -293,12 +294,15 @@ class Session:
         return result
 
     def pin(self, rel: str) -> str:
-        """Put a file into the model's context (now if nothing was asked yet, else next time)."""
-        opened = self._open
-        path = check_path(opened.sandbox.path, rel)
-        if not (opened.sandbox.path / path).is_file():
+        """Put a file into the model's context (now if nothing was asked yet, else next time);
+        from the moment the sandbox exists, while the baseline may still run."""
+        if self.sandbox is None:
+            raise SandboxError("the sandbox is still being made: /add the file again in a moment")
+        path = check_path(self.sandbox.path, rel)
+        if not (self.sandbox.path / path).is_file():
             raise PatchError(f"{path}: no such file in the sandbox")
-        opened.view.pin(path)
+        if path not in self._pinned:  # (the list the model's view reads)
+            self._pinned.append(path)
         self._events.emit(Notice(kind=NoticeKind.PIN, message=f"pinned {path} into the context"))
         return path
 

@@ -27,15 +27,11 @@ class ModelView:
 
     def __init__(self, root: Path, pinned: list[str], report_limit: int) -> None:
         self.root = root
-        self.pinned = pinned
+        self.pinned = pinned  # the session's own list: an /add during start-up is in it too
         self.report_limit = report_limit  # bytes of a test report
         self.shown: dict[str, str] = {}  # file -> digest of the content shown
         self.reads: dict[str, tuple[str, int]] = {}  # read_file arguments -> (digest, turn)
         self._last_report: tuple[str, int] | None = None  # (test report, turn it was shown)
-
-    def pin(self, rel: str) -> None:
-        if rel not in self.pinned:
-            self.pinned.append(rel)
 
     def reread(self, turn: int, call: ModelToolCall) -> str:
         """A read of a file already in context and unchanged: a reference instead of the bytes."""

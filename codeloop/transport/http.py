@@ -142,7 +142,9 @@ class HttpStreamClient:
 
     async def connect(self) -> None:
         """Open the connection now (a cheap GET), so the first turn does not pay for it."""
-        await asyncio.to_thread(_httpx)  # the import, beside the event loop (a TUI stays live)
+        # the import and the client (its TLS context: ~20 ms), beside the event loop: a TUI
+        # stays live meanwhile
+        await asyncio.to_thread(lambda: self._http)
         try:
             response = await self._http.get(f"{self.base_url}/models")
             await response.aread()
