@@ -23,7 +23,7 @@ from codeloop.core.events import (
 from codeloop.core.kinds import TurnOutcome
 from codeloop.core.stream import EventStream
 from codeloop.edits.errors import PatchError
-from codeloop.edits.extract import ProposedEdit, diffs_in_text, patch_argument
+from codeloop.edits.extract import ProposedEdit, patch_argument, scan_text
 from codeloop.edits.patch import FileEdit, diffstat, plan
 from codeloop.testrunner.service import TestService
 from codeloop.workspace.errors import SandboxDamaged, SandboxError
@@ -45,8 +45,8 @@ class Applier:
 
     def collect(self, turn: int, done: ModelDone, calls: list[ModelToolCall]
                 ) -> tuple[list[ProposedEdit], dict[str, str]]:
-        """The reply's edits (tool calls, then diffs in its text) and the answers to the calls
-        that are no edit."""
+        """The reply's edits (tool calls, then the edits in its text, then its edit-like text that
+        is no usable edit) and the answers to the calls that are no edit."""
         proposals: list[ProposedEdit] = []
         answers: dict[str, str] = {}
         for call in calls:
@@ -64,8 +64,10 @@ class Applier:
             else:
                 answers[call.call_id] = (f"error: there is no tool named {call.name!r}; use "
                                          "apply_patch, read_file, search or list_files")
-        proposals += [ProposedEdit("text", diff) for diff in
-                      diffs_in_text(done.text, cut_off=done.finish_reason == "length")]
+        found = scan_text(done.text, cut_off=done.finish_reason == "length")
+        # what is edit-like but no usable edit is refused by `plan`, precisely: the turn never
+        # ends `no_edits` on an edit the model believes it sent
+        proposals += [ProposedEdit("text", text) for text in found.edits + found.unusable]
         for proposal in proposals:
             self.events.emit(PatchProposed(turn=turn, source=proposal.source,
                                            patch=proposal.diff))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from codeloop.context import prompt
+from codeloop.context.windows import focus_of
 from codeloop.core.events import ModelToolCall
 from codeloop.testrunner.run import TestResult
 
@@ -73,7 +74,7 @@ class ModelView:
         if not fresh:
             return ""
         return "Files the failures point to (current content):\n" + prompt.files_section(
-            self.root, fresh)
+            self.root, fresh, focus_of(self.root, result.failures))
 
     def pinned_files(self) -> str:
         """Pinned files whose current content the model has not seen yet."""
@@ -87,7 +88,7 @@ class ModelView:
         text = "\n".join(str(m.get("content") or "") for m in messages)
         for rel in prompt.tracked_files(self.root):
             path = self.root / rel
-            if f"### {rel}\n" in text and path.read_text(errors="replace")[:2000] in text:
+            if f"### {rel}\n" in text and _shown_as_now(path, rel, text):
                 self.shown[rel] = _digest(path)
 
     def forget(self) -> None:
@@ -95,3 +96,10 @@ class ModelView:
         self.shown.clear()
         self.reads.clear()
         self._last_report = None
+
+
+def _shown_as_now(path: Path, rel: str, text: str) -> bool:
+    """Whether `text` shows the file as it is now: its start, or (a large file shown as
+    windows) the block header that gives its current size."""
+    content = path.read_text(errors="replace")
+    return content[:2000] in text or prompt.window_header(rel, content) in text

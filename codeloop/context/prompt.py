@@ -11,10 +11,12 @@ import re
 from pathlib import Path, PurePosixPath
 
 from codeloop.context.repomap import repo_map, tracked_files
+from codeloop.context.windows import Focus, focus_of, windows
 from codeloop.core.bounded import bound
 from codeloop.testrunner.run import TestResult
 
 FILE_CHARS = 24_000
+FILE_TAIL = 2000  # a file up to FILE_CHARS + FILE_TAIL is shown whole; that is also the budget
 CONTEXT_FILES_CHARS = 60_000
 
 SYSTEM_TOOLS = """\
@@ -98,15 +100,30 @@ def files_for_failures(root: Path, result: TestResult) -> list[str]:
     return chosen
 
 
-def file_block(root: Path, rel: str) -> str:
+def file_block(root: Path, rel: str, focus: Focus | None = None) -> str:
+    """A file as the model reads it: whole when it fits, else numbered windows around what
+    `focus` says matters (head and tail when nothing in it does)."""
     text = (root / rel).read_text(encoding="utf-8", errors="replace")
-    return f"### {rel}\n```\n{bound(text, FILE_CHARS, 2000)}\n```"
+    shown = None
+    if focus is not None and len(text) > FILE_CHARS + FILE_TAIL:
+        shown = windows(rel, text, focus, FILE_CHARS + FILE_TAIL)
+    if shown is None:
+        return f"### {rel}\n```\n{bound(text, FILE_CHARS, FILE_TAIL)}\n```"
+    return (f"{window_header(rel, text)} shown as windows around what matters; each line "
+            "follows its number and two spaces, which are not part of the file)\n"
+            f"```\n{shown}\n```")
 
 
-def files_section(root: Path, rels: list[str]) -> str:
+def window_header(rel: str, text: str) -> str:
+    """The start of a windowed file's block: its path and current size."""
+    count = text.count("\n") + (not text.endswith("\n"))
+    return f"### {rel}\n({count:,} lines, {len(text):,} characters:"
+
+
+def files_section(root: Path, rels: list[str], focus: Focus | None = None) -> str:
     blocks, used = [], 0
     for rel in rels:
-        block = file_block(root, rel)
+        block = file_block(root, rel, focus)
         if used + len(block) > CONTEXT_FILES_CHARS:
             blocks.append(f"(further files left out for size: {', '.join(rels[len(blocks):])})")
             break
@@ -153,7 +170,8 @@ def opening_messages(root: Path, task: str, baseline: TestResult, with_tools: bo
         p for p in [*pinned_files, *mentioned] if p in files]
     if relevant:
         task_text += ["", "Files the failures point to (current content):",
-                      files_section(root, list(dict.fromkeys(relevant)))]
+                      files_section(root, list(dict.fromkeys(relevant)),
+                                    focus_of(root, baseline.failures, task))]
     return [
         {"role": "system", "content": system_prompt(with_tools)},
         {"role": "user", "content": "\n\n".join(context)},

@@ -1,9 +1,10 @@
 """Reading unified diffs as models write them: headers, hunks, and the usual quirks repaired.
 
 Owns the lenient repair of diff text (wrong or missing hunk numbers and counts, missing `a/` `b/`
-prefixes, blank context lines without their space, git's quoted paths and its rename and mode
-headers) and parsing it with `unidiff` into decoded file headers and hunks. It never reads the
-files a diff names: where a hunk goes is `place`'s job, whether a path may be touched `paths`'.
+prefixes, Aider's `@@ ... @@` and other hunk headers without numbers, blank context lines
+without their space, git's quoted paths and its rename and mode headers) and parsing it with
+`unidiff` into decoded file headers and hunks. It never reads the files a diff names: where a
+hunk goes is `place`'s job, whether a path may be touched `paths`'.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from codeloop.edits.paths import CONTROL_CHARACTER
 
 DEV_NULL = "/dev/null"
 _HUNK_HEADER = re.compile(r"^@@(?:\s+-(\d+)(?:,\d+)?\s+\+(\d+)(?:,\d+)?)?\s*(?:@@+(.*))?$")
+# Aider's udiff: `@@ ... @@`, or a title instead of numbers (`@@ def add(a, b): @@`, `@@ def f():`)
+_TITLED_HEADER = re.compile(r"^@@\s+\S.*$")
 _GIT_HEADER = re.compile(r"^diff --git ")
 _C_ESCAPE = re.compile(rb'\\([0-7]{1,3}|[abtnvfr"\\])')
 _C_CHARS = {b"a": b"\a", b"b": b"\b", b"t": b"\t", b"n": b"\n", b"v": b"\v", b"f": b"\f",
@@ -35,6 +38,8 @@ class Hunk:
     header: str
     no_eol_old: bool = False
     no_eol_new: bool = False
+    anchors: tuple[str, ...] = ()  # V4A `@@ anchor` lines: each narrows where the hunk goes
+    at_end: bool = False  # V4A `*** End of File`: the hunk ends where the file ends
 
 
 @dataclass
@@ -49,6 +54,7 @@ class FileHeader:
     rename: bool = False
     new_mode: str | None = None
     unsupported: str = ""  # why codeloop cannot apply it (a binary patch, a copy)
+    titles: list[str] = field(default_factory=list)  # per hunk: its header if titled, unnumbered
 
 
 def _unquote(path: str) -> str:
@@ -126,8 +132,12 @@ def _is_file_header(lines: list[str], i: int) -> bool:
             and lines[i + 1].startswith("+++ "))
 
 
+def _is_hunk_header(line: str) -> bool:
+    return bool(_HUNK_HEADER.match(line) or _TITLED_HEADER.match(line))
+
+
 def _ends_hunk(lines: list[str], i: int) -> bool:
-    return bool(_HUNK_HEADER.match(lines[i]) or _is_file_header(lines, i)
+    return bool(_is_hunk_header(lines[i]) or _is_file_header(lines, i)
                 or _GIT_HEADER.match(lines[i]))
 
 
@@ -161,7 +171,7 @@ def repair(diff_text: str) -> tuple[str, list[FileHeader]]:
     while i < len(lines):
         line = lines[i]
         match = _HUNK_HEADER.match(line)
-        if _GIT_HEADER.match(line) or (match and section is not None):
+        if _GIT_HEADER.match(line) or (_is_hunk_header(line) and section is not None):
             flush()  # (a hunk right after a `diff --git` line belongs to that line's paths)
             section = None
         if _GIT_HEADER.match(line):
@@ -180,7 +190,7 @@ def repair(diff_text: str) -> tuple[str, list[FileHeader]]:
             section = None
             i += 2
             continue
-        if not match:
+        if not _is_hunk_header(line):
             i += 1
             continue
         body: list[str] = []
@@ -195,20 +205,23 @@ def repair(diff_text: str) -> tuple[str, list[FileHeader]]:
             i += 1
         old = sum(1 for b in body if b[0] in " -")
         new = sum(1 for b in body if b[0] in " +")
+        numbers = match.groups() if match else (None, None, None)
         if headers:
-            headers[-1].numbered.append(match.group(1) is not None)
-        old_start = int(match.group(1) or 0)
-        new_start = int(match.group(2) or 0)
-        out.append(f"@@ -{old_start},{old} +{new_start},{new} @@{match.group(3) or ''}")
+            headers[-1].numbered.append(numbers[0] is not None)
+            headers[-1].titles.append("" if match else line.strip())
+        old_start, new_start = int(numbers[0] or 0), int(numbers[1] or 0)
+        out.append(f"@@ -{old_start},{old} +{new_start},{new} @@{numbers[2] or ''}")
         out.extend(body)
     flush()
     return "\n".join(out) + "\n", headers
 
 
-def _hunks(patched_file: PatchedFile, numbered: list[bool]) -> list[Hunk]:
-    """A parsed file's hunks, their `\\ No newline` markers folded into flags."""
+def _hunks(patched_file: PatchedFile, header: FileHeader) -> list[Hunk]:
+    """A parsed file's hunks, their `\\ No newline` markers folded into flags; a hunk whose
+    header had a title but no numbers is named by that header, as the model wrote it."""
     hunks = []
-    for hunk, has_numbers in zip(patched_file, numbered, strict=True):
+    for hunk, has_numbers, title in zip(patched_file, header.numbered, header.titles,
+                                        strict=True):
         lines: list[str] = []
         no_eol_old = no_eol_new = False
         for line in hunk:
@@ -218,10 +231,10 @@ def _hunks(patched_file: PatchedFile, numbered: list[bool]) -> list[Hunk]:
                 no_eol_new |= previous in " +"
                 continue
             lines.append(line.line_type + line.value.rstrip("\n"))
-        header = f"@@ -{hunk.source_start},{hunk.source_length} +{hunk.target_start}," \
-                 f"{hunk.target_length} @@"
+        name = title or f"@@ -{hunk.source_start},{hunk.source_length} +{hunk.target_start}," \
+                        f"{hunk.target_length} @@"
         start = hunk.source_start if has_numbers else None
-        hunks.append(Hunk(start, lines, header, no_eol_old, no_eol_new))
+        hunks.append(Hunk(start, lines, name, no_eol_old, no_eol_new))
     return hunks
 
 
@@ -242,5 +255,5 @@ def parse(diff_text: str) -> list[tuple[FileHeader, list[Hunk]]]:
     if any(len(hunk) == 0 for patched in patch for hunk in patched):
         raise PatchError("malformed diff: a hunk has no lines (every line of a hunk starts "
                          "with ' ', '-' or '+')")
-    return [(header, _hunks(patched, header.numbered))
+    return [(header, _hunks(patched, header))
             for patched, header in zip(patch, headers, strict=True)]

@@ -1,6 +1,6 @@
 """Planning a reply's diffs into exact file edits, all or nothing, or a precise refusal.
 
-Owns `plan` (every diff of a reply parsed by `diff`, each path checked by `paths`, each file's
+Owns `plan` (every edit of a reply read by `dialects`, each path checked by `paths`, each file's
 hunks placed by `place`, renames and mode changes followed), `FileEdit` (a file's whole new
 content and mode, which `Sandbox.commit_patch` writes) and `diffstat`. It reads the sandbox but
 never writes to it, and never runs git: the modes git holds come from the caller's `modes_of`.
@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from codeloop.edits.diff import DEV_NULL, FileHeader, Hunk, parse
+from codeloop.edits.dialects import parse_edit
+from codeloop.edits.diff import DEV_NULL, FileHeader, Hunk
 from codeloop.edits.errors import PatchError
 from codeloop.edits.paths import check_path, check_target
 from codeloop.edits.place import apply_hunks, lines_of
@@ -149,7 +150,7 @@ def plan(root: Path, diffs: list[str], modes_of: ModesOf) -> list[FileEdit]:
     files: list[tuple[FileHeader, list[Hunk]]] = []
     for diff_text in diffs:
         try:
-            files.extend(parse(diff_text))
+            files.extend(parse_edit(diff_text))
         except PatchError as exc:
             errors.append(str(exc))
     plans = _Plan(root, _index_modes(root, [header for header, _ in files], modes_of))
@@ -173,7 +174,8 @@ def _plan_file(edit: FileEdit, rel: str, current: str | None, source: str, targe
         return
     if current is None and source != DEV_NULL and (not hunks or any(
             line[0] in " -" for hunk in hunks for line in hunk.lines)):
-        raise PatchError(f"{rel}: the file does not exist; to create it use '--- /dev/null'")
+        raise PatchError(f"{rel}: the file does not exist; to create it use '--- /dev/null' "
+                         "(in a V4A patch '*** Add File:', in SEARCH/REPLACE an empty SEARCH)")
     if source == DEV_NULL and current is not None:
         wanted = "".join(line[1:] + "\n" for h in hunks for line in h.lines if line[0] == "+")
         if current.rstrip() == wanted.rstrip() or lines_of(current) == lines_of(wanted):

@@ -1,9 +1,10 @@
 """Placing hunks by their content and applying them to a file's text, or saying why not.
 
 Owns finding where a hunk goes, tolerant of wrong line numbers, CRLF/LF, trailing whitespace
-and indentation; recognising a hunk already applied; refusing one that fits several places, and
-explaining a hunk that fits nowhere by where it diverges and the closest existing lines. Pure:
-text in, text out; it never touches a file.
+and indentation; V4A's `@@ anchor` lines (searched after each in turn) and `*** End of File`;
+recognising a hunk already applied; refusing one that fits several places, and explaining a hunk
+that fits nowhere by where it diverges and the closest existing lines. Pure: text in, text out;
+it never touches a file.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def _elsewhere(found: list[int], path: str, label: str, number: Callable[[int], 
 
 
 def _divergence(file_lines: list[str], needle: list[str], path: str, label: str,
-                hint: int, number: Callable[[int], int]) -> str:
+                hint: int, number: Callable[[int], int], scope: str = "the file") -> str:
     """Say where the expected lines stop matching the file, and what exists that is closest,
     looking near the hunk's own line numbers first (repeated code elsewhere is not it)."""
     best_pos, best_len = 0, -1
@@ -187,12 +188,23 @@ def _divergence(file_lines: list[str], needle: list[str], path: str, label: str,
         hint = where
     else:
         text = (f"{label} of {path}: its first context/removed line {missing!r} "
-                f"does not occur in the file.")
+                f"does not occur in {scope}.")
     close = _closest(file_lines, _norm(missing), hint)
     if close:
         text += " Closest existing lines: " + "; ".join(
             f"line {number(index)}: {line!r}" for line, index in close)
     return text
+
+
+def _absent(file_lines: list[str], old: list[str], path: str, label: str, hint: int,
+            number: Callable[[int], int], hunk: Hunk, floor: int) -> str:
+    """Why a hunk fits nowhere; for an anchored one, told within the region its last anchor
+    points at (what precedes the anchor is not what it meant)."""
+    if not hunk.anchors:
+        return _divergence(file_lines, old, path, label, hint, number)
+    scope = f"the file after its @@ anchor {hunk.anchors[-1]!r} (line {number(floor - 1)})"
+    return _divergence(file_lines[floor:], old, path, label, 0,
+                       lambda index: number(index + floor), scope)
 
 
 def _closest(file_lines: list[str], wanted: str, hint: int) -> list[tuple[str, int]]:
@@ -209,6 +221,73 @@ def _closest(file_lines: list[str], wanted: str, hint: int) -> list[tuple[str, i
         if close:
             return [(line, nearest[line]) for line in close]
     return []
+
+
+def _anchor_line(file_lines: list[str], anchor: str, start: int) -> int | None:
+    """The first line from `start` on that is `anchor`: exactly, else ignoring trailing
+    whitespace, else stripped (as Codex matches them)."""
+    for key in (_bare, _norm, str.strip):
+        wanted = key(anchor)
+        for index in range(start, len(file_lines)):
+            if key(_bare(file_lines[index])) == wanted:
+                return index
+    return None
+
+
+def _after_anchors(file_lines: list[str], anchors: tuple[str, ...], start: int,
+                   number: Callable[[int], int]) -> tuple[int, str]:
+    """Where a hunk's region starts: just after the line matching each anchor in turn, the first
+    searched after the hunk before (then from the top: hunks sent out of order); or -1 and why
+    not, with the closest existing lines. Without anchors: the whole file."""
+    if not anchors:
+        return 0, ""
+    at = start
+    for depth, anchor in enumerate(anchors):
+        found = _anchor_line(file_lines, anchor, at)
+        if found is None and depth == 0 and at:
+            found = _anchor_line(file_lines, anchor, 0)
+        if found is None:
+            after = f" after line {number(at - 1)} ({anchors[depth - 1]!r})" if depth else ""
+            text = f"its @@ anchor {anchor!r} does not occur in the file{after}."
+            close = _closest(file_lines, _norm(anchor), at)
+            if close:
+                text += " Closest existing lines: " + "; ".join(
+                    f"line {number(index)}: {line!r}" for line, index in close)
+            return -1, text
+        at = found + 1
+    return at, ""
+
+
+def _at_end(file_lines: list[str], old: list[str], new: list[str]) -> tuple[str, list[int]]:
+    """A `*** End of File` hunk where its old side ends the file ("apply"), or its new side
+    does ("applied"); ("", []) when neither does. A hunk that only adds lines is applied when
+    they already end the file."""
+    sides = (("applied", new), ("apply", old)) if not old else (("apply", old), ("applied", new))
+    for key in (_norm, str.strip):
+        for verdict, side in sides:
+            pos = len(file_lines) - len(side)
+            if side and pos >= 0 and list(map(key, file_lines[pos:])) == list(map(key, side)):
+                return verdict, [pos]
+    return ("apply", [len(file_lines)]) if not old else ("", [])
+
+
+def _place_v4a(file_lines: list[str], floor: int, hunk: Hunk, old: list[str], new: list[str],
+               cursor: int | None, adds: bool) -> tuple[str, list[int]]:
+    """`_place` for a hunk with anchors or `*** End of File`: only in the region after its
+    anchors (from `floor`), where the first fit is the one meant, as the anchor said where to
+    look; an End of File hunk at the file's end first, elsewhere only if it does not fit there."""
+    if hunk.at_end:
+        verdict, found = _at_end(file_lines, old, new)
+        if verdict and found[0] >= floor:
+            return verdict, found
+    start = None if cursor is None else max(cursor - floor, 0)
+    verdict, found = _place(file_lines[floor:], old, new, start or 0, False, start, adds)
+    found = [pos + floor for pos in found]
+    if hunk.anchors and verdict == "ambiguous":
+        return "apply", found[:1]
+    if hunk.anchors and verdict == "elsewhere":  # (the one nearer the anchor is meant)
+        return ("apply", found[:1]) if found[0] < found[1] else ("applied", found[1:])
+    return verdict, found
 
 
 def apply_hunks(path: str, content: str, hunks: list[Hunk]) -> tuple[str, list[str]]:
@@ -230,7 +309,15 @@ def apply_hunks(path: str, content: str, hunks: list[Hunk]) -> tuple[str, list[s
         else:
             hint = hunk.old_start + delta if numbered else len(file_lines)
         adds = any(line[0] == "+" and line[1:].strip() for line in hunk.lines)
-        verdict, found = _place(file_lines, old, new, hint, numbered, cursor, adds)
+        number = partial(_as_sent, applied=applied)
+        floor, problem = _after_anchors(file_lines, hunk.anchors, cursor or 0, number)
+        if problem:
+            errors.append(f"{label} of {path}: {problem}")
+            continue
+        if hunk.anchors or hunk.at_end:
+            verdict, found = _place_v4a(file_lines, floor, hunk, old, new, cursor, adds)
+        else:
+            verdict, found = _place(file_lines, old, new, hint, numbered, cursor, adds)
         if verdict == "applied":
             already.append(f"{path} {label}")
             # (the file holds its effect: what follows sits where the new side numbers it)
@@ -238,10 +325,9 @@ def apply_hunks(path: str, content: str, hunks: list[Hunk]) -> tuple[str, list[s
             cursor = found[0] + len(new)
             continue
         if verdict != "apply":
-            number = partial(_as_sent, applied=applied)
             errors.append(_ambiguity(found, path, label, number) if verdict == "ambiguous"
                           else _elsewhere(found, path, label, number) if verdict == "elsewhere"
-                          else _divergence(file_lines, old, path, label, hint, number))
+                          else _absent(file_lines, old, path, label, hint, number, hunk, floor))
             continue
         pos = found[0]
         fit = reindent(old, [_bare(line) for line in file_lines[pos:pos + len(old)]])

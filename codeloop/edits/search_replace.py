@@ -1,0 +1,131 @@
+"""Reading Aider's SEARCH/REPLACE blocks into the edit model: one unnumbered hunk per block.
+
+Owns recognising the dialect (a `<<<<<<< SEARCH` line), finding each block's path (alone on
+the line before the block, or before its opening fence), and turning each block into a `Hunk`
+named `SEARCH block N`, so that `place` finds it by content and names it in its refusals.
+Prose and fences around the blocks are ignored. Pure: it never reads the files it names; an
+empty SEARCH section means "create this file", and whether it exists is `patch`'s to say.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+
+from codeloop.edits.diff import DEV_NULL, FileHeader, Hunk
+from codeloop.edits.errors import PatchError
+
+# (Aider's own parser accepts 5 to 9 marker characters; models miscount them)
+_SEARCH = re.compile(r"^<{5,9} SEARCH>?\s*$")
+_DIVIDER = re.compile(r"^={5,9}\s*$")
+_REPLACE = re.compile(r"^>{5,9} REPLACE\s*$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+@dataclass
+class _Block:
+    number: int  # 1-based, in the order of the text
+    path: str
+    search: list[str] = field(default_factory=list)
+    replace: list[str] = field(default_factory=list)
+
+
+def is_search_replace(text: str) -> bool:
+    """Whether `text` holds a SEARCH/REPLACE block (or a broken one: its refusal is precise)."""
+    return any(_SEARCH.match(line) for line in text.replace("\r\n", "\n").split("\n"))
+
+
+def _path_on(line: str) -> str:
+    """The path a line names when it holds a path alone (as Aider's models write it: bare, in
+    backticks or bold, as a heading, with a trailing colon), else ""."""
+    name = line.strip().lstrip("#").strip().strip("*`'\"").rstrip(":").strip("*`'\"")
+    return "" if not name or any(char.isspace() for char in name) else name
+
+
+def _path_before(lines: list[str], at: int, previous: str) -> str:
+    """The path of the block whose SEARCH line is `at`: the line above it, past blank lines and
+    its opening fence. Right after another block (several blocks in one fence) it is that
+    block's path; "" when there is none."""
+    i = at - 1
+    while i >= 0 and (not lines[i].strip() or _FENCE.match(lines[i])):
+        i -= 1
+    if i < 0:
+        return ""
+    if _REPLACE.match(lines[i]):
+        return previous
+    return _path_on(lines[i])
+
+
+def _read_blocks(lines: list[str]) -> tuple[list[_Block], list[str]]:
+    """Every block of the text, and what is wrong with each malformed one."""
+    blocks: list[_Block] = []
+    errors: list[str] = []
+    previous = ""
+    i = 0
+    while i < len(lines):
+        if not _SEARCH.match(lines[i]):
+            i += 1
+            continue
+        block = _Block(len(blocks) + 1, _path_before(lines, i, previous))
+        name = f"SEARCH/REPLACE block {block.number}" + (f" for {block.path}" if block.path
+                                                          else "")
+        i += 1
+        section = block.search
+        while i < len(lines) and not _SEARCH.match(lines[i]) and not _REPLACE.match(lines[i]):
+            if section is block.search and _DIVIDER.match(lines[i]):
+                section = block.replace
+            else:
+                section.append(lines[i])
+            i += 1
+        closed = i < len(lines) and bool(_REPLACE.match(lines[i]))
+        if section is block.search:
+            errors.append(f"{name}: no '=======' line between its SEARCH and REPLACE lines")
+        elif not closed:
+            errors.append(f"{name}: no '>>>>>>> REPLACE' line ends it")
+        elif not block.path:
+            errors.append(f"{name}: no file path; write the path alone on the line before "
+                          "'<<<<<<< SEARCH' (or before the block's opening fence)")
+        else:
+            blocks.append(block)
+            previous = block.path
+        i += closed
+    return blocks, errors
+
+
+def _hunk(block: _Block) -> Hunk:
+    """The block as a hunk: the lines SEARCH and REPLACE share are context, the rest removed and
+    added. (All '-' then all '+' would find the same place, but would rewrite unchanged lines
+    from the model's copy, losing the file's own trailing whitespace, and would count a block
+    that only deletes lines as one that adds them; with context it is the hunk a unified diff of
+    the same change holds, and lands byte for byte as that diff would.)"""
+    lines: list[str] = []
+    matcher = difflib.SequenceMatcher(None, block.search, block.replace, autojunk=False)
+    for tag, old_from, old_to, new_from, new_to in matcher.get_opcodes():
+        if tag == "equal":
+            lines.extend(" " + line for line in block.search[old_from:old_to])
+            continue
+        lines.extend("-" + line for line in block.search[old_from:old_to])
+        lines.extend("+" + line for line in block.replace[new_from:new_to])
+    return Hunk(None, lines, f"SEARCH block {block.number}")
+
+
+def parse(text: str) -> list[tuple[FileHeader, list[Hunk]]]:
+    """The text's blocks as file operations: each file's blocks one update, in order; a block
+    with an empty SEARCH section one creation. Raises PatchError naming each malformed block."""
+    blocks, errors = _read_blocks(text.replace("\r\n", "\n").split("\n"))
+    if errors:
+        raise PatchError("\n".join(errors))
+    files: list[tuple[FileHeader, list[Hunk]]] = []
+    updates: dict[str, list[Hunk]] = {}
+    for block in blocks:
+        if not any(line.strip() for line in block.search):
+            files.append((FileHeader(DEV_NULL, block.path),
+                          [Hunk(None, ["+" + line for line in block.replace],
+                                f"SEARCH block {block.number}")]))
+        elif block.path in updates:
+            updates[block.path].append(_hunk(block))
+        else:
+            updates[block.path] = [_hunk(block)]
+            files.append((FileHeader(block.path, block.path), updates[block.path]))
+    return files
