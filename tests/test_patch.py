@@ -299,9 +299,11 @@ def test_line_appended_after_last_line_without_newline(apply: Apply) -> None:
     assert _read(root, "n.txt") == b"first\nsecond\nlast\nafter\n"
 
 
-def test_text_without_diff_headers_is_malformed(make_repo: MakeRepo) -> None:
+def test_text_without_diff_headers_is_refused_saying_what_codeloop_reads(make_repo: MakeRepo
+                                                                         ) -> None:
     root = make_repo({"greet.py": GREET})
-    with pytest.raises(PatchError, match="malformed"):
+    with pytest.raises(PatchError, match="no edit codeloop can read.*'Sure! Change.*unified "
+                                         "diff.*V4A patch.*SEARCH/REPLACE"):
         plan(root, ["Sure! Change `hello` to `hi` in greet.py and it will work.\n"],
              partial(index_modes, root))
     assert _read(root, "greet.py") == GREET
