@@ -1,7 +1,7 @@
 """Every edit dialect, in every carrier, gives the same files; edit-like text is never ignored.
 
 The corpus is `tests/data/dialects/` (its README says what each folder holds). The differential
-tests extract each reply's or argument's edit as the agent does (`diffs_in_text`,
+tests extract each reply's or argument's edit as the agent does (`scan_text`,
 `patch_argument`), plan it with `plan` against a copy of the sample project, and compare the
 resulting bytes with `expected/`. The last tests run `codeloop --task` against the scripted
 server: a reply whose edit cannot be used is a rejection the model is told about, not `no_edits`.
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from codeloop.edits.errors import PatchError
-from codeloop.edits.extract import diffs_in_text, patch_argument, scan_text
+from codeloop.edits.extract import patch_argument, scan_text
 from codeloop.edits.patch import plan
 from tests.conftest import PYTEST_CMD, fix_diff, make_repo, run_codeloop
 from tests.scripted_server import Reply, ScriptedModelServer
@@ -97,9 +97,9 @@ def test_a_hostile_path_is_refused_in_every_dialect_as_in_a_git_diff(project: Pa
 
 def test_a_fenced_diff_comes_back_as_it_came_and_a_cut_off_one_is_dropped():
     diff = fix_diff("offbyone")
-    assert diffs_in_text(f"Fix:\n\n```diff\n{diff}```\nDone.") == [diff]
-    assert diffs_in_text(f"Fix:\n\n```diff\n{diff}", cut_off=True) == []
-    assert diffs_in_text(f"Fix:\n\n{diff}\n*** Begin Patch\n*** Update File: x", cut_off=True) \
+    assert scan_text(f"Fix:\n\n```diff\n{diff}```\nDone.").edits == [diff]
+    assert scan_text(f"Fix:\n\n```diff\n{diff}", cut_off=True).edits == []
+    assert scan_text(f"Fix:\n\n{diff}\n*** Begin Patch\n*** Update File: x", cut_off=True).edits \
         == [diff]
 
 
@@ -107,13 +107,13 @@ def test_edits_of_several_dialects_come_in_the_order_they_appear():
     v4a = (CORPUS / "v4a.patch").read_text()
     udiff = (CORPUS / "unified_git.diff").read_text()
     text = f"First:\n\n{v4a}\nThen:\n\n```diff\n{udiff}```\n"
-    assert diffs_in_text(text) == [v4a, udiff]
-    assert diffs_in_text(f"```diff\n{udiff}```\nand\n```\n{v4a}```\n") == [udiff, v4a]
+    assert scan_text(text).edits == [v4a, udiff]
+    assert scan_text(f"```diff\n{udiff}```\nand\n```\n{v4a}```\n").edits == [udiff, v4a]
 
 
 def test_all_search_replace_blocks_of_a_reply_are_one_edit():
     text = (CORPUS / "replies" / "sr_fenced.md").read_text()
-    [edit] = diffs_in_text(text)
+    [edit] = scan_text(text).edits
     assert edit.count("<<<<<<< SEARCH") == 4
     assert edit.splitlines()[0] == "calc.py" and "\nshapes.py\n<<<<<<< SEARCH\n" in edit
 
@@ -175,3 +175,37 @@ def test_a_broken_edit_in_text_is_rejected_and_the_model_told(tmp_path, isolated
     assert feedback["role"] == "user" and "NOT applied" in feedback["content"]
     assert rejected["reason"] in feedback["content"]
     assert events[-1]["outcome"] == "passed" and done.returncode == 0
+
+
+def test_a_good_diff_beside_a_quoted_fragment_applies_as_before(tmp_path, isolated_env):
+    repo = make_repo(tmp_path, "offbyone")
+    reply = ("```diff\n" + fix_diff("offbyone") + "```\n\nIn short, the count rounds up:\n\n"
+             "```diff\n-    return total // per_page + 1\n```\n")
+    with ScriptedModelServer([Reply(text=reply)]) as server:
+        done = run_codeloop(repo, isolated_env, "--task", "make the tests pass", "--base-url",
+                            server.base_url, "--model", "scripted", "--test-cmd", PYTEST_CMD,
+                            "--edit-mode", "text", "--json")
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [e["outcome"] for e in events if e["type"] == "turn.end"] == ["applied"], done.stderr
+    assert done.returncode == 0
+
+
+def test_a_diff_quoted_in_a_fence_of_another_language_is_no_edit():
+    good = "```diff\n--- a/calc.py\n+++ b/calc.py\n@@ -1,2 +1,2 @@\n def add(a, b):\n" \
+           "-    return a - b\n+    return a + b\n```\n"
+    quoted = "The test said:\n```text\n--- expected\n+++ actual\n@@ -1 +1 @@\n-3\n+-1\n```\n"
+    assert scan_text(good + quoted).edits == scan_text(good).edits
+    assert scan_text(good + quoted).unusable == []
+
+
+def test_a_block_after_prose_names_no_file_and_creates_none(project: Path):
+    text = ("Create the new module as follows:\n```python\n<<<<<<< SEARCH\n=======\n"
+            "def helper():\n    return 1\n>>>>>>> REPLACE\n```\n")
+    with pytest.raises(PatchError, match="no file path"):
+        plan(project, scan_text(text).edits + scan_text(text).unusable, _no_modes)
+    assert _tree(project) == _tree(CORPUS / "project")
+
+
+def test_a_titled_line_before_the_first_file_header_is_prose(project: Path):
+    diff = (CORPUS / "unified_git.diff").read_text()
+    assert _result(project, ["@@ Fix the sign\n\n" + diff]) == _result(project, [diff])

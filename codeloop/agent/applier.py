@@ -65,9 +65,11 @@ class Applier:
                 answers[call.call_id] = (f"error: there is no tool named {call.name!r}; use "
                                          "apply_patch, read_file, search or list_files")
         found = scan_text(done.text, cut_off=done.finish_reason == "length")
-        # what is edit-like but no usable edit is refused by `plan`, precisely: the turn never
-        # ends `no_edits` on an edit the model believes it sent
-        proposals += [ProposedEdit("text", text) for text in found.edits + found.unusable]
+        proposals += [ProposedEdit("text", text) for text in found.edits]
+        if not proposals:  # what is edit-like but no usable edit is refused by `plan`, precisely:
+            # the turn never ends `no_edits` on an edit the model believes it sent (beside a
+            # usable edit, a fragment is the model quoting itself: left alone, as before)
+            proposals += [ProposedEdit("text", text) for text in found.unusable]
         for proposal in proposals:
             self.events.emit(PatchProposed(turn=turn, source=proposal.source,
                                            patch=proposal.diff))

@@ -171,7 +171,10 @@ def repair(diff_text: str) -> tuple[str, list[FileHeader]]:
     while i < len(lines):
         line = lines[i]
         match = _HUNK_HEADER.match(line)
-        if _GIT_HEADER.match(line) or (_is_hunk_header(line) and section is not None):
+        # a titled `@@` line starts a hunk only under a file header: before the first one it is
+        # the model's prose (`@@ Fix the sign`), skipped as it always was
+        hunk = bool(match or (_TITLED_HEADER.match(line) and (headers or section is not None)))
+        if _GIT_HEADER.match(line) or (hunk and section is not None):
             flush()  # (a hunk right after a `diff --git` line belongs to that line's paths)
             section = None
         if _GIT_HEADER.match(line):
@@ -190,7 +193,7 @@ def repair(diff_text: str) -> tuple[str, list[FileHeader]]:
             section = None
             i += 2
             continue
-        if not _is_hunk_header(line):
+        if not hunk:
             i += 1
             continue
         body: list[str] = []

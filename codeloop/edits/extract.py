@@ -16,14 +16,13 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from codeloop.edits.search_replace import DIVIDER_LINE, REPLACE_LINE, SEARCH_LINE, path_on
+
 _FENCE = re.compile(r"^```[ \t]*([\w+-]*)[^\n]*\n(.*?)(^```[ \t]*$|\Z)", re.MULTILINE | re.DOTALL)
 _DIFF_LANGS = {"diff", "patch", "udiff"}
 _BEGIN = re.compile(r"^\*\*\* Begin Patch\s*$")
 _END = re.compile(r"^\*\*\* End Patch\s*$")
 _V4A_FILE = re.compile(r"^\*\*\* (?:Update|Add|Delete) File: ")
-_SEARCH = re.compile(r"^<{5,9} SEARCH\s*$")
-_DIVIDER = re.compile(r"^={5,9}\s*$")
-_REPLACE = re.compile(r"^>{5,9} REPLACE\s*$")
 _HUNK = re.compile(r"^@@(?: -\d|.*@@)")
 _EDIT_LIKE = re.compile(r"^(?:\*\*\* Begin Patch|\*\*\* (?:Update|Add|Delete) File: |<{5,9} SEARCH"
                         r"|@@ -\d|@@.*@@|--- .*\n\+\+\+ )", re.MULTILINE)
@@ -82,13 +81,13 @@ def _joined(lines: list[str]) -> str:
 
 
 def _path_of(line: str) -> str:
-    """The file path a line before a SEARCH block names (`calc.py`, `` `calc.py` ``,
-    `**calc.py**:`, `In calc.py:`)."""
-    quoted = re.search(r"`([^`\s]+)`", line)
-    if quoted:
-        return quoted.group(1)
-    words = line.strip().strip("*#:").split()
-    return words[-1].strip("*:,") if words else ""
+    """The file path a line before a SEARCH block names: the line alone (`calc.py`,
+    `**calc.py**:`, `## calc.py`), or one quoted path in prose (`In `calc.py`:`). Any other
+    prose names none, and the block is refused for it (never a file named after a word)."""
+    quoted = re.findall(r"`([^`\s]+)`", line)
+    if len(quoted) == 1 and ("." in quoted[0] or "/" in quoted[0]):
+        return quoted[0]
+    return path_on(line)
 
 
 def _is_v4a_line(line: str) -> bool:
@@ -119,11 +118,11 @@ def _search_replace(lines: list[str], i: int) -> tuple[list[str], int, bool]:
     complete (a divider, then the REPLACE marker, before any other SEARCH)."""
     j, divided = i + 1, False
     while j < len(lines):
-        if _SEARCH.match(lines[j]):
+        if SEARCH_LINE.match(lines[j]):
             break
-        if _DIVIDER.match(lines[j]) and not divided:
+        if DIVIDER_LINE.match(lines[j]) and not divided:
             divided = True
-        elif _REPLACE.match(lines[j]):
+        elif REPLACE_LINE.match(lines[j]):
             return lines[i:j + 1], j + 1, divided
         j += 1
     return lines[i:j], j, False
@@ -150,17 +149,19 @@ def _block_text(scan: _Scan, lines: list[str], i: int, block: list[str]) -> str:
     block's REPLACE marker means the same file as that block)."""
     before = next((line for line in reversed(lines[:i])
                    if line.strip() and not line.startswith("```")), "")
-    if before and not _REPLACE.match(before):
+    if before and not REPLACE_LINE.match(before):
         scan.path = _path_of(before)
-    divider = next(n for n, line in enumerate(block) if _DIVIDER.match(line))
+    divider = next(n for n, line in enumerate(block) if DIVIDER_LINE.match(line))
     search, replace = block[1:divider], block[divider + 1:-1]
     return (f"{scan.path}\n<<<<<<< SEARCH\n{_joined(search)}=======\n{_joined(replace)}"
             ">>>>>>> REPLACE\n")
 
 
-def _scan_lines(scan: _Scan, text: str, offset: int, at_end: bool) -> None:
+def _scan_lines(scan: _Scan, text: str, offset: int, at_end: bool, diffs: bool = True) -> None:
     """Find the edits in `text` (bare, or one fence's body), which starts at `offset` of the
-    reply; `at_end`: it runs to the reply's end (where a cut-off reply lost its tail)."""
+    reply; `at_end`: it runs to the reply's end (where a cut-off reply lost its tail).
+    `diffs`: unified diffs count too (not in a fence tagged as another language: there they are
+    quoted output, `ruff --diff`'s or a failing test's)."""
     lines = _lines(text)
     starts = [0]
     for line in lines:
@@ -173,7 +174,7 @@ def _scan_lines(scan: _Scan, text: str, offset: int, at_end: bool) -> None:
             if not complete and scan.cut_off and at_end:
                 return
             (scan.edits if complete else scan.unusable).append((where, edit))
-        elif _SEARCH.match(line):
+        elif SEARCH_LINE.match(line):
             block, j, complete = _search_replace(lines, i)
             if not complete and scan.cut_off and at_end and j == len(lines):
                 return
@@ -183,7 +184,7 @@ def _scan_lines(scan: _Scan, text: str, offset: int, at_end: bool) -> None:
                 path = next((x for x in reversed(lines[:i]) if x.strip()), "")
                 scan.unusable.append((where, _joined([path, *block])))
             i = j
-        elif line.startswith(("diff --git ", "--- ")) or _HUNK.match(line):
+        elif diffs and (line.startswith(("diff --git ", "--- ")) or _HUNK.match(line)):
             edit, j = _diff(lines, i)
             if scan.cut_off and at_end and not "".join(lines[j:]).strip():
                 return
@@ -207,7 +208,8 @@ def _scan_fence(scan: _Scan, match: re.Match[str], text: str) -> None:
     if _EDIT_LIKE.search(body):
         outside = _lines(text[:match.start()])
         scan.path = _path_of(next((x for x in reversed(outside) if x.strip()), "")) or scan.path
-        _scan_lines(scan, body, match.start(2), at_end=not closed)
+        _scan_lines(scan, body, match.start(2), at_end=not closed,
+                    diffs=lang in _DIFF_LANGS or not lang)
     if lang in _DIFF_LANGS and before == len(scan.edits) + len(scan.unusable) + len(scan.blocks):
         scan.unusable.append((match.start(2), body))  # a ```diff fence that holds no diff
 
@@ -227,11 +229,6 @@ def scan_text(text: str, cut_off: bool = False) -> Found:
         last = match.end()
     _scan_lines(scan, text[last:], last, at_end=True)
     return scan.found()
-
-
-def diffs_in_text(text: str, cut_off: bool = False) -> list[str]:
-    """The usable edits in a reply's text, in order of appearance (see `scan_text`)."""
-    return scan_text(text, cut_off).edits
 
 
 def _as_edit(value: str) -> str:

@@ -17,9 +17,9 @@ from codeloop.edits.diff import DEV_NULL, FileHeader, Hunk
 from codeloop.edits.errors import PatchError
 
 # (Aider's own parser accepts 5 to 9 marker characters; models miscount them)
-_SEARCH = re.compile(r"^<{5,9} SEARCH>?\s*$")
-_DIVIDER = re.compile(r"^={5,9}\s*$")
-_REPLACE = re.compile(r"^>{5,9} REPLACE\s*$")
+SEARCH_LINE = re.compile(r"^<{5,9} SEARCH>?\s*$")
+DIVIDER_LINE = re.compile(r"^={5,9}\s*$")
+REPLACE_LINE = re.compile(r"^>{5,9} REPLACE\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 
 
@@ -33,10 +33,10 @@ class _Block:
 
 def is_search_replace(text: str) -> bool:
     """Whether `text` holds a SEARCH/REPLACE block (or a broken one: its refusal is precise)."""
-    return any(_SEARCH.match(line) for line in text.replace("\r\n", "\n").split("\n"))
+    return any(SEARCH_LINE.match(line) for line in text.replace("\r\n", "\n").split("\n"))
 
 
-def _path_on(line: str) -> str:
+def path_on(line: str) -> str:
     """The path a line names when it holds a path alone (as Aider's models write it: bare, in
     backticks or bold, as a heading, with a trailing colon), else ""."""
     name = line.strip().lstrip("#").strip().strip("*`'\"").rstrip(":").strip("*`'\"")
@@ -52,9 +52,9 @@ def _path_before(lines: list[str], at: int, previous: str) -> str:
         i -= 1
     if i < 0:
         return ""
-    if _REPLACE.match(lines[i]):
+    if REPLACE_LINE.match(lines[i]):
         return previous
-    return _path_on(lines[i])
+    return path_on(lines[i])
 
 
 def _read_blocks(lines: list[str]) -> tuple[list[_Block], list[str]]:
@@ -64,7 +64,7 @@ def _read_blocks(lines: list[str]) -> tuple[list[_Block], list[str]]:
     previous = ""
     i = 0
     while i < len(lines):
-        if not _SEARCH.match(lines[i]):
+        if not SEARCH_LINE.match(lines[i]):
             i += 1
             continue
         block = _Block(len(blocks) + 1, _path_before(lines, i, previous))
@@ -72,13 +72,14 @@ def _read_blocks(lines: list[str]) -> tuple[list[_Block], list[str]]:
                                                           else "")
         i += 1
         section = block.search
-        while i < len(lines) and not _SEARCH.match(lines[i]) and not _REPLACE.match(lines[i]):
-            if section is block.search and _DIVIDER.match(lines[i]):
+        while i < len(lines) and not (SEARCH_LINE.match(lines[i])
+                                      or REPLACE_LINE.match(lines[i])):
+            if section is block.search and DIVIDER_LINE.match(lines[i]):
                 section = block.replace
             else:
                 section.append(lines[i])
             i += 1
-        closed = i < len(lines) and bool(_REPLACE.match(lines[i]))
+        closed = i < len(lines) and bool(REPLACE_LINE.match(lines[i]))
         if section is block.search:
             errors.append(f"{name}: no '=======' line between its SEARCH and REPLACE lines")
         elif not closed:
