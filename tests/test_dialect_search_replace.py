@@ -127,3 +127,16 @@ def test_hostile_path_is_refused(tmp_path: Path, path: str, search: str) -> None
 ])
 def test_malformed_block_is_refused_naming_it(tmp_path: Path, reply: str, message: str) -> None:
     assert message in _refusal(_repo(tmp_path, {"calc.py": CALC}), reply)
+
+
+def test_refusals_speak_of_search_lines(tmp_path: Path) -> None:
+    root = committed_repo(tmp_path / "r", {"calc.py": "def add(a, b):\n    return a + b\n\n\n"
+                                                      "def sub(a, b):\n    return a + b\n"})
+    missing = "calc.py\n<<<<<<< SEARCH\ndef sub(a, b):\n    return a * b\n=======\n" \
+              "def sub(a, b):\n    return a - b\n>>>>>>> REPLACE\n"
+    with pytest.raises(PatchError, match=r"SEARCH line 2 expects '    return a \* b'"):
+        plan(root, [missing], partial(index_modes, root))
+    twice = "calc.py\n<<<<<<< SEARCH\n    return a + b\n=======\n    return a - b\n" \
+            ">>>>>>> REPLACE\n"
+    with pytest.raises(PatchError, match="its SEARCH lines match 2 places .*more SEARCH lines"):
+        plan(root, [twice], partial(index_modes, root))

@@ -150,12 +150,25 @@ def _as_sent(index: int, applied: list[tuple[int, int, int]]) -> int:
     return index + 1
 
 
-def _ambiguity(found: list[int], path: str, label: str, number: Callable[[int], int]) -> str:
+def _ambiguity(found: list[int], path: str, label: str, number: Callable[[int], int],
+               hunk: Hunk) -> str:
     lines = [str(number(pos)) for pos in found]
     listed = ", ".join(lines[:-1]) + " and " + lines[-1]
+    if _searched(hunk):
+        return (f"{label} of {path}: its SEARCH lines match {len(found)} places (lines "
+                f"{listed}). Send the block with more SEARCH lines, so that it matches one place.")
+    if hunk.anchors or hunk.header == "@@":  # a V4A hunk: anchors say where, not numbers
+        return (f"{label} of {path}: its context matches {len(found)} places (lines {listed}). "
+                "Send the hunk with an @@ anchor line (the def or class line above the change) "
+                "or with more context lines, so that it matches one place.")
     return (f"{label} of {path}: its context matches {len(found)} places (lines {listed}) and "
             "its line numbers do not say which. Send the hunk with correct line numbers or "
             "with more context lines, so that it matches one place.")
+
+
+def _searched(hunk: Hunk) -> bool:
+    """Whether the hunk is a SEARCH/REPLACE block (refusals then speak of SEARCH lines)."""
+    return hunk.header.startswith("SEARCH block")
 
 
 def _elsewhere(found: list[int], path: str, label: str, number: Callable[[int], int]) -> str:
@@ -166,7 +179,8 @@ def _elsewhere(found: list[int], path: str, label: str, number: Callable[[int], 
 
 
 def _divergence(file_lines: list[str], needle: list[str], path: str, label: str,
-                hint: int, number: Callable[[int], int], scope: str = "the file") -> str:
+                hint: int, number: Callable[[int], int], scope: str = "the file",
+                term: str = "hunk") -> str:
     """Say where the expected lines stop matching the file, and what exists that is closest,
     looking near the hunk's own line numbers first (repeated code elsewhere is not it)."""
     best_pos, best_len = 0, -1
@@ -183,12 +197,12 @@ def _divergence(file_lines: list[str], needle: list[str], path: str, label: str,
         where = best_pos + best_len
         actual = _bare(file_lines[where]) if where < len(file_lines) else "<end of file>"
         text = (f"{label} of {path}: its first {best_len} line(s) match the file at line "
-                f"{number(best_pos)}, but hunk line {best_len + 1} expects {missing!r} where the "
+                f"{number(best_pos)}, but {term} line {best_len + 1} expects {missing!r} where the "
                 f"file has {actual!r} (line {number(where)}).")
         hint = where
     else:
-        text = (f"{label} of {path}: its first context/removed line {missing!r} "
-                f"does not occur in {scope}.")
+        first = "SEARCH line" if term == "SEARCH" else "context/removed line"
+        text = f"{label} of {path}: its first {first} {missing!r} does not occur in {scope}."
     close = _closest(file_lines, _norm(missing), hint)
     if close:
         text += " Closest existing lines: " + "; ".join(
@@ -201,7 +215,8 @@ def _absent(file_lines: list[str], old: list[str], path: str, label: str, hint: 
     """Why a hunk fits nowhere; for an anchored one, told within the region its last anchor
     points at (what precedes the anchor is not what it meant)."""
     if not hunk.anchors:
-        return _divergence(file_lines, old, path, label, hint, number)
+        return _divergence(file_lines, old, path, label, hint, number,
+                           term="SEARCH" if _searched(hunk) else "hunk")
     scope = f"the file after its @@ anchor {hunk.anchors[-1]!r} (line {number(floor - 1)})"
     return _divergence(file_lines[floor:], old, path, label, 0,
                        lambda index: number(index + floor), scope)
@@ -325,7 +340,7 @@ def apply_hunks(path: str, content: str, hunks: list[Hunk]) -> tuple[str, list[s
             cursor = found[0] + len(new)
             continue
         if verdict != "apply":
-            errors.append(_ambiguity(found, path, label, number) if verdict == "ambiguous"
+            errors.append(_ambiguity(found, path, label, number, hunk) if verdict == "ambiguous"
                           else _elsewhere(found, path, label, number) if verdict == "elsewhere"
                           else _absent(file_lines, old, path, label, hint, number, hunk, floor))
             continue
