@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from codeloop import __version__
-from codeloop.config import EDIT_MODES, TRANSPORTS, Config, ConfigError, env_name, parse_bool
+from codeloop.config import EDIT_TOOLS, TRANSPORTS, Config, ConfigError, env_name, parse_bool
 from codeloop.core.kinds import ExitCode
 from codeloop.interrupts import CtrlC, hold_ctrl_c, let_go_of_sigint
 
@@ -31,12 +31,14 @@ FLAG_KEYS = {
     "--model": "model", "--base-url": "base_url", "--transport": "transport",
     "--api-key-env": "api_key_env", "--test-cmd": "test_command",
     "--test-timeout": "test_timeout_s", "--max-iterations": "max_iterations",
-    "--edit-mode": "edit_mode", "--max-output-tokens": "max_output_tokens",
+    "--edit-tool": "edit_tool", "--builtin-patch-models": "builtin_patch_models",
+    "--max-output-tokens": "max_output_tokens",
     "--request-timeout": "request_timeout_s", "--responses-store": "responses_store",
     "--context-window": "context_window", "--compact-at": "compact_at",
     "--keep-recent-turns": "keep_recent_turns", "--tool-output-tokens": "tool_output_tokens",
     "--warm-tests": "warm_tests", "--fail-fast": "fail_fast",
 }
+LEGACY_FLAGS = {"--edit-mode": "edit_mode"}  # still read, as the key that replaced it
 _FLAG_HELP = {
     "model": "model name sent to the server",
     "base_url": "OpenAI-compatible API root, e.g. http://127.0.0.1:8080/v1",
@@ -45,7 +47,11 @@ _FLAG_HELP = {
     "test_command": "test command run in the sandbox (detected when not set)",
     "test_timeout_s": "seconds before a test run's whole process group is killed",
     "max_iterations": "maximum number of turns (model requests)",
-    "edit_mode": f"how edits are asked for: {', '.join(EDIT_MODES)}",
+    "edit_tool": f"how edits are asked for: {', '.join(EDIT_TOOLS)} (auto: the model's "
+                 "built-in apply_patch tool on Responses wires where it has one, else the "
+                 "apply_patch function)",
+    "builtin_patch_models": "comma-separated name patterns of the models that have the "
+                            "built-in apply_patch tool",
     "max_output_tokens": "cap on tokens per reply",
     "request_timeout_s": "seconds to wait for the next byte of a reply",
     "responses_store": "Responses over HTTP: let the server keep the conversation (store=true) "
@@ -92,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
             metavar=key.upper().removesuffix("_S"),
             help=f"{_FLAG_HELP[key]} [{env_name(key)}; default: {getattr(defaults, key)!r}]",
         )
+    for flag, key in LEGACY_FLAGS.items():
+        parser.add_argument(flag, dest=key, default=None, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     clean = commands.add_parser(
         "clean", help="remove the sandbox worktrees and branches codeloop made",
@@ -282,9 +290,10 @@ def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, R
 
     # every API key in the environment stays out of the tests and off every output
     env_keys = tuple(name for name in os.environ if name.endswith(("_API_KEY", "_API_TOKEN")))
-    flags = {key: getattr(args, key) for key in FLAG_KEYS.values()}
+    names = {key: flag for flag, key in (*FLAG_KEYS.items(), *LEGACY_FLAGS.items())}
+    flags = {key: getattr(args, key) for key in names}
     try:
-        config, _ = load_config(repo_root, flags, flag_names={v: k for k, v in FLAG_KEYS.items()})
+        config, _ = load_config(repo_root, flags, flag_names=names)
     except ConfigError as exc:  # it quotes the bad value: maybe a key, set in the wrong place
         raise ConfigError(redact(str(exc), _secret_values(env_keys))) from None
     api_key = os.environ.get(config.api_key_env) or None

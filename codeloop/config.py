@@ -16,11 +16,14 @@ from urllib.parse import urlsplit
 
 from codeloop.core.dirs import config_dir
 from codeloop.core.errors import CodeloopError
-from codeloop.core.kinds import EditMode, ExitCode
+from codeloop.core.kinds import LEGACY_EDIT_MODES, EditTool, ExitCode
 
 TRANSPORTS = ("auto", "chat", "responses-http", "responses-ws")
 WARM_MODES = ("auto", "on", "off")
-EDIT_MODES = tuple(EditMode)
+EDIT_TOOLS = tuple(EditTool)
+# the models with the Responses API's built-in apply_patch tool (GPT-5.1 and later, the codex
+# families), as comma-separated fnmatch patterns: `builtin_patch_models`' default
+BUILTIN_PATCH_MODELS = "gpt-5.[1-9]*,gpt-[6-9]*,*codex*"
 
 
 class ConfigError(CodeloopError):
@@ -40,7 +43,8 @@ class Config:
     test_command: str = ""
     test_timeout_s: float = 300.0
     max_iterations: int = 8
-    edit_mode: str = "auto"
+    edit_tool: str = "auto"
+    builtin_patch_models: str = BUILTIN_PATCH_MODELS
     max_output_tokens: int = 8192
     request_timeout_s: float = 120.0
     responses_store: bool = False
@@ -67,7 +71,8 @@ def parse_bool(text: str) -> bool:
         return _TRUTH[text.strip().lower()]
     except KeyError:
         raise ValueError(f"not a boolean: {text!r}") from None
-_CHOICES = {"transport": TRANSPORTS, "edit_mode": EDIT_MODES, "warm_tests": WARM_MODES}
+_CHOICES = {"transport": TRANSPORTS, "edit_tool": EDIT_TOOLS, "warm_tests": WARM_MODES}
+LEGACY_KEYS = ("edit_mode",)  # still read, as the key that replaced it
 _ZERO_ALLOWED = ("context_window",)  # 0 = the model's known default
 
 
@@ -77,6 +82,16 @@ def env_name(key: str) -> str:
 
 def user_config_path() -> Path:
     return config_dir() / "config.toml"
+
+
+def _current(key: str, value: Any, where: str) -> tuple[str, Any]:
+    """A legacy key's setting as the key that replaced it (`edit_mode` is `edit_tool`)."""
+    if key != "edit_mode":
+        return key, value
+    if value not in LEGACY_EDIT_MODES:
+        raise ConfigError(f"{where}: edit_mode (now edit_tool) must be one of "
+                          f"{', '.join(LEGACY_EDIT_MODES)}, got {value!r}")
+    return "edit_tool", LEGACY_EDIT_MODES[value].value
 
 
 def _coerce(key: str, value: Any, where: str, parse: bool = False) -> Any:
@@ -132,9 +147,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     known = Config.key_types()
     for key in data:
-        if key not in known:
+        if key not in known and key not in LEGACY_KEYS:
             raise ConfigError(f"{path}: unknown key {key!r} (known keys: {', '.join(known)})")
-    return {key: _coerce(key, value, str(path)) for key, value in data.items()}
+    current = dict(_current(key, value, str(path)) for key, value in data.items())
+    return {key: _coerce(key, value, str(path)) for key, value in current.items()}
 
 
 def load_config(repo: Path, flags: dict[str, Any], flag_names: dict[str, str] | None = None
@@ -145,14 +161,16 @@ def load_config(repo: Path, flags: dict[str, Any], flag_names: dict[str, str] | 
     for path in (user_config_path(), repo / ".codeloop.toml"):
         for key, value in _read_toml(path).items():
             values[key], origin[key] = value, str(path)
-    for key in Config.key_types():
-        raw = os.environ.get(env_name(key))
+    for name in (*LEGACY_KEYS, *Config.key_types()):  # (the current key wins)
+        raw = os.environ.get(env_name(name))
         if raw is not None:
-            values[key] = _coerce(key, raw, env_name(key), parse=True)
-            origin[key] = env_name(key)
-    for key, value in flags.items():
+            key, raw = _current(name, raw, env_name(name))
+            values[key] = _coerce(key, raw, env_name(name), parse=True)
+            origin[key] = env_name(name)
+    for name, value in sorted(flags.items(), key=lambda kv: kv[0] not in LEGACY_KEYS):
         if value is not None:
-            flag = (flag_names or {}).get(key, "--" + key.replace("_", "-"))
+            flag = (flag_names or {}).get(name, "--" + name.replace("_", "-"))
+            key, value = _current(name, value, flag)
             values[key], origin[key] = _coerce(key, value, flag), flag
     return Config(**values), origin
 

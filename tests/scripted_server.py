@@ -97,11 +97,23 @@ class ToolCall:
 
 
 @dataclass
+class PatchCall:
+    """One ``apply_patch_call`` of the built-in apply_patch tool (Responses wires only): a file
+    operation, its V4A ``diff`` streamed in pieces of ``chunk_chars``."""
+
+    type: str  # create_file | update_file | delete_file
+    path: str
+    diff: str = ""  # none for delete_file
+    id: str = ""  # the call id; auto "call_<n>" when empty
+
+
+@dataclass
 class Reply:
     """What the server answers to one generating request (chat or responses, HTTP or WS)."""
 
     text: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
+    patch_calls: list[PatchCall] = field(default_factory=list)  # Responses only; chat: ignored
     chunk_chars: int = 4
     status: int = 200
     error_message: str = "scripted error"
@@ -125,6 +137,10 @@ class Reply:
         kwargs = dict(data)
         kwargs["tool_calls"] = [
             tc if isinstance(tc, ToolCall) else ToolCall(**tc) for tc in data.get("tool_calls", [])
+        ]
+        kwargs["patch_calls"] = [
+            pc if isinstance(pc, PatchCall) else PatchCall(**pc)
+            for pc in data.get("patch_calls", [])
         ]
         return cls(**kwargs)
 
@@ -304,6 +320,9 @@ def _response_plan(
                                    "item": item}))
             output.append(item)
 
+        for patch in reply.patch_calls:
+            pieces += _plan_patch_call(owner, patch, plan, output, reply.chunk_chars)
+
     cached = 0 if warmup else reply.cached_tokens or 0
     usage = {
         "input_tokens": input_tokens,
@@ -321,6 +340,36 @@ def _response_plan(
     kind = "response.incomplete" if reason else "response.completed"
     plan.append(("terminal", {"type": kind, "response": final}))
     return plan
+
+
+def _plan_patch_call(owner: ScriptedModelServer, patch: PatchCall, plan: list[tuple[str, Any]],
+                     output: list[dict], chunk_chars: int) -> int:
+    """The events of one ``apply_patch_call`` item (added in progress, the diff's deltas, its
+    done event, the completed item), appended to ``plan``; returns the pieces generated."""
+    index, item_id = len(output), _object_id("apc")
+    operation: dict[str, Any] = {"type": patch.type, "path": patch.path}
+    if patch.type != "delete_file":
+        operation["diff"] = patch.diff
+    item = {"id": item_id, "type": "apply_patch_call", "status": "in_progress",
+            "call_id": patch.id or owner._next_call_id(),
+            "operation": {**operation, "diff": ""} if "diff" in operation else operation}
+    plan.append(("event", {"type": "response.output_item.added", "output_index": index,
+                           "item": item}))
+    where = {"item_id": item_id, "output_index": index}
+    pieces = 0
+    if "diff" in operation:
+        for piece in _split(patch.diff, chunk_chars):
+            if piece:
+                plan.append(("piece", {"type": "response.apply_patch_call_operation_diff.delta",
+                                       **where, "delta": piece}))
+                pieces += 1
+        plan.append(("event", {"type": "response.apply_patch_call_operation_diff.done",
+                               **where, "diff": patch.diff}))
+    item = {**item, "status": "completed", "operation": operation}
+    plan.append(("event", {"type": "response.output_item.done", "output_index": index,
+                           "item": item}))
+    output.append(item)
+    return pieces
 
 
 class _Sink:
@@ -953,6 +1002,8 @@ class ScriptedModelServer:
       stream waits ``rtt_s`` before its first byte; a new connection's first response waits one
       more (TCP handshake) and, with TLS, one more again (TLS 1.3 handshake).
     * ``ssl_context``: serve TLS with this server-side context (``base_url`` becomes https).
+    * ``builtin_patch=False``: a Responses request listing the built-in ``{"type":
+      "apply_patch"}`` tool is refused (400 ``invalid_value``), as by a server without it.
     """
 
     def __init__(
@@ -966,8 +1017,10 @@ class ScriptedModelServer:
         store: bool = False,
         rtt_s: float = 0.0,
         ssl_context: ssl.SSLContext | None = None,
+        builtin_patch: bool = True,
     ) -> None:
         self.replies: list[Reply] = list(replies)
+        self.builtin_patch = builtin_patch
         self.tokens_per_s = tokens_per_s
         self.responses = responses
         self.websocket = websocket
@@ -1102,6 +1155,10 @@ class ScriptedModelServer:
             return _unknown_parameter("stream")
         if "generate" in body and not self.warmup:
             return _unknown_parameter("generate")
+        tools = body.get("tools") or []
+        if not self.builtin_patch and any(t.get("type") == "apply_patch" for t in tools):
+            return _ApiError(400, "invalid_value", "Unsupported tool type: 'apply_patch'.",
+                             "tools")
         previous = body.get("previous_response_id")
         if previous is not None:
             with self._lock:

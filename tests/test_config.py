@@ -206,7 +206,8 @@ def test_unparsable_environment_variable_names_the_variable(
     assert "abc" in str(info.value)
 
 
-@pytest.mark.parametrize(("key", "bad"), [("transport", "grpc"), ("edit_mode", "magic")])
+@pytest.mark.parametrize(("key", "bad"), [("transport", "grpc"), ("edit_tool", "magic"),
+                                          ("edit_mode", "magic")])
 def test_invalid_choice_names_key_and_the_allowed_values(repo: Path, key: str, bad: str) -> None:
     path = repo_config(repo, f'{key} = "{bad}"\n')
     with pytest.raises(ConfigError) as info:
@@ -216,6 +217,24 @@ def test_invalid_choice_names_key_and_the_allowed_values(repo: Path, key: str, b
     assert bad in message
     assert str(path) in message
     assert "auto" in message
+
+
+@pytest.mark.parametrize(("legacy", "now"), [("auto", "auto"), ("tools", "function"),
+                                             ("text", "text")])
+def test_the_legacy_edit_mode_key_is_read_as_edit_tool(repo: Path, monkeypatch, legacy: str,
+                                                       now: str) -> None:
+    path = repo_config(repo, f'edit_mode = "{legacy}"\n')
+    config, origin = load_config(repo, {}, FLAG_NAMES)
+    assert config.edit_tool == now and origin["edit_tool"] == str(path)
+    monkeypatch.setenv("CODELOOP_EDIT_MODE", "tools")
+    assert load_config(repo, {}, FLAG_NAMES)[0].edit_tool == "function"
+    # the current key wins over the legacy one in the same layer
+    monkeypatch.setenv("CODELOOP_EDIT_TOOL", "builtin")
+    assert load_config(repo, {}, FLAG_NAMES)[0].edit_tool == "builtin"
+    config, origin = load_config(repo, {"edit_mode": "text", "edit_tool": None}, FLAG_NAMES)
+    assert config.edit_tool == "text" and origin["edit_tool"] == "--edit-mode"
+    assert load_config(repo, {"edit_mode": "text", "edit_tool": "function"},
+                       FLAG_NAMES)[0].edit_tool == "function"
 
 
 def test_invalid_choice_from_a_flag_names_the_flag(repo: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from codeloop.edits.errors import PatchError
-from codeloop.edits.extract import patch_argument, scan_text
+from codeloop.edits.extract import operation_patch, patch_argument, scan_text
 from codeloop.edits.patch import plan
 from tests.conftest import PYTEST_CMD, fix_diff, make_repo, run_codeloop
 from tests.scripted_server import Reply, ScriptedModelServer
@@ -25,6 +25,7 @@ CORPUS = Path(__file__).resolve().parent / "data" / "dialects"
 REPLIES = sorted((CORPUS / "replies").iterdir())
 ARGUMENTS = sorted((CORPUS / "arguments").iterdir())
 REFUSALS = sorted((CORPUS / "refusals").iterdir())
+OPERATIONS = sorted((CORPUS / "operations").iterdir())
 DIALECTS = ("udiff_git", "udiff_plain", "v4a", "sr")
 
 
@@ -74,6 +75,42 @@ def test_every_dialect_as_apply_patch_arguments_gives_the_same_files(project: Pa
                                                                     argument: Path):
     edit = patch_argument(argument.read_bytes().decode())
     assert _result(project, [edit]) == _tree(CORPUS / "expected")
+
+
+@pytest.mark.parametrize("calls", OPERATIONS, ids=lambda p: p.stem)
+def test_the_builtin_tools_operations_give_the_same_files(project: Path, calls: Path):
+    # one apply_patch_call item per file, as the Responses API's built-in tool sends them
+    edits = [operation_patch(json.dumps(op)) for op in json.loads(calls.read_text())]
+    assert _result(project, edits) == _tree(CORPUS / "expected")
+
+
+def test_an_operation_deletes_a_file(project: Path):
+    edit = operation_patch(json.dumps({"type": "delete_file", "path": "shapes.py"}))
+    assert "shapes.py" not in _result(project, [edit]) and "calc.py" in _result(project, [edit])
+
+
+def test_a_hostile_path_in_an_operation_is_refused_as_in_a_git_diff(project: Path):
+    operation = {"type": "update_file", "path": "../outside.py", "diff": "@@\n-a\n+b\n"}
+    with pytest.raises(PatchError) as refused:
+        plan(project, [operation_patch(json.dumps(operation))], _no_modes)
+    with pytest.raises(PatchError) as reference:
+        plan(project, [(CORPUS / "refusals" / "udiff_git_hostile_path.txt").read_text()],
+             _no_modes)
+    assert str(refused.value).splitlines()[0] == str(reference.value).splitlines()[0]
+    assert _tree(project) == _tree(CORPUS / "project")
+
+
+@pytest.mark.parametrize(("operation", "said"), [
+    ({"type": "rename_file", "path": "calc.py"}, "unknown apply_patch operation type"),
+    ({"type": "update_file", "diff": "@@\n-a\n+b\n"}, "names no path"),
+    ({"type": "create_file", "path": "x.py\n*** Delete File: calc.py", "diff": "+x\n"},
+     "holds a line break"),
+    ({"type": "update_file", "path": "calc.py"}, "has no diff"),
+    (["update_file"], "not a JSON object"),
+])
+def test_a_malformed_operation_is_an_error_saying_what_is_wrong(operation, said: str):
+    with pytest.raises(ValueError, match=said):
+        operation_patch(json.dumps(operation))
 
 
 @pytest.mark.parametrize("refusal", REFUSALS, ids=lambda p: p.stem)

@@ -178,7 +178,7 @@ def test_ask_never_prints_the_api_key_a_server_echoes(tmp_path, isolated_env):
 # references: a large string written once, later copies referring to it (README "Recordings")
 
 START = SessionStart(session_id="s", task="the task", repo="r", model="m",
-                     base_url="http://127.0.0.1:9/v1", transport="chat", edit_mode="auto",
+                     base_url="http://127.0.0.1:9/v1", transport="chat", edit_tool="auto",
                      test_command="true", max_iterations=1, version="0")
 BIG = "".join(f"line {i:05d} of a large patch\n" for i in range(LARGE // 20))  # > 64 KiB
 

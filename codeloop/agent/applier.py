@@ -20,10 +20,10 @@ from codeloop.core.events import (
     PatchRejected,
     ToolResult,
 )
-from codeloop.core.kinds import TurnOutcome
+from codeloop.core.kinds import CallKind, TurnOutcome
 from codeloop.core.stream import EventStream
 from codeloop.edits.errors import PatchError
-from codeloop.edits.extract import ProposedEdit, patch_argument, scan_text
+from codeloop.edits.extract import ProposedEdit, operation_patch, patch_argument, scan_text
 from codeloop.edits.patch import FileEdit, diffstat, plan
 from codeloop.testrunner.service import TestService
 from codeloop.workspace.errors import SandboxDamaged, SandboxError
@@ -50,12 +50,13 @@ class Applier:
         proposals: list[ProposedEdit] = []
         answers: dict[str, str] = {}
         for call in calls:
-            if call.name == "apply_patch":
+            if call.name == "apply_patch":  # a function's, a freeform tool's or the built-in's
+                read = operation_patch if call.kind is CallKind.PATCH else patch_argument
                 try:
-                    proposals.append(ProposedEdit(f"tool:{call.call_id}",
-                                                  patch_argument(call.arguments)))
-                except ValueError as exc:
-                    answers[call.call_id] = f"error: {exc}"
+                    proposals.append(ProposedEdit(f"tool:{call.call_id}", read(call.arguments)))
+                except ValueError as exc:  # the reply's change is one: none of it applies
+                    proposals.append(ProposedEdit(f"tool:{call.call_id}", call.arguments,
+                                                  f"apply_patch call {call.call_id}: {exc}"))
             elif call.name in READ_ONLY:
                 answers[call.call_id] = self.view.reread(turn, call) or run_read_only(
                     self.sandbox.path, call.name, call.arguments, self.tool_output_bytes)
@@ -117,6 +118,8 @@ class Applier:
         """All the proposals' edits committed, or none (raises PatchError or SandboxError);
         returns the edits that change a file, the hunks already present, the commit, and the
         diff stat's summary line."""
+        if refusals := [p.refusal for p in proposals if p.refusal]:
+            raise PatchError("\n".join(refusals))
         edits = plan(self.sandbox.path, [p.diff for p in proposals], self.sandbox.index_modes)
         self.sandbox.refuse_submodule_edits(
             path for e in edits for path in (e.path, e.renamed_from) if path)

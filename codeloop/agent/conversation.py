@@ -53,23 +53,25 @@ class Conversation:
         self.sent = 0
 
     def add_reply(self, text: str, calls: list[ModelToolCall]) -> None:
-        self.items.append(Reply(text, tuple(ToolCall(c.call_id, c.name, c.arguments)
+        self.items.append(Reply(text, tuple(ToolCall(c.call_id, c.name, c.arguments, c.kind)
                                             for c in calls)))
 
     def feed_back(self, calls: list[ModelToolCall], answers: dict[str, str],
-                  proposals: list[ProposedEdit], feedback: str) -> None:
-        """The turn's results: one tool output per call, else a user message."""
+                  proposals: list[ProposedEdit], feedback: str, failed: bool) -> None:
+        """The turn's results: one tool output per call, else a user message. `failed`: the
+        change was refused (a built-in apply_patch call's output then says `failed`)."""
         patch_calls = [p.source.removeprefix("tool:") for p in proposals
                        if p.source.startswith("tool:")]
         for call in calls:
             if call.call_id in answers:
                 output = answers[call.call_id]
+                refused = output.startswith("error:")
             elif patch_calls and call.call_id == patch_calls[0]:
-                output = feedback
+                output, refused = feedback, failed
             else:
-                output = (f"Handled together with the patch of call {patch_calls[0]}; "
-                          "see its result.")
-            self.items.append(ToolOutput(call.call_id, output))
+                output, refused = (f"Handled together with the patch of call {patch_calls[0]}; "
+                                   "see its result."), failed
+            self.items.append(ToolOutput(call.call_id, output, call.kind, refused))
         if feedback and not patch_calls:
             self.items.append(UserText(feedback))
 
@@ -79,7 +81,8 @@ class Conversation:
         for reply in [i for i in self.items if isinstance(i, Reply) and i.calls][-1:]:
             for call in reply.calls:
                 if call.call_id not in answered:
-                    self.items.append(ToolOutput(call.call_id, output))
+                    self.items.append(ToolOutput(call.call_id, output, call.kind,
+                                                 failed=True))
 
     def replace(self, items: list[Item]) -> None:
         """A compacted conversation: the next request carries all of it."""

@@ -89,7 +89,7 @@ class Session:
         self.turn = 0
         self._window = window_for(config.model, config.context_window)
         self._totals = Totals()
-        self._model = ModelLink(client, config.edit_mode, events)
+        self._model = ModelLink(client, config.edit_tool, config.builtin_patch_models, events)
         self._conversation = Conversation(settings.task)
         self._tests = TestService(settings.test_command, config.test_timeout_s,
                                   settings.hidden_env, config.warm_tests, config.fail_fast,
@@ -147,7 +147,7 @@ class Session:
         self._events.emit(SessionStart(
             session_id=self.settings.session_id, task=self.settings.task,
             repo=str(self.repo_root), model=self.config.model, base_url=self.config.base_url,
-            transport=self.client.name, edit_mode=self.config.edit_mode,
+            transport=self.client.name, edit_tool=self.config.edit_tool,
             test_command=self.settings.test_command, max_iterations=self.config.max_iterations,
             version=__version__,
         ))

@@ -60,7 +60,8 @@ class TurnRunner:
         elif reply.done.finish_reason == "length":
             outcome, feedback = TurnOutcome.CUT_OFF, CUT_OFF
         with clock.span("prompt_ms"):  # (h) feed back
-            self.conversation.feed_back(reply.calls, answers, proposals, feedback)
+            self.conversation.feed_back(reply.calls, answers, proposals, feedback,
+                                        failed=outcome is TurnOutcome.REJECTED)
         spans = clock.stop(reply.done.tokens_per_s)
         self.totals.turn_ended(spans)
         usage = reply.done.usage
@@ -81,13 +82,18 @@ class TurnRunner:
         try:
             return await self.model.send(turn, self.conversation.items, new, clock)
         except TransportError as exc:
-            if not self.model.refuses_tools(exc, first=not self.conversation.replied):
+            if self.model.refuses_builtin(exc):
+                self.model.drop_builtin()
+                self.conversation.sent -= len(new)  # the refused request's items go again
+                message = (f"the server refused the built-in apply_patch tool ({exc}); "
+                           "offering the apply_patch function instead")
+            elif self.model.refuses_tools(exc, first=not self.conversation.replied):
+                self.conversation.instruct(self.model.drop_tools())
+                message = (f"the server refused tools ({exc}); asking for ```diff blocks in "
+                           "text instead")
+            else:
                 raise
-            reason = str(exc)
-        self.conversation.instruct(self.model.drop_tools())
-        self.events.emit(ErrorEvent(kind=ErrorKind.FALLBACK, message=f"the server refused "
-                                    f"tools ({reason}); asking for ```diff blocks in text "
-                                    "instead"))
+        self.events.emit(ErrorEvent(kind=ErrorKind.FALLBACK, message=message))
         return await self._request(turn, clock)
 
     def _add_user_message(self, text: str) -> None:

@@ -7,6 +7,7 @@ Nothing here writes to the sandbox; `apply_patch` is carried out by the loop.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,14 @@ OUTPUT_CHARS = 20_000
 
 _SCHEMAS: list[dict[str, Any]] = [
     {"name": "apply_patch",
-     "description": "Edit files with a unified diff (--- a/PATH, +++ b/PATH, @@ hunks with 3 "
-                    "lines of context). Use --- /dev/null to create a file and +++ /dev/null to "
-                    "delete one. Several files may be changed in one patch. The tests run after "
-                    "the patch is applied and their result is returned.",
+     "description": "Edit files with a patch: a V4A patch (*** Begin Patch, *** Update File: "
+                    "PATH, @@ anchor lines, context/-/+ lines, *** End Patch; *** Add File: and "
+                    "*** Delete File: create and delete) or a unified diff (--- a/PATH, +++ "
+                    "b/PATH, @@ hunks with 3 lines of context; --- /dev/null creates a file, +++ "
+                    "/dev/null deletes one). Several files may be changed in one patch. The "
+                    "tests run after the patch is applied and their result is returned.",
      "parameters": {"type": "object", "properties": {
-         "patch": {"type": "string", "description": "The unified diff."}},
+         "patch": {"type": "string", "description": "The patch."}},
          "required": ["patch"]}},
     {"name": "list_files",
      "description": "List the repository's files under a directory (default: the root).",
@@ -50,9 +53,33 @@ _SCHEMAS: list[dict[str, Any]] = [
 READ_ONLY = ("list_files", "read_file", "search")
 
 
-def tool_schemas() -> list[dict[str, Any]]:
-    """The Chat Completions `tools` array, in a fixed order."""
-    return [{"type": "function", "function": schema} for schema in _SCHEMAS]
+def tool_schemas(builtin_patch: bool = False) -> list[dict[str, Any]]:
+    """The Chat Completions `tools` array, in a fixed order; `builtin_patch` marks apply_patch
+    as the built-in tool, for a wire that has it (`ModelClient.builtin_tools`)."""
+    return [{"type": "function", "function": schema,
+             **({"builtin": "apply_patch"} if builtin_patch and schema["name"] == "apply_patch"
+                else {})} for schema in _SCHEMAS]
+
+
+def offers_builtin_patch(edit_tool: str, wire_builtins: frozenset[str], model: str,
+                         builtin_models: str) -> bool:
+    """Whether a request offers the built-in apply_patch tool: the wire has it, and `edit_tool`
+    asks for it (`builtin`), or leaves it to the model (`auto`: one of `builtin_models`)."""
+    if "apply_patch" not in wire_builtins:
+        return False
+    if edit_tool == "builtin":
+        return True
+    patterns = [p.strip() for p in builtin_models.split(",") if p.strip()]
+    return edit_tool == "auto" and any(fnmatch.fnmatchcase(model.lower(), p.lower())
+                                       for p in patterns)
+
+
+BUILTIN_MARK = " (built-in)"  # after a tool's name in `model.request`: offered as the built-in
+
+
+def tool_names(tools: list[dict[str, Any]]) -> list[str]:
+    """How a request's tools are named in its `model.request` event."""
+    return [t["function"]["name"] + (BUILTIN_MARK if t.get("builtin") else "") for t in tools]
 
 
 def numbered(text: str, first: int = 1) -> str:

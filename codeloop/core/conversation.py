@@ -6,13 +6,21 @@ recording's `model.request` events hold, and what prefix reuse is measured on), 
 API as `instructions` and `input` items (`transport/responses.py`). A recording's messages read
 back with `from_chat_messages`. Items are immutable: a request's history can be compared with
 the last one item by item.
+
+Calls of a freeform tool and of the built-in apply_patch tool (Responses only) keep their kind:
+the recording's Chat form marks them (`type` `custom` / `apply_patch_call`, and on their outputs)
+so a replay renders them as they were; `portable=True` renders them as the function calls any
+Chat server takes (a session that moved to the Chat wire).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from codeloop.core.kinds import CallKind
 
 
 @dataclass(frozen=True)
@@ -32,11 +40,13 @@ class UserText:
 
 @dataclass(frozen=True)
 class ToolCall:
-    """One call the model made, arguments complete."""
+    """One call the model made, arguments complete: a function's JSON arguments, a freeform
+    tool's input text, or the built-in apply_patch tool's operation as JSON."""
 
     call_id: str
     name: str
     arguments: str
+    kind: CallKind = CallKind.FUNCTION
 
 
 @dataclass(frozen=True)
@@ -49,35 +59,56 @@ class Reply:
 
 @dataclass(frozen=True)
 class ToolOutput:
-    """The answer to one tool call."""
+    """The answer to one tool call, of the call's kind; `failed` is the built-in apply_patch
+    tool's status (its operation was not applied)."""
 
     call_id: str
     output: str
+    kind: CallKind = CallKind.FUNCTION
+    failed: bool = False
 
 
 Item = Instructions | UserText | Reply | ToolOutput
 
 
-def chat_message(item: Item) -> dict[str, Any]:
-    """One item as a Chat Completions message."""
+def chat_message(item: Item, portable: bool = False) -> dict[str, Any]:
+    """One item as a Chat Completions message (`portable`: every call as a function call)."""
     if isinstance(item, Instructions):
         return {"role": "system", "content": item.text}
     if isinstance(item, UserText):
         return {"role": "user", "content": item.text}
     if isinstance(item, ToolOutput):
-        return {"role": "tool", "tool_call_id": item.call_id, "content": item.output}
-    message: dict[str, Any] = {"role": "assistant",
-                               "content": item.text or (None if item.calls else "")}
+        message = {"role": "tool", "tool_call_id": item.call_id, "content": item.output}
+        if item.kind is not CallKind.FUNCTION and not portable:
+            message["type"] = item.kind.value
+            if item.kind is CallKind.PATCH:
+                message["status"] = "failed" if item.failed else "completed"
+        return message
+    message = {"role": "assistant", "content": item.text or (None if item.calls else "")}
     if item.calls:
-        message["tool_calls"] = [
-            {"id": c.call_id, "type": "function",
-             "function": {"name": c.name, "arguments": c.arguments}} for c in item.calls]
+        message["tool_calls"] = [_chat_call(call, portable) for call in item.calls]
     return message
 
 
-def chat_messages(items: Iterable[Item]) -> list[dict[str, Any]]:
+def _chat_call(call: ToolCall, portable: bool) -> dict[str, Any]:
+    if call.kind is CallKind.FUNCTION or portable:
+        arguments = call.arguments
+        if call.kind is CallKind.CUSTOM:  # a freeform input becomes the one string argument
+            arguments = json.dumps({"input": call.arguments})
+        elif call.kind is CallKind.PATCH:
+            arguments = json.dumps({"operation": json.loads(call.arguments)})
+        return {"id": call.call_id, "type": "function",
+                "function": {"name": call.name, "arguments": arguments}}
+    if call.kind is CallKind.CUSTOM:
+        return {"id": call.call_id, "type": "custom",
+                "custom": {"name": call.name, "input": call.arguments}}
+    return {"id": call.call_id, "type": "apply_patch_call",
+            "operation": json.loads(call.arguments)}
+
+
+def chat_messages(items: Iterable[Item], portable: bool = False) -> list[dict[str, Any]]:
     """The items as Chat Completions `messages`."""
-    return [chat_message(item) for item in items]
+    return [chat_message(item, portable) for item in items]
 
 
 def from_chat_messages(messages: Sequence[dict[str, Any]]) -> list[Item]:
@@ -91,12 +122,22 @@ def from_chat_messages(messages: Sequence[dict[str, Any]]) -> list[Item]:
         elif role == "user":
             items.append(UserText(str(content or "")))
         elif role == "tool":
-            items.append(ToolOutput(str(message.get("tool_call_id", "")), str(content or "")))
+            kind = CallKind(message.get("type") or CallKind.FUNCTION)
+            items.append(ToolOutput(str(message.get("tool_call_id", "")), str(content or ""),
+                                    kind, message.get("status") == "failed"))
         elif role == "assistant":
-            calls = tuple(ToolCall(str(c.get("id", "")), str(c["function"]["name"]),
-                                   str(c["function"]["arguments"]))
-                          for c in message.get("tool_calls") or ())
+            calls = tuple(_call_from_chat(c) for c in message.get("tool_calls") or ())
             items.append(Reply(str(content or ""), calls))
         else:
             raise ValueError(f"not a conversation message (role {role!r})")
     return items
+
+
+def _call_from_chat(call: dict[str, Any]) -> ToolCall:
+    call_id = str(call.get("id", ""))
+    if call.get("type") == "custom":
+        return ToolCall(call_id, str(call["custom"]["name"]), str(call["custom"]["input"]),
+                        CallKind.CUSTOM)
+    if call.get("type") == "apply_patch_call":
+        return ToolCall(call_id, "apply_patch", json.dumps(call["operation"]), CallKind.PATCH)
+    return ToolCall(call_id, str(call["function"]["name"]), str(call["function"]["arguments"]))

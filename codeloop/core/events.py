@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from codeloop.core.kinds import (
-    EditMode,
+    CallKind,
+    EditTool,
     ErrorKind,
     NoticeKind,
     SessionOutcome,
@@ -67,7 +68,7 @@ class SessionStart(Event):
     model: str
     base_url: str
     transport: str
-    edit_mode: EditMode
+    edit_tool: EditTool
     test_command: str
     max_iterations: int
     version: str
@@ -171,7 +172,8 @@ class ModelToolCall(Event):
     turn: int
     call_id: str
     name: str
-    arguments: str
+    arguments: str  # JSON arguments; a freeform tool's input; the built-in's operation as JSON
+    kind: CallKind = CallKind.FUNCTION
 
 
 @dataclass

@@ -94,9 +94,24 @@ class TestMode(StrEnum):
     COLD = "cold"  # the command as typed, in a shell
 
 
-class EditMode(StrEnum):
-    """How edits are asked for (`edit_mode`)."""
+class EditTool(StrEnum):
+    """How edits are asked for (`edit_tool`)."""
 
-    AUTO = "auto"  # tools, and ```diff blocks in text if the server refuses tools
-    TOOLS = "tools"
-    TEXT = "text"
+    # the model's built-in apply_patch tool where the wire and the model have it, else the
+    # apply_patch function; ```diff blocks in text if the server refuses tools
+    AUTO = "auto"
+    BUILTIN = "builtin"  # the built-in tool on every Responses wire, whatever the model
+    FUNCTION = "function"  # the apply_patch function on every wire
+    TEXT = "text"  # no tools: edits in the reply's text
+
+
+# `edit_mode`, the key `edit_tool` replaced, and what each of its values now is
+LEGACY_EDIT_MODES = {"auto": EditTool.AUTO, "tools": EditTool.FUNCTION, "text": EditTool.TEXT}
+
+
+class CallKind(StrEnum):
+    """Which kind of tool call the model made, as the Responses API tells them apart."""
+
+    FUNCTION = "function"  # a function tool's call: JSON arguments
+    CUSTOM = "custom"  # a freeform (custom) tool's call: raw input text
+    PATCH = "apply_patch_call"  # the built-in apply_patch tool: one file operation

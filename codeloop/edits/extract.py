@@ -39,6 +39,7 @@ class ProposedEdit:
 
     source: str
     diff: str
+    refusal: str = ""  # an edit call that could not be read: the whole change is refused
 
 
 @dataclass
@@ -256,3 +257,36 @@ def patch_argument(arguments: str) -> str:
             if isinstance(data.get(key), str) and data[key].strip():
                 return _as_edit(data[key])
     raise ValueError("apply_patch needs a JSON object with a non-empty string field 'patch'")
+
+
+_OPERATIONS = {"create_file": "Add", "update_file": "Update", "delete_file": "Delete"}
+
+
+def operation_patch(arguments: str) -> str:
+    """The V4A patch for one operation of the built-in apply_patch tool (its JSON: `type`
+    create_file / update_file / delete_file, `path`, and `diff` but for a delete); raises
+    ValueError saying what is wrong with it."""
+    try:
+        operation = json.loads(arguments)
+    except ValueError:
+        operation = None
+    if not isinstance(operation, dict):
+        raise ValueError("the apply_patch operation is not a JSON object")
+    verb = _OPERATIONS.get(operation.get("type"))  # type: ignore[arg-type]
+    if verb is None:
+        raise ValueError(f"unknown apply_patch operation type {operation.get('type')!r}: it is "
+                         f"one of {', '.join(_OPERATIONS)}")
+    path, diff = operation.get("path"), operation.get("diff")
+    if not isinstance(path, str) or not path.strip():
+        raise ValueError(f"the {operation['type']} operation names no path")
+    if "\n" in path or "\r" in path:  # it would start another section of the patch
+        raise ValueError(f"the {operation['type']} operation's path holds a line break: "
+                         f"{path!r}")
+    if verb == "Delete":
+        return f"*** Begin Patch\n*** Delete File: {path}\n*** End Patch\n"
+    if not isinstance(diff, str):
+        raise ValueError(f"the {operation['type']} operation of {path} has no diff")
+    body = diff.replace("\r\n", "\n")
+    if body and not body.endswith("\n"):
+        body += "\n"
+    return f"*** Begin Patch\n*** {verb} File: {path}\n{body}*** End Patch\n"

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from codeloop.context.tools import BUILTIN_MARK
 from codeloop.core.codec import event_from_dict
 from codeloop.core.conversation import Instructions, Item, from_chat_messages
 from codeloop.core.errors import CodeloopError
@@ -39,7 +40,7 @@ from codeloop.core.events import (
     SessionEnd,
     TestDone,
 )
-from codeloop.core.kinds import ExitCode
+from codeloop.core.kinds import LEGACY_EDIT_MODES, ExitCode
 from codeloop.core.stats import percentile
 from codeloop.replay.recorder import References
 from codeloop.transport import ModelClient, TransportError
@@ -86,6 +87,14 @@ class Recording:
         return notes
 
 
+def _edit_tool_of(start: dict[str, Any]) -> dict[str, Any]:
+    """A session.start written before `edit_tool` replaced `edit_mode`, as it is now."""
+    start = dict(start)
+    mode = start.pop("edit_mode")
+    start.setdefault("edit_tool", LEGACY_EDIT_MODES.get(mode, mode))
+    return start
+
+
 def load(path: Path) -> Recording:
     """Read and check a recording."""
     try:
@@ -125,6 +134,8 @@ def load(path: Path) -> Recording:
                 break
             raise RecordingError(f"{path}: line {number} is corrupt ({exc})") from None
         skipped: set[str] = set()  # what a newer codeloop wrote, left out
+        if number == 1 and isinstance(data, dict) and "edit_mode" in data:
+            data = _edit_tool_of(data)
         try:
             event = event_from_dict(references.resolve(data), skipped)
         except RecursionError:
@@ -174,6 +185,10 @@ class ReplayClient:
         self.replies = reply_events(recording)
         self.speed = speed
         self.model = str(recording.start.model)
+        # the recorded requests' wire had the built-in apply_patch tool if they offered it
+        self.builtin_tools = frozenset({"apply_patch"}) if any(
+            name.endswith(BUILTIN_MARK) for e in recording.events
+            if isinstance(e, ModelRequest) for name in e.tools) else frozenset()
 
     async def connect(self) -> None:
         return None

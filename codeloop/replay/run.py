@@ -16,10 +16,10 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from codeloop.agent.session import Session, SessionSettings
-from codeloop.config import Config
-from codeloop.context.tools import tool_schemas
+from codeloop.config import BUILTIN_PATCH_MODELS, Config
+from codeloop.context.tools import offers_builtin_patch, tool_schemas
 from codeloop.core.events import Event, SandboxReady, UserMessage
-from codeloop.core.kinds import ExitCode
+from codeloop.core.kinds import EditTool, ExitCode
 from codeloop.core.stream import EventStream
 from codeloop.frontends.headless import ProgressPrinter
 from codeloop.replay.playback import (
@@ -93,15 +93,17 @@ def _session(recording: Recording, repo_root: Path, at: str, speed: float | None
     being created for `session_id`)."""
     start = recording.start
     task = next((e.text for e in recording.events if isinstance(e, UserMessage)), start.task)
-    config = Config(model=start.model, base_url=start.base_url, edit_mode=start.edit_mode,
+    client = ReplayClient(recording, speed)
+    # the tools the recorded requests offered: the built-in apply_patch tool if they did
+    config = Config(model=start.model, base_url=start.base_url,
+                    edit_tool=EditTool.BUILTIN if client.builtin_tools else start.edit_tool,
                     test_command=start.test_command,
                     max_iterations=max(len(recording.turns()), 1))
     from codeloop.core.ids import new_session_id
 
     settings = SessionSettings(session_id=session_id or new_session_id(), task=task,
                                test_command=start.test_command, at=at)
-    return Session(repo_root, config, settings, ReplayClient(recording, speed), events,
-                   sandbox_start=sandbox_start)
+    return Session(repo_root, config, settings, client, events, sandbox_start=sandbox_start)
 
 
 def re_execute(recording: Recording, repo_root: Path, at: str, speed: float | None,
@@ -161,7 +163,8 @@ def ask(recording: Recording, args: argparse.Namespace) -> int:
         return _error(str(exc))
     client = make_client(args.transport or "chat", base_url, args.model or start.model, key,
                          8192, 120.0)
-    tools = tool_schemas() if start.edit_mode in ("auto", "tools") else []
+    tools = [] if start.edit_tool == EditTool.TEXT else tool_schemas(offers_builtin_patch(
+        start.edit_tool, client.builtin_tools, client.model, BUILTIN_PATCH_MODELS))
     before = recorded_figures(recording)
     try:
         after = asyncio.run(ask_again(recording, client, tools))

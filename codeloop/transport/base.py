@@ -45,6 +45,9 @@ class ModelClient(Protocol):
 
     name: str
     model: str
+    # the tools this wire can offer as the provider's built-in tools: a tool in a request marked
+    # `"builtin": NAME` goes as that built-in tool where NAME is here, else as its function
+    builtin_tools: frozenset[str]
 
     async def connect(self) -> None:
         """Open the connection ahead of the first request; never raises."""
@@ -56,8 +59,9 @@ class ModelClient(Protocol):
     def stream(
         self, turn: int, items: list[Item], tools: list[dict[str, Any]]
     ) -> AsyncIterator[Event]:
-        """Send one request for the conversation `items` (each wire renders them its way) and
-        yield ModelFirstByte, ModelTextDelta, ModelToolCall, ModelDone.
+        """Send one request for the conversation `items` (each wire renders them its way) with
+        `tools` (Chat-shaped function schemas; see `builtin_tools`) and yield ModelFirstByte,
+        ModelTextDelta, ModelToolCall, ModelDone.
 
         Raises TransportError when the request fails or the stream ends before it is complete.
         """

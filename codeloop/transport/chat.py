@@ -74,6 +74,7 @@ class ChatCompletionsClient(HttpStreamClient):
     """A `ModelClient` for any OpenAI-compatible `/chat/completions` endpoint."""
 
     name = "chat"
+    builtin_tools: frozenset[str] = frozenset()
 
     def __init__(self, base_url: str, model: str, api_key: str | None,
                  max_output_tokens: int, request_timeout_s: float, cache_key: str = "") -> None:
@@ -88,13 +89,13 @@ class ChatCompletionsClient(HttpStreamClient):
                      tools: list[dict[str, Any]]) -> bytes:
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": chat_messages(items),
+            "messages": chat_messages(items, portable=True),
             "stream": True,
             "stream_options": {"include_usage": True},
             self._max_tokens_key: self.max_output_tokens,
         }
-        if tools:
-            body["tools"] = tools
+        if tools:  # a tool another wire has built in goes as the function it also is
+            body["tools"] = [{"type": "function", "function": t["function"]} for t in tools]
         if self._cache_key:
             body["prompt_cache_key"] = self._cache_key
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

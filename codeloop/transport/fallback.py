@@ -27,6 +27,10 @@ class FallbackClient:
         return self.active.name
 
     @property
+    def builtin_tools(self) -> frozenset[str]:
+        return self.active.builtin_tools
+
+    @property
     def model(self) -> str:
         return self.active.model
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from codeloop.core.events import Event, ModelDone, ModelTextDelta, ModelToolCall
+from codeloop.core.kinds import CallKind
 from codeloop.core.stats import percentile
 
 
@@ -23,7 +24,7 @@ class Reply:
     def __init__(self, turn: int) -> None:
         self.turn = turn
         self.text: list[str] = []
-        self.calls: dict[int, dict[str, str]] = {}
+        self.calls: dict[int, dict[str, str]] = {}  # id, name, arguments; kind if no function
         self.finish_reason = ""
         self.usage: dict[str, int] = {}
         self.complete = False
@@ -52,7 +53,8 @@ class Reply:
         first = self.first_token_at or end
         events: list[Event] = [
             ModelToolCall(turn=self.turn, call_id=call["id"] or f"call_{self.turn}_{index}",
-                          name=call["name"], arguments=call["arguments"])
+                          name=call["name"], arguments=call["arguments"],
+                          kind=CallKind(call.get("kind") or CallKind.FUNCTION))
             for index, call in sorted(self.calls.items())
         ]
         tokens = self.usage.get("completion_tokens") or self.pieces

@@ -12,20 +12,53 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from codeloop.core.conversation import Instructions, Item, ToolOutput, UserText
+from codeloop.core.conversation import Instructions, Item, ToolCall, ToolOutput, UserText
 from codeloop.core.conversation import Reply as ModelReply
 from codeloop.core.events import Event, TransportChange
-from codeloop.core.kinds import TransportChangeKind
+from codeloop.core.kinds import CallKind, TransportChangeKind
 from codeloop.transport.base import TransportError
 from codeloop.transport.http import classify_error
 from codeloop.transport.reply import Reply
 
 TERMINAL = ("response.completed", "response.done", "response.incomplete")
+# events of generated output other than text: each is a token on the reply's clock
+GENERATED = ("response.function_call_arguments.delta", "response.custom_tool_call_input.delta",
+             "response.apply_patch_call_operation_diff.delta", "response.reasoning_text.delta",
+             "response.reasoning_summary_text.delta", "response.refusal.delta")
+
+
+BUILTIN_TOOLS = frozenset({"apply_patch"})  # the tools the Responses API has built in
 
 
 def tools_for_responses(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Chat `{"type": "function", "function": {...}}` tools as Responses function tools."""
-    return [{"type": "function", **tool["function"]} for tool in tools]
+    """Chat `{"type": "function", "function": {...}}` tools as Responses function tools; one
+    marked `"builtin": NAME` as that built-in tool (`{"type": "apply_patch"}`) instead."""
+    return [{"type": tool["builtin"]} if tool.get("builtin") in BUILTIN_TOOLS
+            else {"type": "function", **tool["function"]} for tool in tools]
+
+
+_OUTPUT_TYPES = {CallKind.FUNCTION: "function_call_output",
+                 CallKind.CUSTOM: "custom_tool_call_output",
+                 CallKind.PATCH: "apply_patch_call_output"}
+
+
+def _call_item(call: ToolCall) -> dict[str, Any]:
+    if call.kind is CallKind.CUSTOM:
+        return {"type": "custom_tool_call", "call_id": call.call_id, "name": call.name,
+                "input": call.arguments}
+    if call.kind is CallKind.PATCH:
+        return {"type": "apply_patch_call", "call_id": call.call_id, "status": "completed",
+                "operation": json.loads(call.arguments)}
+    return {"type": "function_call", "call_id": call.call_id, "name": call.name,
+            "arguments": call.arguments}
+
+
+def _output_item(output: ToolOutput) -> dict[str, Any]:
+    item = {"type": _OUTPUT_TYPES[output.kind], "call_id": output.call_id,
+            "output": output.output}
+    if output.kind is CallKind.PATCH:
+        item["status"] = "failed" if output.failed else "completed"
+    return item
 
 
 def input_items(history: list[Item]) -> list[dict[str, Any]]:
@@ -33,16 +66,14 @@ def input_items(history: list[Item]) -> list[dict[str, Any]]:
     rendered: list[dict[str, Any]] = []
     for item in history:
         if isinstance(item, ToolOutput):
-            rendered.append({"type": "function_call_output", "call_id": item.call_id,
-                             "output": item.output})
+            rendered.append(_output_item(item))
         elif isinstance(item, UserText | ModelReply):
             if item.text:
                 rendered.append({"type": "message",
                                  "role": "user" if isinstance(item, UserText) else "assistant",
                                  "content": item.text})
-            for call in item.calls if isinstance(item, ModelReply) else ():
-                rendered.append({"type": "function_call", "call_id": call.call_id,
-                                 "name": call.name, "arguments": call.arguments})
+            rendered += [_call_item(c) for c in (item.calls if isinstance(item, ModelReply)
+                                                 else ())]
     return rendered
 
 
@@ -84,6 +115,22 @@ class Continuation:
         self.reply_in_history = reply_in_history
 
 
+def _call_of(item: dict[str, Any]) -> dict[str, str] | None:
+    """A finished output item as the reply's tool call (None for messages, reasoning...)."""
+    kind, call_id = item.get("type"), str(item.get("call_id") or "")
+    if kind == "function_call":
+        return {"id": call_id, "name": str(item.get("name") or ""),
+                "arguments": str(item.get("arguments") or "")}
+    if kind == "custom_tool_call":
+        return {"id": call_id, "name": str(item.get("name") or ""),
+                "arguments": str(item.get("input") or ""), "kind": CallKind.CUSTOM}
+    if kind == "apply_patch_call":
+        operation = item.get("operation")
+        return {"id": call_id, "name": "apply_patch", "kind": CallKind.PATCH,
+                "arguments": json.dumps(operation if isinstance(operation, dict) else {})}
+    return None
+
+
 class ResponsesParser:
     """Accumulates one Responses reply from its events (SSE `data:` payloads or WS messages)."""
 
@@ -111,17 +158,14 @@ class ResponsesParser:
         kind = event.get("type", "")
         if kind == "response.output_text.delta":
             return [reply.text_delta(str(event.get("delta", "")), at)]
-        if kind in ("response.function_call_arguments.delta", "response.reasoning_text.delta",
-                    "response.reasoning_summary_text.delta", "response.refusal.delta"):
+        if kind in GENERATED:
             reply.token(at)
         elif kind == "response.created":
             self.response_id = (event.get("response") or {}).get("id", "")
         elif kind == "response.output_item.done":
-            item = event.get("item") or {}
-            if item.get("type") == "function_call":
-                reply.calls[len(reply.calls)] = {"id": item.get("call_id", ""),
-                                                 "name": item.get("name", ""),
-                                                 "arguments": item.get("arguments", "")}
+            call = _call_of(event.get("item") or {})
+            if call:
+                reply.calls[len(reply.calls)] = call
         elif kind in TERMINAL:
             self.ended = True
             self._complete(event.get("response") or {})

@@ -15,7 +15,7 @@ from codeloop.core.conversation import Item
 from codeloop.core.events import Event
 from codeloop.transport.base import TransportError
 from codeloop.transport.http import HttpStreamClient
-from codeloop.transport.responses import ResponsesParser, ResponsesRequest
+from codeloop.transport.responses import BUILTIN_TOOLS, ResponsesParser, ResponsesRequest
 
 
 def encode(fields: dict[str, Any]) -> bytes:
@@ -26,6 +26,7 @@ class ResponsesHttpClient(HttpStreamClient):
     """A `ModelClient` for `/responses` over HTTP + SSE."""
 
     name = "responses-http"
+    builtin_tools = BUILTIN_TOOLS
 
     def __init__(self, base_url: str, model: str, api_key: str | None,
                  max_output_tokens: int, request_timeout_s: float, store: bool = False,

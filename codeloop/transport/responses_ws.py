@@ -25,7 +25,7 @@ from codeloop.core.events import Event, ModelFirstByte, TransportChange
 from codeloop.core.kinds import TransportChangeKind
 from codeloop.transport.base import TransportError
 from codeloop.transport.reply import ms
-from codeloop.transport.responses import ResponsesParser, ResponsesRequest
+from codeloop.transport.responses import BUILTIN_TOOLS, ResponsesParser, ResponsesRequest
 from codeloop.transport.responses_http import ResponsesHttpClient
 
 ROTATE_AFTER_S = 55 * 60
@@ -47,6 +47,7 @@ class ResponsesWebSocketClient:
     """A `ModelClient` for `/responses` over a persistent WebSocket, HTTP as its fall-back."""
 
     name = "responses-ws"
+    builtin_tools = BUILTIN_TOOLS
 
     def __init__(self, base_url: str, model: str, api_key: str | None,
                  max_output_tokens: int, request_timeout_s: float, store: bool = False,
