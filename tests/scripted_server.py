@@ -94,6 +94,7 @@ class ToolCall:
     name: str
     arguments: str  # JSON text, streamed in pieces of `chunk_chars`
     id: str = ""  # auto "call_<n>" when empty
+    custom: bool = False  # a freeform (custom) tool's call: `arguments` is its raw input
 
 
 @dataclass
@@ -301,21 +302,24 @@ def _response_plan(
                                    "item": item}))
             output.append(item)
         for call in reply.tool_calls:
-            index, item_id = len(output), _object_id("fc")
+            index, item_id = len(output), _object_id("ctc" if call.custom else "fc")
             call_id = call.id or owner._next_call_id()
-            item = {"id": item_id, "type": "function_call", "status": "in_progress",
-                    "call_id": call_id, "name": call.name, "arguments": ""}
+            # a freeform tool's call carries `input` and streams `custom_tool_call_input` events
+            kind, field_name, stream = (
+                ("custom_tool_call", "input", "response.custom_tool_call_input") if call.custom
+                else ("function_call", "arguments", "response.function_call_arguments"))
+            item = {"id": item_id, "type": kind, "status": "in_progress",
+                    "call_id": call_id, "name": call.name, field_name: ""}
             plan.append(("event", {"type": "response.output_item.added", "output_index": index,
                                    "item": item}))
             where = {"item_id": item_id, "output_index": index}
             for piece in _split(call.arguments, reply.chunk_chars):
                 if piece:
-                    plan.append(("piece", {"type": "response.function_call_arguments.delta",
-                                           **where, "delta": piece}))
+                    plan.append(("piece", {"type": f"{stream}.delta", **where, "delta": piece}))
                     pieces += 1
-            plan.append(("event", {"type": "response.function_call_arguments.done", **where,
-                                   "name": call.name, "arguments": call.arguments}))
-            item = {**item, "status": "completed", "arguments": call.arguments}
+            plan.append(("event", {"type": f"{stream}.done", **where,
+                                   "name": call.name, field_name: call.arguments}))
+            item = {**item, "status": "completed", field_name: call.arguments}
             plan.append(("event", {"type": "response.output_item.done", "output_index": index,
                                    "item": item}))
             output.append(item)
@@ -791,16 +795,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pieces: list[bytes] = [event(delta({"content": p})) for p in text_pieces]
         for i, call in enumerate(reply.tool_calls):
             call_id = call.id or owner._next_call_id()
+            kind, field_name = ("custom", "input") if call.custom else ("function", "arguments")
             for j, p in enumerate(_split(call.arguments, reply.chunk_chars)):
                 if j == 0:
                     frag = {
                         "index": i,
                         "id": call_id,
-                        "type": "function",
-                        "function": {"name": call.name, "arguments": p},
+                        "type": kind,
+                        kind: {"name": call.name, field_name: p},
                     }
                 else:
-                    frag = {"index": i, "function": {"arguments": p}}
+                    frag = {"index": i, kind: {field_name: p}}
                 pieces.append(event(delta({"tool_calls": [frag]})))
 
         self.send_response(200)

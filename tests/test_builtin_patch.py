@@ -183,3 +183,34 @@ def test_a_recorded_builtin_session_is_watched_re_executed_and_re_asked(tmp_path
         next(e for e in recorded if e["type"] == "model.tool_call")["arguments"])
     assert output["call_id"] == call["call_id"] == "call_note"
     assert output["status"] == "completed"
+
+
+def _v4a(call: PatchCall) -> str:
+    return f"*** Begin Patch\n*** Update File: {call.path}\n{call.diff}*** End Patch\n"
+
+
+@pytest.mark.parametrize("wire", ("chat", *WIRES))
+def test_a_freeform_tool_call_is_read_and_answered_as_one(tmp_path, isolated_env, wire):
+    # a model may call apply_patch as a freeform (custom) tool: its input is the raw patch
+    repo = make_repo(tmp_path, "offbyone")
+    script = [Reply(tool_calls=[ToolCall("apply_patch", _v4a(NOTE), "call_free", custom=True)]),
+              Reply(tool_calls=[ToolCall("apply_patch", _v4a(FIX), custom=True)])]
+    with ScriptedModelServer(script) as server:
+        done, events = _run(repo, isolated_env, server, wire)
+        second = (server.chat_requests[1].body if wire == "chat" else _generating(server)[1])
+    assert done.returncode == 0, done.stderr
+    assert [c["kind"] for c in events if c["type"] == "model.tool_call"] == ["custom"] * 2
+    assert [e["outcome"] for e in events if e["type"] == "turn.end"] == ["applied", "applied"]
+    if wire == "chat":
+        call = next(m for m in second["messages"] if m.get("tool_calls"))["tool_calls"][0]
+        assert call["type"] == "custom" and call["custom"]["input"] == _v4a(NOTE)
+        output = next(m for m in second["messages"] if m["role"] == "tool")
+        assert output["tool_call_id"] == "call_free" and set(output) == {
+            "role", "tool_call_id", "content"}
+        assert "The patch was applied" in output["content"]
+        return
+    [output] = _inputs(second, "custom_tool_call_output")
+    assert output["call_id"] == "call_free" and "The patch was applied" in output["output"]
+    if "previous_response_id" not in second:
+        [again] = _inputs(second, "custom_tool_call")
+        assert again["input"] == _v4a(NOTE) and again["name"] == "apply_patch"

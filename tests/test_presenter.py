@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import io
+import json
 
-from codeloop.core.events import EVENT_TYPES, ModelTextDelta, PatchApplied, TurnStart
+from codeloop.core.events import (
+    EVENT_TYPES,
+    ModelTextDelta,
+    ModelToolCall,
+    PatchApplied,
+    TurnStart,
+)
+from codeloop.core.kinds import CallKind
 from codeloop.frontends.headless import ProgressPrinter
 from codeloop.frontends.presenter import _PRESENTERS, Style, present
 
@@ -31,3 +39,13 @@ def test_the_printer_writes_the_presenters_lines_and_bounds_a_long_reply():
     text = out.getvalue()
     assert text.startswith("\n── turn 1 ──\n") and text.endswith("\n── turn 2 ──\n")
     assert "characters not shown" in text and len(text) < 21_000
+
+
+def test_a_builtin_patch_call_is_shown_as_the_patch_it_is_with_its_path():
+    operation = {"type": "update_file", "path": "pager/paginate.py",
+                 "diff": "@@ def f():\n-    return 1\n+    return 2\n"}
+    [shown] = present(ModelToolCall(turn=1, call_id="c", name="apply_patch",
+                                    arguments=json.dumps(operation), kind=CallKind.PATCH))
+    assert shown.text == "tool call: apply_patch"
+    assert shown.diff.splitlines()[:3] == ["*** Begin Patch",
+                                           "*** Update File: pager/paginate.py", "@@ def f():"]

@@ -9,8 +9,8 @@ the last one item by item.
 
 Calls of a freeform tool and of the built-in apply_patch tool (Responses only) keep their kind:
 the recording's Chat form marks them (`type` `custom` / `apply_patch_call`, and on their outputs)
-so a replay renders them as they were; `portable=True` renders them as the function calls any
-Chat server takes (a session that moved to the Chat wire).
+so a replay renders them as they were; `portable=True` renders the built-in's calls as the
+function calls any Chat server takes (a session that moved to the Chat wire).
 """
 
 from __future__ import annotations
@@ -91,19 +91,17 @@ def chat_message(item: Item, portable: bool = False) -> dict[str, Any]:
 
 
 def _chat_call(call: ToolCall, portable: bool) -> dict[str, Any]:
-    if call.kind is CallKind.FUNCTION or portable:
-        arguments = call.arguments
-        if call.kind is CallKind.CUSTOM:  # a freeform input becomes the one string argument
-            arguments = json.dumps({"input": call.arguments})
-        elif call.kind is CallKind.PATCH:
-            arguments = json.dumps({"operation": json.loads(call.arguments)})
-        return {"id": call.call_id, "type": "function",
-                "function": {"name": call.name, "arguments": arguments}}
-    if call.kind is CallKind.CUSTOM:
+    if call.kind is CallKind.CUSTOM:  # Chat Completions has freeform tools too
         return {"id": call.call_id, "type": "custom",
                 "custom": {"name": call.name, "input": call.arguments}}
-    return {"id": call.call_id, "type": "apply_patch_call",
-            "operation": json.loads(call.arguments)}
+    if call.kind is CallKind.PATCH and not portable:
+        return {"id": call.call_id, "type": "apply_patch_call",
+                "operation": json.loads(call.arguments)}
+    arguments = call.arguments  # (the built-in's operation, portably: the function's argument)
+    if call.kind is CallKind.PATCH:
+        arguments = json.dumps({"operation": json.loads(call.arguments)})
+    return {"id": call.call_id, "type": "function",
+            "function": {"name": call.name, "arguments": arguments}}
 
 
 def chat_messages(items: Iterable[Item], portable: bool = False) -> list[dict[str, Any]]:

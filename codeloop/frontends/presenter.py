@@ -42,8 +42,8 @@ from codeloop.core.events import (
     TurnStart,
     UserMessage,
 )
-from codeloop.core.kinds import ExitCode
-from codeloop.edits.extract import patch_argument
+from codeloop.core.kinds import CallKind, ExitCode
+from codeloop.edits.extract import operation_patch, patch_argument
 
 HEAD, TAIL = 16_000, 4_000  # characters of one text shown before and after what is left out
 SPAN_ORDER = ("prompt_ms", "connect_ms", "ttfb_ms", "ttft_ms", "decode_ms", "tools_ms",
@@ -141,9 +141,10 @@ def _compaction(event: Compaction) -> tuple[Shown, ...]:
 def _tool_call(event: ModelToolCall) -> tuple[Shown, ...]:
     if event.name != "apply_patch":
         return (Shown(f"tool call: {event.name} {event.arguments}", Style.TOOL),)
+    read = operation_patch if event.kind is CallKind.PATCH else patch_argument
     try:
-        diff = patch_argument(event.arguments)
-    except ValueError:  # not the JSON the tool takes: shown as it came
+        diff = read(event.arguments)
+    except ValueError:  # not what the tool takes: shown as it came
         diff = event.arguments
     return (Shown(f"tool call: {event.name}", Style.TOOL, diff=diff),)
 

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from codeloop.core.conversation import Item, chat_messages
 from codeloop.core.events import Event
+from codeloop.core.kinds import CallKind
 from codeloop.transport.base import TransportError
 from codeloop.transport.http import HttpStreamClient
 from codeloop.transport.reply import Reply
@@ -61,9 +62,11 @@ class ChatParser:
                 slot = reply.calls.setdefault(int(call.get("index") or 0),
                                               {"id": "", "name": "", "arguments": ""})
                 slot["id"] = call.get("id") or slot["id"]
-                function = call.get("function") or {}
+                if isinstance(call.get("custom"), dict):  # a freeform tool's: raw input text
+                    slot["kind"] = CallKind.CUSTOM
+                function = call.get("custom") or call.get("function") or {}
                 slot["name"] = function.get("name") or slot["name"]
-                slot["arguments"] += function.get("arguments") or ""
+                slot["arguments"] += function.get("input") or function.get("arguments") or ""
             if choice.get("finish_reason"):
                 reply.finish_reason = choice["finish_reason"]
                 reply.complete = True
