@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,28 @@ def run_codeloop(repo: Path, env: dict[str, str], *args: str, timeout: float = 6
                  ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "codeloop", *args], cwd=repo, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def pypi_sources(tmp_path_factory: pytest.TempPathFactory):
+    """`get(name, version)`: the unpacked source distribution of a real project from PyPI (its
+    own test suite included), downloaded once per test run; skipped, saying why, only where
+    the package registry cannot be reached."""
+    downloads = tmp_path_factory.mktemp("pypi")
+
+    def get(name: str, version: str) -> Path:
+        unpacked = downloads / f"{name}-{version}"
+        if unpacked.is_dir():
+            return unpacked
+        fetched = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+             "-d", str(downloads), f"{name}=={version}"], capture_output=True, text=True)
+        archives = sorted(downloads.glob(f"{name.replace('-', '?')}-{version}.tar.gz"))
+        if fetched.returncode or not archives:
+            pytest.skip(f"cannot download {name} {version} from the package registry: "
+                        f"{fetched.stderr.strip()[-300:]}")
+        with tarfile.open(archives[0]) as archive:
+            archive.extractall(downloads, filter="data")
+        return next(downloads.glob(f"{name.replace('-', '?')}-{version}"))
+
+    return get
