@@ -24,16 +24,22 @@ def _unit(indents: list[str]) -> str | None:
     return None
 
 
+def _unchanged(line: str) -> str:
+    return line
+
+
 def reindent(hunk_side: list[str], file_side: list[str]) -> Callable[[str], str]:
     """How the hunk's added lines must be indented to fit the file, learnt from the context and
     removed lines placed on the file's: unchanged unless their indentation differed (placement
     tolerated it), else an indentation seen there maps as it did, and any other level of the
     hunk's unit becomes that level of the file's, shifted by as many levels as the seen ones
     were (a hunk written one level too shallow stays one level too shallow nowhere)."""
+    if hunk_side == file_side:  # (the usual case: placed exactly, nothing to learn)
+        return _unchanged
     pairs = {_indent(h): _indent(f) for h, f in zip(hunk_side, file_side, strict=True)
              if h.strip()}
     if all(h == f for h, f in pairs.items()):
-        return lambda line: line
+        return _unchanged
     ours, theirs = _unit(list(pairs)), _unit(list(pairs.values()))
     shifts = {len(f) // len(theirs) - len(h) // len(ours) for h, f in pairs.items()
               } if ours and theirs else set()
