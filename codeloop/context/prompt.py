@@ -82,20 +82,34 @@ def _module_file(root: Path, module: str) -> str | None:
 
 
 def files_for_failures(root: Path, result: TestResult) -> list[str]:
-    """Repository files the failures point to: traceback locations, then the project modules
-    the failing tests import (through a package's `__init__.py` to the module behind it)."""
+    """Repository files the failures point to: traceback locations (Python, JS/TS, Go, Rust),
+    then the project modules the failing tests import (through a package's `__init__.py` to the
+    module behind it; a JS/TS test's relative imports; a Go test's package files)."""
     real_root = root.resolve()
     chosen: list[str] = []
     texts = [f.details + "\n" + f.location for f in result.failures] or [result.output]
     for text in texts:
-        for match in re.finditer(r"([\w./-]+\.py)(?::\d+|\", line \d+)", text):
+        for match in re.finditer(r"([\w./-]+\.(?:py|[cm]?[jt]sx?|go|rs))(?::\d+|\", line \d+)",
+                                 text):
             path = (root / match.group(1)).resolve()
             if path.is_file() and path.is_relative_to(real_root):
                 rel = path.relative_to(real_root).as_posix()
                 if rel not in chosen and ".git" not in Path(rel).parts:
                     chosen.append(rel)
     for test_file in [c for c in chosen if "test" in Path(c).name]:
-        for found in local_imports(root, test_file):
+        found_files = local_imports(root, test_file) if test_file.endswith(".py") else []
+        source = (root / test_file).read_text(encoding="utf-8", errors="replace")
+        for spec in re.findall(r"""(?:require\(|from|import)\s*['"](\.\.?/[^'"]+)['"]""",
+                               source if re.search(r"\.[cm]?[jt]sx?$", test_file) else ""):
+            base = (root / test_file).parent / spec
+            found_files += [(c.resolve().relative_to(real_root).as_posix()) for c in (
+                base, *(base.with_name(base.name + s) for s in (".js", ".ts", ".mjs", ".tsx")),
+                base / "index.js", base / "index.ts") if c.is_file()
+                and c.resolve().is_relative_to(real_root)][:1]
+        if test_file.endswith("_test.go"):  # the code under test is in the same package
+            found_files += sorted(p.relative_to(real_root).as_posix() for p in (
+                real_root / test_file).parent.glob("*.go") if not p.name.endswith("_test.go"))[:5]
+        for found in found_files:
             following = local_imports(root, found) if found.endswith("__init__.py") else []
             for rel in (found, *following):
                 if rel not in chosen:

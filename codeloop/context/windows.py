@@ -28,7 +28,9 @@ TOP_LINES = 30  # the file's docstring and imports: at most 30 lines, about 1,00
 GAP_FILL = 3  # a gap this small is shown: its marker would cost about as much
 MAX_NAMES = 30  # names a failing test calls that are looked up as definitions
 
-_FRAME = re.compile(r'([\w./-]+\.py)(?::(\d+)|", line (\d+))')
+# Python's frames, and the `file:line` of JS/TS, Go and Rust reports (those files are not parsed:
+# they get windows around their lines)
+_FRAME = re.compile(r'([\w./-]+\.(?:py|[cm]?[jt]sx?|go|rs))(?::(\d+)|", line (\d+))')
 _WORD = re.compile(r"[A-Za-z_]\w{2,}")
 
 

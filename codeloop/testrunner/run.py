@@ -3,7 +3,8 @@
 Owns the process (a shell in a session of its own, under `reaper.py` on Linux: every process
 it started is ended when it exits, at the timeout or on a cancel), bounded output (head and
 tail kept, the middle elided with a count), and for pytest the structured results from its
-JUnit XML: counts, failing test ids, short messages and locations.
+JUnit XML: counts, failing test ids, short messages and locations (other runners' reports are
+read by `reports.py`).
 """
 
 from __future__ import annotations
@@ -270,9 +271,17 @@ async def run_tests(command: str, cwd: Path, timeout_s: float,
         with contextlib.suppress(ET.ParseError):
             result.counts, result.failures = parse_junit(junit.read_text(encoding="utf-8"),
                                                          cwd.resolve())
+    report = None
+    if not extras and not timed_out:
+        from codeloop.testrunner.reports import read_report  # other runners: imported on use
+
+        report = read_report(text, cwd.resolve())
     junit_dir.cleanup()
     if timed_out:
         result.summary = f"timed out after {timeout_s:g}s (every process it started killed)"
+    elif report is not None:  # their summary lines differ; the counts say it one way
+        result.counts, result.failures = report
+        result.summary = _counts_summary(result)
     else:
         result.summary = _summary_line(text) or _counts_summary(result)
     return result
