@@ -2,11 +2,13 @@
 
 Prints, cold vs warm, the minimum and median wall time of: one trivial test (the floor); the
 full suite of each sandbox project; one larger real suite (more-itertools, from its PyPI sdist);
-then `codeloop --task` fixing sandbox/offbyone against the scripted server at unlimited speed
+a two-test suite in a venv with hypothesis installed (from PyPI), cold, warm before the runner
+has learned what the run imports lazily, and warm after (target: ≤ 0.25× cold); then
+`codeloop --task` fixing sandbox/offbyone against the scripted server at unlimited speed
 (start-up, baseline, one turn, the verifying run): a project's first session (no earlier
 self-check to trust, so a cold baseline) and later ones, with warm_tests off and auto.
 
-    python benchmarks/test_runner.py [--repeat 7] [--e2e-repeat 7]
+    python benchmarks/test_runner.py [--repeat 7] [--e2e-repeat 7] [--only hypothesis]
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ from tests.scripted_server import Reply, ScriptedModelServer, ToolCall  # noqa: 
 
 COMMAND = f"{sys.executable} -m pytest -q -p no:cacheprovider"
 LARGER = "more-itertools==10.5.0"
+HYPOTHESIS_SUITE = ("from hypothesis import given, strategies as st\n\n"
+                    "@given(st.integers())\ndef test_integers(x):\n    assert int(x) == x\n\n"
+                    "def test_plain():\n    assert 1 + 1 == 2\n")
 
 
 async def timings(root: Path, repeat: int) -> tuple[list[float], list[float], str]:
@@ -52,6 +57,64 @@ async def timings(root: Path, repeat: int) -> tuple[list[float], list[float], st
     finally:
         await runner.close()
     return cold, warm, summary
+
+
+def hypothesis_environment(where: Path) -> tuple[str, Path]:
+    """(test command, project): a venv with pytest and hypothesis, and a two-test suite."""
+    subprocess.run([sys.executable, "-m", "venv", str(where / "venv")], check=True)
+    python = where / "venv" / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "pytest", "hypothesis"],
+                   check=True, capture_output=True)
+    (where / "project" / "tests").mkdir(parents=True)
+    (where / "project" / "tests" / "test_prop.py").write_text(HYPOTHESIS_SUITE)
+    return f"{python} -m pytest -q -p no:cacheprovider", where / "project"
+
+
+async def learning(command: str, root: Path, repeat: int) -> dict[str, list[float]]:
+    """Cold runs; each fresh runner's first run (nothing learned yet); its second, started at
+    once (so it waits for the runner to import what the first learned, which a model's answer
+    hides in a session) and third; and the first run of a runner started with what was
+    learned (as the next session's is)."""
+    times: dict[str, list[float]] = {"cold": [], "before": [], "after": [], "settled": [],
+                                     "next": []}
+    for _ in range(repeat):
+        times["cold"].append((await run_tests(command, root, 300, lambda _: None)).duration_ms)
+    learned: list[str] = []
+    for _ in range(repeat):
+        runner = WarmRunner(command, root)
+        await runner.launch()
+        try:
+            times["before"].append((await run_tests(command, root, 300, lambda _: None,
+                                                    warm=runner)).duration_ms)
+            times["after"].append((await run_tests(command, root, 300, lambda _: None,
+                                                   warm=runner)).duration_ms)
+            times["settled"].append((await run_tests(command, root, 300, lambda _: None,
+                                                     warm=runner)).duration_ms)
+            learned = runner.learned
+        finally:
+            await runner.close()
+    for _ in range(repeat):
+        runner = WarmRunner(command, root)
+        runner.learned = list(learned)
+        await runner.launch()
+        try:
+            times["next"].append((await run_tests(command, root, 300, lambda _: None,
+                                                  warm=runner)).duration_ms)
+        finally:
+            await runner.close()
+    print(f"  ({len(learned)} modules learned)")
+    return times
+
+
+def learning_rows(times: dict[str, list[float]]) -> None:
+    cold = statistics.median(times["cold"])
+    labels = {"cold": "cold", "before": "warm, nothing learned yet",
+              "after": "warm, 2nd run (waits on learning)", "settled": "warm, 3rd run (learned)",
+              "next": "warm, next session (memo)"}
+    for key, label in labels.items():
+        median = statistics.median(times[key])
+        print(f"  {label:<36} min {min(times[key]):6.0f} / median {median:6.0f} ms   "
+              f"{median / cold:5.2f}x cold")
 
 
 def row(name: str, cold: list[float], warm: list[float], summary: str) -> None:
@@ -108,9 +171,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--e2e-repeat", type=int, default=7)
+    parser.add_argument("--only", choices=["hypothesis"], help="run one section alone")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="codeloop-runner-") as tmp_name:
         tmp = Path(tmp_name)
+        command, project = hypothesis_environment(tmp / "hypothesis")
+        print(f"hypothesis installed: 2 tests, wall ms over {args.repeat} runs each")
+        learning_rows(asyncio.run(learning(command, project, args.repeat)))
+        if args.only:
+            return
         floor = tmp / "floor"
         (floor / "tests").mkdir(parents=True)
         (floor / "tests" / "test_one.py").write_text("def test_one():\n    assert True\n")

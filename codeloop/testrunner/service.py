@@ -4,7 +4,10 @@ Owns the choice between the cold command and the warm runner (`warm_tests` auto/
 self-check that trusts the warm runner only when its run of the baseline matches the cold one
 test by test, restarting the runner when dependencies change, falling back to cold (with the
 reason, as an event) on any doubt, and the ordering: the tests that failed last time run first,
-and with `fail_fast` they run alone, stopping at the first failure, before the full suite.
+and with `fail_fast` they run alone, stopping at the first failure, before the full suite. Also
+the runner's learned warm set across sessions (its memo, per interpreter and project), and what
+is dropped from it: each drop is an event, and a self-check that differs with learned modules
+is made again without them before warm runs are given up.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from codeloop.core.dirs import cache_dir
 from codeloop.core.events import TestRunnerChange
 from codeloop.core.kinds import TestMode
 from codeloop.testrunner.run import TestResult, run_tests, warm_wanted
-from codeloop.testrunner.warm import WarmRunner, WarmUnavailable
+from codeloop.testrunner.warm import IMPORT_FAILED, Report, WarmRunner, WarmUnavailable
 from codeloop.workspace.errors import SandboxError
 from codeloop.workspace.git import tree_id
 
@@ -37,11 +40,80 @@ def spawn_runner(mode: str, command: str, root: Path, hidden_env: tuple[str, ...
     if not warm_wanted(mode, command):
         return None
     try:
-        runner = WarmRunner(command, root, hidden_env)
+        runner = recalling(command, root, hidden_env, root)
         runner.spawn()
     except WarmUnavailable:
         return None  # `prepare` tries again and reports the reason
     return runner
+
+
+def _learned_memo(runner: WarmRunner, project: Path) -> Path:
+    """Where the modules learned for this interpreter and project (the user's repo) are
+    remembered, beside the self-check memos: not per tree or dependency stamp, as what is
+    learned outlives both; a module gone since fails to import and is dropped, saying so."""
+    key = hashlib.sha1(json.dumps([runner.python, str(project.resolve())]).encode())
+    return cache_dir() / "repomap" / "warm-learned" / key.hexdigest()
+
+
+def recalling(command: str, root: Path, hidden_env: tuple[str, ...], project: Path
+              ) -> WarmRunner:
+    """A runner (not started) that starts with what earlier sessions learned (and refused) in
+    `project`."""
+    runner = WarmRunner(command, root, hidden_env)
+    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+        data = json.loads(_learned_memo(runner, project).read_text(encoding="utf-8"))
+        runner.learned = [str(name) for name in data["modules"]]
+        runner.refused = {str(name): str(why) for name, why in data["refused"].items()}
+    return runner
+
+
+def remember_learned(runner: WarmRunner, project: Path) -> None:
+    """Best effort, as the self-check memos. Import failures are not kept: the package may be
+    installed again."""
+    refused = {name: why for name, why in runner.refused.items()
+               if not why.startswith(IMPORT_FAILED)}
+    memo = _learned_memo(runner, project)
+    with contextlib.suppress(OSError):
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(json.dumps({"modules": runner.learned, "refused": refused}) + "\n")
+
+
+def reporter(runner: WarmRunner, project: Path, emit: Callable[[TestRunnerChange], object]
+             ) -> Report:
+    """What the session does with the runner's learning reports: remember the learned set, and
+    say what is dropped and why."""
+    def report(learned: list[str], dropped: list[tuple[str, str]]) -> None:
+        remember_learned(runner, project)
+        if dropped:
+            emit(TestRunnerChange(mode=TestMode.WARM, message=(
+                f"warm runner: learned module{'s' if len(dropped) > 1 else ''} dropped, not "
+                f"pre-imported any more: {_named(dropped)}")))
+    return report
+
+
+async def without_learned(runner: WarmRunner, project: Path, baseline: TestResult,
+                          warm: TestResult, emit: Callable[[TestRunnerChange], object]) -> bool:
+    """The self-check differed with learned modules pre-imported: the runner starts again
+    without them, to check again, and the memo forgets them. False when it could not start
+    (it is closed)."""
+    why = (f"the warm self-check differed with it pre-imported (cold: {baseline.summary}; "
+           f"warm: {warm.summary})")
+    try:
+        forgotten = await runner.unlearn(why)
+    except WarmUnavailable:
+        return False
+    remember_learned(runner, project)
+    tops = sorted({name.partition(".")[0] for name in forgotten})
+    emit(TestRunnerChange(mode=TestMode.WARM, message=(
+        f"warm runner: the self-check differed with {len(forgotten)} learned modules "
+        f"pre-imported (of {', '.join(tops[:12])}{', ...' if len(tops) > 12 else ''}): "
+        "checking again without them, which are forgotten")))
+    return True
+
+
+def _named(dropped: list[tuple[str, str]]) -> str:
+    shown = "; ".join(f"{name} ({why})" for name, why in dropped[:3])
+    return shown + (f"; and {len(dropped) - 3} more" if len(dropped) > 3 else "")
 
 
 def verdicts(result: TestResult, ran_in: Path | None = None, sandbox: Path | None = None
@@ -80,6 +152,9 @@ class TestService:
         self.failed_last: list[str] = []
         self._key: str | None = None  # of this set-up's remembered self-check outcomes
         self._checking: asyncio.Task[None] | None = None  # the self-check, once begun
+        self._checked_with: list[str] = []  # learned modules the self-check's runner had
+        # the user's repo, which keys the learned memo (a restart's `root` is the sandbox)
+        self._project = runner.root if runner is not None else None
 
     @property
     def label(self) -> TestMode:
@@ -104,8 +179,10 @@ class TestService:
                                "pytest ...`, without shell operators)")
             return
         try:
+            self._project = self._project or root
             if self.runner is None:
-                self.runner = WarmRunner(self.command, root, self.hidden_env)
+                self.runner = recalling(self.command, root, self.hidden_env, self._project)
+            self.runner.on_report = reporter(self.runner, self._project, self.emit)
             await self.runner.launch()
         except WarmUnavailable as exc:
             self.runner = None
@@ -215,6 +292,7 @@ class TestService:
         the same commit. None when there is no runner (any more)."""
         if self.runner is None:
             return None
+        self._checked_with = list(self.runner.learned)
         return await self._warm(tree, lambda _: None, [])
 
     async def judge(self, warm: TestResult | None, baseline: TestResult, tree: Path,
@@ -229,6 +307,10 @@ class TestService:
             await self.close()
             return
         if verdicts(warm, tree, sandbox) != verdicts(baseline):
+            if self._checked_with and await without_learned(
+                    self.runner, self._project or tree, baseline, warm, self.emit):
+                await self.judge(await self.check_run(tree), baseline, tree, sandbox)
+                return
             beside = tree != sandbox
             if beside:
                 self._remember("apart", tree, f"cold: {baseline.summary}; warm: {warm.summary}")
@@ -241,7 +323,8 @@ class TestService:
         self.trusted = True
         self._remember("trust", tree, warm.summary)
         self.emit(TestRunnerChange(mode=TestMode.WARM, message=(
-            f"warm test runner ready ({len(self.runner.warmed)} modules pre-imported); its "
+            f"warm test runner ready ({len(self.runner.warmed)} modules pre-imported, "
+            f"{len(self._checked_with)} learned in earlier runs); its "
             f"self-check matched the cold baseline: {warm.duration_ms:.0f} ms warm vs "
             f"{baseline.duration_ms:.0f} ms cold")))
 
@@ -249,8 +332,10 @@ class TestService:
                     extra: str = "") -> TestResult | None:
         assert self.runner is not None
         try:
+            # `first` only where given: run.py is moving failing-first into its selection
+            ordering = {"first": first} if first else {}
             return await run_tests(self.command + extra, root, self.timeout_s, on_output,
-                                   self.hidden_env, warm=self.runner, first=first)
+                                   self.hidden_env, warm=self.runner, **ordering)
         except (ConnectionError, OSError, ValueError, KeyError) as exc:
             self.fall_back(f"tests run cold: the warm runner failed ({type(exc).__name__}: {exc})")
             await self.close()
