@@ -36,7 +36,7 @@ FLAG_KEYS = {
     "--request-timeout": "request_timeout_s", "--responses-store": "responses_store",
     "--context-window": "context_window", "--compact-at": "compact_at",
     "--keep-recent-turns": "keep_recent_turns", "--tool-output-tokens": "tool_output_tokens",
-    "--warm-tests": "warm_tests", "--fail-fast": "fail_fast",
+    "--warm-tests": "warm_tests", "--fail-fast": "fail_fast", "--verify": "verify",
 }
 LEGACY_FLAGS = {"--edit-mode": "edit_mode"}  # still read, as the key that replaced it
 _FLAG_HELP = {
@@ -61,8 +61,10 @@ _FLAG_HELP = {
     "keep_recent_turns": "turns a summary keeps verbatim",
     "tool_output_tokens": "token budget of one tool output or test report (head and tail kept)",
     "warm_tests": "pytest from a pre-imported, forking runner: auto, on, off",
-    "fail_fast": "run last turn's failing tests alone first, stopping at the first failure "
-                 "(true/false)",
+    "fail_fast": "the tests that failed last turn, which run first, stop at the first that "
+                 "still fails (true/false)",
+    "verify": "before a turn counts as passed: the full suite, or only the tests the change "
+              "can affect (full, affected)",
 }
 
 

@@ -20,6 +20,7 @@ from codeloop.core.kinds import LEGACY_EDIT_MODES, EditTool, ExitCode
 
 TRANSPORTS = ("auto", "chat", "responses-http", "responses-ws")
 WARM_MODES = ("auto", "on", "off")
+VERIFY_MODES = ("full", "affected")
 EDIT_TOOLS = tuple(EditTool)
 # the models with the Responses API's built-in apply_patch tool (GPT-5.1 and later, the codex
 # families), as comma-separated fnmatch patterns: `builtin_patch_models`' default
@@ -54,6 +55,7 @@ class Config:
     tool_output_tokens: int = 5000
     warm_tests: str = "auto"
     fail_fast: bool = False
+    verify: str = "full"
 
     @classmethod
     def key_types(cls) -> dict[str, type]:
@@ -71,7 +73,8 @@ def parse_bool(text: str) -> bool:
         return _TRUTH[text.strip().lower()]
     except KeyError:
         raise ValueError(f"not a boolean: {text!r}") from None
-_CHOICES = {"transport": TRANSPORTS, "edit_tool": EDIT_TOOLS, "warm_tests": WARM_MODES}
+_CHOICES = {"transport": TRANSPORTS, "edit_tool": EDIT_TOOLS, "warm_tests": WARM_MODES,
+            "verify": VERIFY_MODES}
 LEGACY_KEYS = ("edit_mode",)  # still read, as the key that replaced it
 _ZERO_ALLOWED = ("context_window",)  # 0 = the model's known default
 

@@ -79,6 +79,13 @@ class Applier:
     async def apply_and_test(self, turn: int, proposals: list[ProposedEdit], clock: TurnClock
                              ) -> tuple[TurnOutcome, str]:
         """(f) apply and commit, (g) test; returns how the turn went and what to tell."""
+        with clock.span("test_ms"):  # a baseline still confirming: the files wait for it
+            await self.results.settle()
+        outcome, feedback = await self._apply_and_test(turn, proposals, clock)
+        return outcome, "\n\n".join(n for n in (self.results.take_note(), feedback) if n)
+
+    async def _apply_and_test(self, turn: int, proposals: list[ProposedEdit], clock: TurnClock
+                              ) -> tuple[TurnOutcome, str]:
         if self.tests.self_checking:
             with clock.span("test_ms"):  # a test run still going: not overhead
                 await self.tests.self_checked()  # trust is decided before the next run

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from codeloop.core.events import ModelDone, ModelFirstByte, ModelRetry
+from codeloop.core.port import Status
 
 SUMMED_SPANS = ("prompt_ms", "connect_ms", "ttft_ms", "decode_ms", "tools_ms", "apply_ms",
                 "test_ms", "retry_wait_ms")
@@ -91,6 +92,14 @@ class Totals:
             self.figures[key] += done.usage.get(key, 0)
         self.figures["model_ms"] += round(spans["connect_ms"] + spans["ttft_ms"]
                                           + spans["decode_ms"], 3)
+
+    def status(self, model: str, transport: str) -> Status:
+        """What the status bar shows of them."""
+        figures = self.figures
+        return Status(model=model, transport=transport,
+                      prompt_tokens=int(figures["prompt_tokens"]),
+                      cached_tokens=int(figures["cached_tokens"]),
+                      completion_tokens=int(figures["completion_tokens"]))
 
     def turn_ended(self, spans: dict[str, float]) -> None:
         for key in (*SUMMED_SPANS, "overhead_ms"):

@@ -2,13 +2,20 @@
 
 Owns `test.start`/`test.output`/`test.done` for each run in the sandbox, and the results by
 commit, so that after an /undo the result is again that of the files now, never that of the
-undone ones. How a run runs (cold, warm, failures first) is the test service's.
+undone ones; and a baseline still confirming the remembered one, which every later run waits
+for. How a run runs (cold, warm, failures first) is the test service's.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
+from codeloop.agent.baselines import same_verdict
 from codeloop.agent.clock import Totals
-from codeloop.core.events import TestDone, TestOutput, TestStart
+from codeloop.context.prompt import test_report
+from codeloop.core.events import Notice, TestDone, TestOutput, TestStart
+from codeloop.core.kinds import NoticeKind
 from codeloop.core.stream import EventStream
 from codeloop.testrunner.run import TestResult
 from codeloop.testrunner.service import TestService
@@ -34,27 +41,65 @@ class TestRuns:
         with self.sandbox.test_run():  # (what it writes there is the session's own)
             result = await self.tests.run(
                 self.sandbox.path, lambda text: self.events.emit(TestOutput(turn=turn,
-                                                                            text=text)))
+                                                                            text=text)),
+                baseline=turn == 0)
         if turn == 0:
             self.totals.baseline_ran(result.duration_ms)
         self.events.emit(TestDone(
             turn=turn, exit_code=result.exit_code, passed=result.passed, summary=result.summary,
             counts=result.counts, failures=result.failures, duration_ms=result.duration_ms,
-            timed_out=result.timed_out, output=result.output, mode=mode))
+            timed_out=result.timed_out, output=result.output, mode=mode, scope=result.scope))
         return result
 
 
 class Results:
     """The latest test result, and the results of the commits tested so far."""
 
-    def __init__(self, runs: TestRuns, baseline: TestResult, commit: str) -> None:
+    def __init__(self, runs: TestRuns, baseline: TestResult, commit: str,
+                 confirming: asyncio.Future[TestResult] | None = None) -> None:
         self.runs = runs
         self.latest = baseline
+        self._base = commit
         self._tested_at = commit  # the commit `latest` is of
         self._by_commit = {commit: baseline}
+        # the baseline still running, `baseline` being the last session's on the same files
+        self.confirming = confirming
+        self.note = ""  # what the model is told of it, with its next feedback
+        if confirming is not None:
+            runs.events.emit(Notice(kind=NoticeKind.BASELINE, message=(
+                f"tests: the last baseline on these files ({baseline.summary}) goes to the "
+                "model now; this session's baseline runs meanwhile to confirm it")))
+
+    async def settle(self) -> None:
+        """Wait for a baseline still running (no run or change may overlap it); when it tells
+        the model something else than the remembered result did, `note` says what."""
+        if self.confirming is None:
+            return
+        result = await self.confirming
+        self.confirming = None
+        if not same_verdict(result, self._by_commit[self._base]):
+            self.note = ("The baseline test run, which was still going when you were first "
+                         "asked (you were shown the last session's result on the same files), "
+                         "has finished with another result: " + test_report(result))
+        self._by_commit[self._base] = result
+        if self._tested_at == self._base:
+            self.latest = result
+
+    def take_note(self) -> str:
+        note, self.note = self.note, ""
+        return note
+
+    async def abandon(self) -> None:
+        """The session ends or is interrupted: a baseline still running is stopped."""
+        if self.confirming is not None:
+            running, self.confirming = self.confirming, None
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await running
 
     async def run(self, turn: int) -> TestResult:
         """A run of the files now; `latest` until `tested` says which commit they are."""
+        await self.settle()
         self.latest = await self.runs.run(turn)
         return self.latest
 

@@ -93,7 +93,7 @@ class Session:
         self._conversation = Conversation(settings.task)
         self._tests = TestService(settings.test_command, config.test_timeout_s,
                                   settings.hidden_env, config.warm_tests, config.fail_fast,
-                                  events.emit, runner)
+                                  events.emit, runner, config.verify)
         self._opened: _Opened | None = None
         self._pinned = list(settings.pinned_files)  # (/add works as soon as the sandbox exists)
 
@@ -118,6 +118,7 @@ class Session:
         try:
             await self.open()
             outcome = await self.ask(self.settings.task)
+            await self._open.results.settle()  # the verdict is never a remembered one
             exit_code = ExitCode.of_tests(self._open.results.latest.passed)
             if self.settings.apply_at_end:
                 applied = self._apply_at_end()
@@ -161,7 +162,8 @@ class Session:
         except asyncio.CancelledError:
             self._interrupted()
             raise
-        self._opened = self._assemble(sandbox, Results(runs, baseline, sandbox.base_commit))
+        self._opened = self._assemble(sandbox, Results(runs, baseline.result,
+                                                       sandbox.base_commit, baseline.confirming))
 
     def _sandbox_ready(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
@@ -203,6 +205,7 @@ class Session:
                 if (stop := stop_condition(outcome, opened.results.latest.passed)) is not None:
                     return stop
         except asyncio.CancelledError:
+            await opened.results.abandon()  # its processes are gone before the files reset
             self._interrupted()
             raise
         return SessionOutcome.MAX_ITERATIONS
@@ -220,14 +223,12 @@ class Session:
         return await commands.run(self, line)
 
     def status(self) -> Status:
-        figures = self._totals.figures
-        return Status(model=self.config.model, transport=self.client.name,
-                      prompt_tokens=int(figures["prompt_tokens"]),
-                      cached_tokens=int(figures["cached_tokens"]),
-                      completion_tokens=int(figures["completion_tokens"]))
+        return self._totals.status(self.config.model, self.client.name)
 
     async def finish(self, outcome: SessionOutcome) -> ExitCode:
         """End the session; the exit code is the latest test result's."""
+        if self._opened is not None:
+            await self._opened.results.settle()
         exit_code = ExitCode.of_tests(self.result is not None and self.result.passed)
         await self._close(outcome, exit_code)
         return exit_code
@@ -235,6 +236,8 @@ class Session:
     async def _close(self, outcome: SessionOutcome, exit_code: ExitCode,
                      applied: bool = False) -> None:
         """The connection, the test runner, the `session.end` event, git handles."""
+        if self._opened is not None:
+            await self._opened.results.abandon()
         await self._model.close()
         await self._tests.shut_down()
         totals = self._totals.final()

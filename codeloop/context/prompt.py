@@ -149,10 +149,24 @@ def files_section(root: Path, rels: list[str], focus: Focus | None = None) -> st
     return "\n\n".join(blocks)
 
 
+# the stages of a run that did not reach the end of the suite (`TestResult.scope`)
+_STAGE_WORDS = {"failing": "the tests that failed last time",
+                "affected": "the tests the change can affect"}
+
+
+def _partial(result: TestResult) -> str:
+    ran = " and then ".join(_STAGE_WORDS.get(stage, stage) for stage in result.scope.split("+"))
+    if result.passed:  # (verify = "affected")
+        return f" Only {ran} ran, and they pass; the rest of the suite was not run."
+    return f" Only {ran} ran; the rest of the suite runs once they pass."
+
+
 def test_report(result: TestResult, limit: int = 20_000) -> str:
     """The test result as the model reads it: failures with messages, not 10,000 lines; at most
     about `limit` characters, head and tail kept."""
     head = f"Test command result: {result.summary} (exit code {result.exit_code})."
+    if result.scope != "full":
+        head += _partial(result)
     if result.timed_out:
         return head + "\nThe test run was killed at its timeout. Output so far:\n" + bound(
             result.output, limit // 2, limit // 2)

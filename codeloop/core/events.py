@@ -300,6 +300,9 @@ class TestDone(Event):
     timed_out: bool
     output: str
     mode: TestMode = TestMode.COLD
+    # "full": the suite ran (or its stages went to its end); else the stages that ran before one
+    # failed, such as "failing" (only the tests that failed last time) or "failing+affected"
+    scope: str = "full"
 
 
 @dataclass

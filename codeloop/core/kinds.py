@@ -72,6 +72,7 @@ class NoticeKind(StrEnum):
     MODEL = "model"
     CLEAR = "clear"
     COMPACTION = "compaction"
+    BASELINE = "baseline"  # the first request goes with the last session's baseline result
 
 
 class TransportChangeKind(StrEnum):

@@ -174,8 +174,9 @@ def _test_start(event: TestStart) -> tuple[Shown, ...]:
 
 
 def _test_done(event: TestDone) -> tuple[Shown, ...]:
+    scope = "" if event.scope == "full" else f", {event.scope} only"
     lines = [("✓ " if event.passed else "✗ ") + f"tests: {event.summary} "
-             f"({event.duration_ms / 1000:.2f}s, {event.mode})"]
+             f"({event.duration_ms / 1000:.2f}s, {event.mode}{scope})"]
     lines += [f"  ✗ {failure.id}: {failure.message[:160]}"
               for failure in event.failures[:FAILURES_SHOWN]]
     return (Shown("\n".join(lines), Style.OK if event.passed else Style.ERROR,

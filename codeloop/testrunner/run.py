@@ -27,6 +27,7 @@ from typing import Protocol, TypeVar
 
 from codeloop.core.bounded import BoundedText, bound
 from codeloop.core.events import TestFailure
+from codeloop.testrunner.impact import PLUGIN, PLUGIN_DIR, Selection, read_trace
 from codeloop.workspace.git import git_environment
 
 REAPER = Path(__file__).with_name("reaper.py")
@@ -54,6 +55,11 @@ class TestResult:
     duration_ms: float = 0.0
     timed_out: bool = False
     output: str = ""
+    ran: list[str] = field(default_factory=list)  # the node ids of every test that ran
+    trace: dict[str, list[str]] = field(default_factory=dict)  # per test: the files it ran
+    # what the run covered: "full" (the suite), else the stages it went through before it
+    # stopped at a failure ("failing", "failing+affected", ...)
+    scope: str = "full"
 
     @property
     def passed(self) -> bool:
@@ -92,12 +98,15 @@ def _location(details: str, root: Path | None) -> str:
 
 
 def parse_junit(xml_text: str, root: Path | None = None
-                ) -> tuple[dict[str, int], list[TestFailure]]:
-    """Counts and failures from pytest's JUnit XML (xunit1 family, which carries file/line)."""
+                ) -> tuple[dict[str, int], list[TestFailure], list[str]]:
+    """Counts, failures and the ids of the tests that ran, from pytest's JUnit XML (xunit1
+    family, which carries file/line)."""
     report = ET.fromstring(xml_text)
     counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
     failures: list[TestFailure] = []
+    ran: list[str] = []
     for case in report.iter("testcase"):
+        ran.append(_node_id(case))
         problem = case.find("failure")
         kind = "failed"
         if problem is None:
@@ -112,7 +121,7 @@ def parse_junit(xml_text: str, root: Path | None = None
         failures.append(TestFailure(
             id=_node_id(case), kind=kind, message=problem.get("message", "")[:500],
             location=location, details=bound(details, 3000, 1500)))
-    return counts, failures
+    return counts, failures, ran
 
 
 def _summary_line(output: str) -> str:
@@ -229,20 +238,37 @@ def pytest_extras(command: str, junit: Path) -> list[str]:
 
 
 class WarmStarter(Protocol):
-    async def start(self, command: str, extras: list[str], cwd: Path, env: dict[str, str],
-                    first: list[str]) -> RunningTests: ...
+    async def start(self, command: str, extras: list[str], cwd: Path, env: dict[str, str]
+                    ) -> RunningTests: ...
+
+
+def _select(selection: Selection, cwd: Path, scratch: Path, env: dict[str, str],
+            warm: bool) -> tuple[list[str], Path]:
+    """The extras and environment that hand `selection` to codeloop's pytest plugin (the warm
+    runner's child loads it itself); returns the extras and where its trace goes."""
+    spec, trace = scratch / "select.json", scratch / "trace.json"
+    spec.write_text(selection.spec(cwd.resolve(), trace if selection.trace else None),
+                    encoding="utf-8")
+    env["CODELOOP_SELECT"] = str(spec)
+    if warm:
+        return [], trace
+    env["PYTHONPATH"] = os.pathsep.join([str(PLUGIN_DIR), *filter(None, [
+        env.get("PYTHONPATH")])])
+    return ["-p", PLUGIN], trace
 
 
 async def run_tests(command: str, cwd: Path, timeout_s: float,
                     on_output: Callable[[str], None], hidden_env: tuple[str, ...] = (),
-                    warm: WarmStarter | None = None, first: list[str] | None = None
+                    warm: WarmStarter | None = None, selection: Selection | None = None
                     ) -> TestResult:
     """Run `command` in `cwd` in a session of its own; at its exit, at the timeout or on a
     cancel, every process it started is killed (its output is read for `DRAIN_GRACE_S` more
     after it exits, for what is still on the way).
 
     With `warm`, a pytest command runs in a child forked from the warm runner instead (same
-    arguments, same results); `first` are test ids to run first.
+    arguments, same results). A pytest command runs only the tests `selection` selects, and
+    traces what they run where it says so (`TestResult.trace`); the warm runner's child loads
+    the plugin when the environment names a selection.
     """
     started = time.perf_counter()
     junit_dir = tempfile.TemporaryDirectory(prefix="codeloop-junit-")
@@ -250,8 +276,12 @@ async def run_tests(command: str, cwd: Path, timeout_s: float,
     extras = pytest_extras(command, junit) if is_pytest(command) else []
     env = environment_without(hidden_env)
     env["PYTHONUNBUFFERED"] = "1"
+    trace: Path | None = None
+    if extras and selection is not None and not selection.plain:
+        more, trace = _select(selection, cwd, Path(junit_dir.name), env, warm is not None)
+        extras += more
     if warm is not None and extras:
-        start = warm.start(command, extras, cwd, env, first or [])
+        start = warm.start(command, extras, cwd, env)
     else:
         start = _ColdRun.start(" ".join([command, *map(shlex.quote, extras)]), cwd, env)
     # a cancel while the process is being started waits for it, then kills all it started
@@ -269,8 +299,10 @@ async def run_tests(command: str, cwd: Path, timeout_s: float,
                         duration_ms=round((time.perf_counter() - started) * 1000, 3))
     if junit.is_file():
         with contextlib.suppress(ET.ParseError):
-            result.counts, result.failures = parse_junit(junit.read_text(encoding="utf-8"),
-                                                         cwd.resolve())
+            result.counts, result.failures, result.ran = parse_junit(
+                junit.read_text(encoding="utf-8"), cwd.resolve())
+    if trace is not None:
+        result.trace = read_trace(trace)
     report = None
     if not extras and not timed_out:
         from codeloop.testrunner.reports import read_report  # other runners: imported on use

@@ -1,10 +1,10 @@
-"""How a session runs its tests: cold, or warm once proven safe, failures first, fail-fast.
+"""How a session runs its tests: cold, or warm once proven safe, in stages by impact.
 
 Owns the choice between the cold command and the warm runner (`warm_tests` auto/on/off), the
 self-check that trusts the warm runner only when its run of the baseline matches the cold one
 test by test, restarting the runner when dependencies change, falling back to cold (with the
-reason, as an event) on any doubt, and the ordering: the tests that failed last time run first,
-and with `fail_fast` they run alone, stopping at the first failure, before the full suite. Also
+reason, as an event) on any doubt; a pytest run goes in stages (`stages.py`: the tests that
+failed last time, those the change can affect, the rest), each stage warm or cold. Also
 the runner's learned warm set across sessions (its memo, per interpreter and project), and what
 is dropped from it: each drop is an event, and a self-check that differs with learned modules
 is made again without them before warm runs are given up.
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
-import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING
 from codeloop.core.dirs import cache_dir
 from codeloop.core.events import TestRunnerChange
 from codeloop.core.kinds import TestMode
-from codeloop.testrunner.run import TestResult, run_tests, warm_wanted
+from codeloop.testrunner.impact import Selection
+from codeloop.testrunner.run import TestResult, is_pytest, run_tests, warm_wanted
+from codeloop.testrunner.stages import Stages
 from codeloop.testrunner.warm import IMPORT_FAILED, Report, WarmRunner, WarmUnavailable
 from codeloop.workspace.errors import SandboxError
 from codeloop.workspace.git import tree_id
@@ -140,7 +142,7 @@ class TestService:
 
     def __init__(self, command: str, timeout_s: float, hidden_env: tuple[str, ...], mode: str,
                  fail_fast: bool, emit: Callable[[TestRunnerChange], object],
-                 runner: WarmRunner | None = None) -> None:
+                 runner: WarmRunner | None = None, verify: str = "full") -> None:
         self.command = command
         self.timeout_s = timeout_s
         self.hidden_env = hidden_env
@@ -149,7 +151,7 @@ class TestService:
         self.emit = emit
         self.runner = runner  # started early by the CLI (`spawn_runner`), or by `prepare`
         self.trusted = False
-        self.failed_last: list[str] = []
+        self.stages = Stages(fail_fast, verify)
         self._key: str | None = None  # of this set-up's remembered self-check outcomes
         self._checking: asyncio.Task[None] | None = None  # the self-check, once begun
         self._checked_with: list[str] = []  # learned modules the self-check's runner had
@@ -293,7 +295,7 @@ class TestService:
         if self.runner is None:
             return None
         self._checked_with = list(self.runner.learned)
-        return await self._warm(tree, lambda _: None, [])
+        return await self._warm(tree, lambda _: None)
 
     async def judge(self, warm: TestResult | None, baseline: TestResult, tree: Path,
                     sandbox: Path) -> None:
@@ -328,34 +330,26 @@ class TestService:
             f"self-check matched the cold baseline: {warm.duration_ms:.0f} ms warm vs "
             f"{baseline.duration_ms:.0f} ms cold")))
 
-    async def _warm(self, root: Path, on_output: Callable[[str], None], first: list[str],
-                    extra: str = "") -> TestResult | None:
+    async def _warm(self, root: Path, on_output: Callable[[str], None],
+                    selection: Selection | None = None) -> TestResult | None:
         assert self.runner is not None
         try:
-            # `first` only where given: run.py is moving failing-first into its selection
-            ordering = {"first": first} if first else {}
-            return await run_tests(self.command + extra, root, self.timeout_s, on_output,
-                                   self.hidden_env, warm=self.runner, **ordering)
+            return await run_tests(self.command, root, self.timeout_s, on_output,
+                                   self.hidden_env, warm=self.runner, selection=selection)
         except (ConnectionError, OSError, ValueError, KeyError) as exc:
             self.fall_back(f"tests run cold: the warm runner failed ({type(exc).__name__}: {exc})")
             await self.close()
             return None
 
-    async def run(self, root: Path, on_output: Callable[[str], None]) -> TestResult:
-        """One test run: warm when trusted, else cold; failing tests first."""
-        first = self.failed_last
-        if self.fail_fast and first:
-            only = " -x " + " ".join(shlex.quote(test) for test in first)
-            quick = await self._one(root, on_output, [], only)
-            if not quick.passed:
-                self.failed_last = [f.id for f in quick.failures] or first
-                return quick
-        result = await self._one(root, on_output, first)
-        self.failed_last = [f.id for f in result.failures]
-        return result
+    async def run(self, root: Path, on_output: Callable[[str], None],
+                  baseline: bool = False) -> TestResult:
+        """One test run: warm when trusted, else cold; a pytest run in stages (`stages.py`)."""
+        if not is_pytest(self.command):
+            return await self._one(root, on_output, None)
+        return await self.stages.run(root, lambda s: self._one(root, on_output, s), baseline)
 
-    async def _one(self, root: Path, on_output: Callable[[str], None], first: list[str],
-                   extra: str = "") -> TestResult:
+    async def _one(self, root: Path, on_output: Callable[[str], None],
+                   selection: Selection | None) -> TestResult:
         if self.trusted and self.runner is not None and self.runner.stale():
             await self.runner.close()
             self.runner = None
@@ -364,11 +358,12 @@ class TestService:
             await self.prepare(root)
             self.trusted = self.runner is not None
         if self.trusted and self.runner is not None:
-            result = await self._warm(root, on_output, first, extra)
+            result = await self._warm(root, on_output, selection)
             if result is not None:
                 return result
-        return await run_tests(self.command + extra, root, self.timeout_s, on_output,
-                               self.hidden_env)
+        cold = selection and dataclasses.replace(selection, trace="")  # (tracing is warm's)
+        return await run_tests(self.command, root, self.timeout_s, on_output, self.hidden_env,
+                               selection=cold or None)
 
     async def shut_down(self) -> None:
         """The session ends: a self-check still running stops (its copy is removed), then the

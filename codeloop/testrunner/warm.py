@@ -29,9 +29,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from codeloop.core.errors import CodeloopError
+from codeloop.testrunner.impact import PLUGIN, PLUGIN_DIR
 from codeloop.testrunner.run import environment_without
 
 RUNNER = Path(__file__).with_name("warm_child.py")
+SELECT_PLUGIN = PLUGIN_DIR / f"{PLUGIN}.py"
 DEPENDENCY_FILES = ("pyproject.toml", "setup.cfg", "setup.py", "requirements.txt",
                     "requirements-dev.txt", "requirements-test.txt", "poetry.lock", "uv.lock",
                     "Pipfile.lock")
@@ -290,9 +292,10 @@ class WarmRunner:
             raise ConnectionError("the warm runner exited")
         return json.loads(line)
 
-    async def start(self, command: str, extras: list[str], cwd: Path, env: dict[str, str],
-                    first: list[str] | None = None) -> _WarmRun:
-        """Fork a child running pytest with the cold command's arguments plus `extras`."""
+    async def start(self, command: str, extras: list[str], cwd: Path, env: dict[str, str]
+                    ) -> _WarmRun:
+        """Fork a child running pytest with the cold command's arguments plus `extras` (and
+        codeloop's selection plugin when `env` names a selection)."""
         await self.busy.acquire()  # released once the run's learning is reported
         try:
             if self._broken or self.process is None or self.process.stdin is None:
@@ -304,7 +307,8 @@ class WarmRunner:
             fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # open before the child writes
             _, args, _ = interpreter(command)
             request = {"args": [*args, *WARM_ONLY_ARGS, *extras], "cwd": str(cwd), "env": env,
-                       "output": str(fifo), "path0": self.path0, "first": first or [],
+                       "output": str(fifo), "path0": self.path0,
+                       "plugin": str(SELECT_PLUGIN) if "CODELOOP_SELECT" in env else "",
                        "learn": str(self._fifos / f"learn-{self._count}")}
             self.process.stdin.write((json.dumps(request) + "\n").encode())
             self.process.stdin.flush()  # the runner is reading: this never waits long

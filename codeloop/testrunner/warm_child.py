@@ -13,7 +13,7 @@ learn). Protocol on stdin/stdout, one JSON object per line:
       "site": [...]}                                                     after warming
   -> {"home": DIR}                         where the runs run: move there, import the modules
   <- {"learned": [...], "dropped": [[MODULE, WHY], ...], "tainted": bool}   learned before
-  -> {"args": [...], "cwd": "...", "env": {...}, "output": FIFO, "path0": bool, "first": [...],
+  -> {"args": [...], "cwd": "...", "env": {...}, "output": FIFO, "path0": bool, "plugin": FILE,
       "learn": FILE}
   <- {"pid": P}                                                          the child started
   <- {"exit": CODE}                        the child finished, and all it started is ended
@@ -232,14 +232,15 @@ def _import_learned(found, refused, cwd):
 _places = None  # (_roots(), _plugin_packages()), on the first learning
 
 
-class _FailedFirst:
-    """Puts the tests that failed last time first, keeping the rest in their order."""
+def _load_plugin(path):
+    """codeloop's selection plugin (it reads its instructions from the environment), under a
+    name of its own, as reaper.py is loaded."""
+    import importlib.util
 
-    def __init__(self, first):
-        self.first = set(first)
-
-    def pytest_collection_modifyitems(self, items):
-        items.sort(key=lambda item: item.nodeid not in self.first)
+    spec = importlib.util.spec_from_file_location("_codeloop_select", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _child(request, reaper):
@@ -260,7 +261,7 @@ def _child(request, reaper):
         sys.path.insert(0, request["cwd"])  # as `python -m pytest` puts the cwd first
     import pytest
 
-    plugins = [_FailedFirst(request["first"])] if request["first"] else []
+    plugins = [_load_plugin(request["plugin"])] if request.get("plugin") else []
     code = pytest.main(request["args"], plugins=plugins)
     sys.stdout.flush()
     sys.stderr.flush()
