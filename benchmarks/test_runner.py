@@ -6,9 +6,13 @@ a two-test suite in a venv with hypothesis installed (from PyPI), cold, warm bef
 has learned what the run imports lazily, and warm after (target: ≤ 0.25× cold); then
 `codeloop --task` fixing sandbox/offbyone against the scripted server at unlimited speed
 (start-up, baseline, one turn, the verifying run): a project's first session (no earlier
-self-check to trust, so a cold baseline) and later ones, with warm_tests off and auto.
+self-check to trust, so a cold baseline) and later ones, with warm_tests off and auto (target:
+≤ 0.6 s); and more-itertools with a one-line bug fixed in one turn, verify full and affected,
+against one cold full run of its suite (targets: the run after the patch ≤ 0.2×, the session ≤
+1.6×).
 
-    python benchmarks/test_runner.py [--repeat 7] [--e2e-repeat 7] [--only hypothesis]
+    python benchmarks/test_runner.py [--repeat 7] [--e2e-repeat 7]
+                                     [--only hypothesis|more-itertools]
 """
 
 from __future__ import annotations
@@ -158,6 +162,60 @@ def end_to_end(workdir: Path, cache: Path, warm_tests: str) -> tuple[float, dict
     return wall * 1000, {name: t * 1000 for name, t in marks.items()}
 
 
+BUG = ("    partial_size = full_size - 1\n", "    partial_size = full_size - 2\n")
+MI_FIX = ("*** Begin Patch\n*** Update File: more_itertools/more.py\n"
+          "@@ def chunked_even(iterable, n):\n     full_size = q + (1 if r > 0 else 0)\n"
+          f"-{BUG[1]}+{BUG[0]}     num_full = length - partial_size * num_lists\n"
+          "*** End Patch\n")
+
+
+def more_itertools_session(source: Path, repo: Path, cache: Path, verify: str
+                           ) -> tuple[float, dict]:
+    """One `codeloop --task` fixing the injected bug: its wall time and the patch's test run."""
+    if not repo.exists():
+        copy_project(source, repo)
+    reply = Reply(tool_calls=[ToolCall("apply_patch", json.dumps({"patch": MI_FIX}))])
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    with ScriptedModelServer([reply]) as server:
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "codeloop", "--task", "fix chunked_even", "--base-url",
+             server.base_url, "--test-cmd", f"{COMMAND} tests", "--verify", verify,
+             "--json"], cwd=repo, env=env, capture_output=True, text=True)
+        wall = (time.perf_counter() - started) * 1000
+    if done.returncode != 0:
+        raise SystemExit(f"the more-itertools task failed:\n{done.stderr[-3000:]}")
+    runs = [json.loads(line) for line in done.stdout.splitlines() if '"test.done"' in line]
+    return wall, runs[-1]
+
+
+def more_itertools_sessions(where: Path, repeat: int) -> None:
+    source = larger_suite(where / "sdist")
+    more = source / "more_itertools" / "more.py"
+    more.write_text(more.read_text().replace(*BUG))
+    cold = [asyncio.run(run_tests(f"{COMMAND} tests", source, 300, lambda _: None)).duration_ms
+            for _ in range(repeat)]
+    full = statistics.median(cold)
+    print(f"\nmore-itertools 10.5.0, bug at more.py:4412, fixed in one turn; one cold full run "
+          f"of its suite: median {full:.0f} ms of {repeat}; sessions: median of {repeat}")
+    for verify in ("full", "affected"):
+        for label, fresh in (("first session", True), ("later sessions", False)):
+            results = []
+            if not fresh:  # the memos (trust, learned modules, baseline) of an earlier session
+                more_itertools_session(source, where / f"{verify}-later", where /
+                                       f"cache-{verify}", verify)
+            for n in range(repeat):
+                name = f"{verify}-{n}" if fresh else f"{verify}-later"
+                cache = where / (f"cache-{verify}-{n}" if fresh else f"cache-{verify}")
+                results.append(more_itertools_session(source, where / name, cache, verify))
+            wall = statistics.median(w for w, _ in results)
+            patch_run = statistics.median(r["duration_ms"] for _, r in results)
+            print(f"  verify={verify:<8} {label:<15} session {wall:6.0f} ms "
+                  f"({wall / full:.2f}x a cold full run); the run after the patch "
+                  f"{patch_run:5.0f} ms ({patch_run / full:.2f}x; {results[-1][1]['scope']}, "
+                  f"{results[-1][1]['summary']})")
+
+
 def e2e_line(label: str, runs: list[tuple[float, dict[str, float]]]) -> None:
     walls = [wall for wall, _ in runs]
     marks = {name: statistics.median(m[name] for _, m in runs) for name in runs[0][1]}
@@ -171,13 +229,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--e2e-repeat", type=int, default=7)
-    parser.add_argument("--only", choices=["hypothesis"], help="run one section alone")
+    parser.add_argument("--only", choices=["hypothesis", "more-itertools"],
+                        help="run one section alone")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="codeloop-runner-") as tmp_name:
         tmp = Path(tmp_name)
-        command, project = hypothesis_environment(tmp / "hypothesis")
-        print(f"hypothesis installed: 2 tests, wall ms over {args.repeat} runs each")
-        learning_rows(asyncio.run(learning(command, project, args.repeat)))
+        if args.only in (None, "hypothesis"):
+            command, project = hypothesis_environment(tmp / "hypothesis")
+            print(f"hypothesis installed: 2 tests, wall ms over {args.repeat} runs each")
+            learning_rows(asyncio.run(learning(command, project, args.repeat)))
+        if args.only in (None, "more-itertools"):
+            compileall.compile_dir(ROOT / "codeloop", quiet=1)
+            more_itertools_sessions(tmp / "mi", max(3, args.e2e_repeat // 2))
         if args.only:
             return
         floor = tmp / "floor"

@@ -72,7 +72,9 @@ def test_a_builtin_patch_call_is_applied_and_answered_on_the_wire(tmp_path, isol
     [output] = _inputs(second, "apply_patch_call_output")
     assert output["call_id"] == "call_note" and output["status"] == "completed"
     assert "The patch was applied" in output["output"]
-    assert "2 failed, 5 passed" in output["output"]  # the test result, as a function call gets
+    # the test result, as a function call gets it: the tests that failed before, first
+    assert "Test command result: 2 failed" in output["output"]
+    assert "Only the tests that failed last time ran" in output["output"]
     if "previous_response_id" in second:  # the WebSocket continues: only the output is new
         assert second["input"] == [output]
     else:  # a stateless request carries the call again, as it came

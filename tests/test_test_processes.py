@@ -503,7 +503,7 @@ def test_a_warm_run_cancelled_while_its_output_is_being_connected_closes_it(tmp_
         still_open = []
         try:
             for turns in range(3):  # cancelled before, while and just after connecting
-                started = await runner.start(PYTEST_CMD, [], root, dict(os.environ), [])
+                started = await runner.start(PYTEST_CMD, [], root, dict(os.environ))
                 reading = asyncio.ensure_future(started.read())
                 for _ in range(turns):
                     await asyncio.sleep(0)

@@ -29,7 +29,7 @@ def _memo(root: Path, command: str) -> Path | None:
         tree = tree_id(root)
         if not tree or has_changes(root):
             return None
-    except GitError:
+    except (GitError, OSError):  # (a sandbox removed under the session: no memo)
         return None
     key = hashlib.sha1(json.dumps([command, tree]).encode()).hexdigest()
     return cache_dir() / "baselines" / f"{key}.json"

@@ -93,8 +93,8 @@ def merge(done: list[tuple[Selection, TestResult]]) -> TestResult:
         if failed is None and last_selection.stage != "full":
             last.exit_code = 0  # (a selection that had nothing to run)
         return last
-    counts: dict[str, int] = {}
-    for _, result in done:
+    counts: dict[str, int] = dict.fromkeys(("failed", "errors", "passed", "skipped"), 0)
+    for _, result in done:  # (in the order pytest's summary line names them)
         for kind, count in result.counts.items():
             counts[kind] = counts.get(kind, 0) + count
     summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "no tests ran"
