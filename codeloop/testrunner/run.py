@@ -27,10 +27,11 @@ from typing import Protocol, TypeVar
 
 from codeloop.core.bounded import BoundedText, bound
 from codeloop.core.events import TestFailure
-from codeloop.testrunner.impact import PLUGIN, PLUGIN_DIR, Selection, read_trace
+from codeloop.testrunner.impact import Selection, hand_over, read_back
 from codeloop.workspace.git import git_environment
 
 REAPER = Path(__file__).with_name("reaper.py")
+NO_TESTS_RAN = 5  # pytest's exit code when nothing was collected or everything deselected
 DRAIN_GRACE_S = 1.0  # after the test command exits: for its output still on the way
 T = TypeVar("T")
 _PYTEST_CMD = re.compile(r"^\s*(\S*python[\d.]*\s+-m\s+pytest|\S*pytest|uv\s+run\s+pytest)(\s|$)")
@@ -56,7 +57,10 @@ class TestResult:
     timed_out: bool = False
     output: str = ""
     ran: list[str] = field(default_factory=list)  # the node ids of every test that ran
-    trace: dict[str, list[str]] = field(default_factory=dict)  # per test: the files it ran
+    # per test: the project files it ran, and in each the functions (codeloop's pytest plugin);
+    # `traced_all`: every test that ran was traced
+    trace: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    traced_all: bool = False
     # what the run covered: "full" (the suite), else the stages it went through before it
     # stopped at a failure ("failing", "failing+affected", ...)
     scope: str = "full"
@@ -242,21 +246,6 @@ class WarmStarter(Protocol):
                     ) -> RunningTests: ...
 
 
-def _select(selection: Selection, cwd: Path, scratch: Path, env: dict[str, str],
-            warm: bool) -> tuple[list[str], Path]:
-    """The extras and environment that hand `selection` to codeloop's pytest plugin (the warm
-    runner's child loads it itself); returns the extras and where its trace goes."""
-    spec, trace = scratch / "select.json", scratch / "trace.json"
-    spec.write_text(selection.spec(cwd.resolve(), trace if selection.trace else None),
-                    encoding="utf-8")
-    env["CODELOOP_SELECT"] = str(spec)
-    if warm:
-        return [], trace
-    env["PYTHONPATH"] = os.pathsep.join([str(PLUGIN_DIR), *filter(None, [
-        env.get("PYTHONPATH")])])
-    return ["-p", PLUGIN], trace
-
-
 async def run_tests(command: str, cwd: Path, timeout_s: float,
                     on_output: Callable[[str], None], hidden_env: tuple[str, ...] = (),
                     warm: WarmStarter | None = None, selection: Selection | None = None
@@ -276,10 +265,9 @@ async def run_tests(command: str, cwd: Path, timeout_s: float,
     extras = pytest_extras(command, junit) if is_pytest(command) else []
     env = environment_without(hidden_env)
     env["PYTHONUNBUFFERED"] = "1"
-    trace: Path | None = None
-    if extras and selection is not None and not selection.plain:
-        more, trace = _select(selection, cwd, Path(junit_dir.name), env, warm is not None)
-        extras += more
+    selected = extras and selection is not None and not selection.plain
+    if selected:
+        extras += hand_over(selection, cwd, Path(junit_dir.name), env, warm is not None)
     if warm is not None and extras:
         start = warm.start(command, extras, cwd, env)
     else:
@@ -301,8 +289,11 @@ async def run_tests(command: str, cwd: Path, timeout_s: float,
         with contextlib.suppress(ET.ParseError):
             result.counts, result.failures, result.ran = parse_junit(
                 junit.read_text(encoding="utf-8"), cwd.resolve())
-    if trace is not None:
-        result.trace = read_trace(trace)
+    if selected:
+        result.trace, result.traced_all, result.scope = read_back(selection,
+                                                                  Path(junit_dir.name))
+        if result.exit_code == NO_TESTS_RAN and result.scope != "full" and not result.ran:
+            result.exit_code = 0  # a selection with nothing to run (nothing the change affects)
     report = None
     if not extras and not timed_out:
         from codeloop.testrunner.reports import read_report  # other runners: imported on use

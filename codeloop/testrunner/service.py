@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
@@ -151,7 +150,7 @@ class TestService:
         self.emit = emit
         self.runner = runner  # started early by the CLI (`spawn_runner`), or by `prepare`
         self.trusted = False
-        self.stages = Stages(fail_fast, verify)
+        self.stages = Stages(fail_fast, verify, command)
         self._key: str | None = None  # of this set-up's remembered self-check outcomes
         self._checking: asyncio.Task[None] | None = None  # the self-check, once begun
         self._checked_with: list[str] = []  # learned modules the self-check's runner had
@@ -346,6 +345,7 @@ class TestService:
         """One test run: warm when trusted, else cold; a pytest run in stages (`stages.py`)."""
         if not is_pytest(self.command):
             return await self._one(root, on_output, None)
+        self.stages.recall(self._project or root)
         return await self.stages.run(root, lambda s: self._one(root, on_output, s), baseline)
 
     async def _one(self, root: Path, on_output: Callable[[str], None],
@@ -361,9 +361,8 @@ class TestService:
             result = await self._warm(root, on_output, selection)
             if result is not None:
                 return result
-        cold = selection and dataclasses.replace(selection, trace="")  # (tracing is warm's)
         return await run_tests(self.command, root, self.timeout_s, on_output, self.hidden_env,
-                               selection=cold or None)
+                               selection=selection and selection.untraced())
 
     async def shut_down(self) -> None:
         """The session ends: a self-check still running stops (its copy is removed), then the

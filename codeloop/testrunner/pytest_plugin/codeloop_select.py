@@ -1,23 +1,28 @@
-"""codeloop's pytest plugin: run a selection of the collected tests, and record which of the
-project's files each test that ran executed.
+"""codeloop's pytest plugin: run the collected tests in ordered groups, stopping after the
+first group that has a failure, and record which of the project's functions each test ran.
 
 It runs under the PROJECT's interpreter and imports nothing from codeloop. A cold run loads it
 by name (`-p codeloop_select`, with this directory alone on PYTHONPATH); the warm runner's child
 hands it to `pytest.main`. Its instructions are the JSON file named by `CODELOOP_SELECT`:
 
-  {"only": [...] | null,   run only these node ids (null: every collected test) ...
-   "unknown": bool,         ... and every collected test not in "known" (new or renamed ones)
-   "known": [...],
-   "exclude": [...],        never these (run already, on these files, in this turn)
-   "exitfirst": bool,       stop at the first failure (-x)
-   "trace": PATH | null,    write {node id: [files]} there: the project's files whose code each
-                            test executed (setup, call and teardown), relative to "root"
-   "trace_mode": "always" | "cheap",  "cheap": only where sys.monitoring (3.12+) makes it
-                            nearly free, not with 3.11's trace function
+  {"groups": [{"name": NAME,
+               "only": [...] | null,   these node ids (null: every test) ...
+               "unknown": bool,        ... and every test not in "known" (new or renamed ones)
+               "known": [...],
+               "trace": "always" | "cheap" | ""}, ...],
+   "exitfirst": bool,      stop at the first failure (-x)
+   "trace": PATH,          write {node id: {file: [unit, ...]}} there: the project files whose
+                           code each traced test ran (setup, call and teardown), relative to
+                           "root", and in each the functions and methods it ran, by qualified
+                           name up to any "<locals>" (a nested function is the one around it)
+   "report": PATH,         write {"groups": [names that ran], "stopped": NAME | null,
+                           "traced_all": bool} there
    "root": DIR}
 
-The tests not selected are deselected the way `-k` deselects (pytest counts them as such), so a
-selection's results are those of the same tests in a full run.
+A test belongs to the first group that wants it; the groups run in order, and once a group has
+a failure the run stops after its last test. Tests no group wants are deselected the way `-k`
+deselects (pytest counts them as such). Tracing "cheap" traces only where sys.monitoring (3.12+)
+makes it nearly free, not with 3.11's trace function.
 """
 
 import json
@@ -37,25 +42,35 @@ def _spec():
         return json.load(file)
 
 
-class _Files:
-    """The project's files whose functions run while it is on (per test)."""
+class _Units:
+    """The project's functions that run while it is on (per test), as (file, unit)."""
 
     def __init__(self, root):
         self.root = os.path.realpath(root) + os.sep
-        self.mine = {}  # code file name -> the path relative to root, or None: not the project's
+        self.files = {}  # code file name -> the path relative to root, or None: not the project's
+        self.units = {}  # code object -> (file, unit), or None
         self.seen = set()
         self.tool = None  # the sys.monitoring tool id taken (3.12+)
 
     def relative(self, filename):
-        rel = self.mine.get(filename, False)
+        rel = self.files.get(filename, False)
         if rel is False:
             path = os.path.realpath(filename)
             rel = None
             if (os.path.isabs(filename) and path.startswith(self.root)  # (not "<frozen os>")
                     and os.sep + "site-packages" + os.sep not in path):
                 rel = path[len(self.root):].replace(os.sep, "/")
-            self.mine[filename] = rel
+            self.files[filename] = rel
         return rel
+
+    def unit(self, code):
+        key = self.units.get(code, False)
+        if key is False:
+            rel = self.relative(code.co_filename)
+            name = getattr(code, "co_qualname", code.co_name).split(".<locals>", 1)[0]
+            key = (rel, name) if rel is not None else None
+            self.units[code] = key
+        return key
 
     def start(self):
         """Begin a test; False when another tool traces (a debugger, coverage): then nothing
@@ -76,10 +91,17 @@ class _Files:
             return True
         if sys.gettrace() is not None:
             return False
-        # 3.11: a global trace function that asks for no line events (calls only); measured on
-        # more-itertools 10.5.0's suite: see benchmarks/test_runner.py
-        sys.settrace(self._called)
-        threading.settrace(self._called)
+        # 3.11: a global trace function that asks for no line events (calls only), as lean as
+        # it can be: it runs at every Python call (see benchmarks/test_runner.py for its cost)
+        known, unit, seen = self.units.get, self.unit, self.seen.add
+
+        def called(frame, event, arg):
+            code = frame.f_code
+            key = known(code, False)
+            seen(unit(code) if key is False else key)
+
+        sys.settrace(called)
+        threading.settrace(called)
         return True
 
     def stop(self):
@@ -88,66 +110,89 @@ class _Files:
         else:
             sys.settrace(None)
             threading.settrace(None)
-        return sorted(self.seen)
+        covered = {}
+        for key in self.seen:
+            if key is not None:
+                covered.setdefault(key[0], []).append(key[1])
+        return {rel: sorted(units) for rel, units in sorted(covered.items())}
 
     def _started(self, code, offset):
-        rel = self.relative(code.co_filename)
-        if rel is not None:
-            self.seen.add(rel)
+        self.seen.add(self.unit(code))
         return sys.monitoring.DISABLE
 
-    def _called(self, frame, event, arg):
-        rel = self.relative(frame.f_code.co_filename)
-        if rel is not None:
-            self.seen.add(rel)
-        return None
 
-
-class Selection:
-    """Deselects what the spec does not ask for; traces what it asks to."""
-
-    def __init__(self, spec):
+class _Group:
+    def __init__(self, spec, cheap):
+        self.name = spec["name"]
         self.only = None if spec.get("only") is None else set(spec["only"])
         self.unknown = bool(spec.get("unknown"))
         self.known = set(spec.get("known") or ())
-        self.exclude = set(spec.get("exclude") or ())
-        self.exitfirst = bool(spec.get("exitfirst"))
-        cheap = hasattr(sys, "monitoring")
-        self.trace = spec.get("trace") if cheap or spec.get("trace_mode") == "always" else None
-        self.files = _Files(spec.get("root") or os.getcwd()) if self.trace else None
-        self.covered = {}
+        self.trace = spec.get("trace") == "always" or (spec.get("trace") == "cheap" and cheap)
+        self.failed = False
 
-    def wanted(self, nodeid):
-        if nodeid in self.exclude:
-            return False
+    def wants(self, nodeid):
         return self.only is None or nodeid in self.only or (self.unknown
                                                             and nodeid not in self.known)
 
+
+class Selection:
+    """Orders and deselects as the spec says, stops after a failing group, traces."""
+
+    def __init__(self, spec):
+        self.groups = [_Group(g, hasattr(sys, "monitoring")) for g in spec["groups"]]
+        self.exitfirst = bool(spec.get("exitfirst"))
+        self.trace, self.report = spec.get("trace"), spec.get("report")
+        self.units = _Units(spec.get("root") or os.getcwd())
+        self.covered = {}
+        self.of = {}  # node id -> its group
+        self.last = {}  # group name -> the node id of its last test
+        self.ran = []  # the names of the groups that ran, in order
+        self.stopped = None
+        self.traced_all = True
+
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, config, items):
-        kept = [item for item in items if self.wanted(item.nodeid)]
-        if len(kept) < len(items):
-            dropped = [item for item in items if not self.wanted(item.nodeid)]
+        for item in items:
+            self.of[item.nodeid] = next((g for g in self.groups if g.wants(item.nodeid)), None)
+        dropped = [item for item in items if self.of[item.nodeid] is None]
+        if dropped:
             config.hook.pytest_deselected(items=dropped)
-            items[:] = kept
+        order = {id(g): n for n, g in enumerate(self.groups)}
+        items[:] = sorted((i for i in items if self.of[i.nodeid] is not None),
+                          key=lambda i: order[id(self.of[i.nodeid])])  # (stable: pytest's order)
+        for item in items:
+            self.last[self.of[item.nodeid].name] = item.nodeid
+
+    def pytest_runtest_logreport(self, report):
+        group = self.of.get(report.nodeid)
+        if group is not None and report.failed:
+            group.failed = True
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item, nextitem):
-        if self.files is None:
-            yield
-            return
-        if not self.files.start():
-            yield
-            return
+        group = self.of.get(item.nodeid)
+        if group is not None and (not self.ran or self.ran[-1] != group.name):
+            self.ran.append(group.name)
+        tracing = group is not None and group.trace and self.trace and self.units.start()
+        self.traced_all = self.traced_all and bool(tracing)
         try:
             yield
         finally:
-            self.covered[item.nodeid] = self.files.stop()
+            if tracing:
+                self.covered[item.nodeid] = self.units.stop()
+        if group is not None and group.failed and self.last.get(group.name) == item.nodeid \
+                and nextitem is not None:
+            self.stopped = group.name
+            item.session.shouldstop = f"codeloop: the {group.name} tests fail; stopping there"
 
     def pytest_sessionfinish(self, session, exitstatus):
         if self.trace:
             with open(self.trace, "w", encoding="utf-8") as file:
                 json.dump(self.covered, file)
+        if self.report:
+            with open(self.report, "w", encoding="utf-8") as file:
+                json.dump({"groups": self.ran, "stopped": self.stopped,
+                           "traced_all": self.traced_all}, file)
 
 
 def pytest_configure(config):
