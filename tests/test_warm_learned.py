@@ -191,6 +191,19 @@ def test_project_modules_are_never_learned(tmp_path, venv):
                 "test_fresh"} & {name.partition(".")[0] for name in learned}
 
 
+async def a_session(python: str, root: Path, changes: list[TestRunnerChange]
+                    ) -> tuple[list[str], TestResult]:
+    """A session's runner: what it started with (the memo), and its first of two runs."""
+    service = TestService(command(python), 60, (), "auto", False, changes.append)
+    await service.prepare(root)
+    assert service.runner is not None
+    started_with = list(service.runner.learned)
+    result = await run_tests(command(python), root, 60, lambda _: None, warm=service.runner)
+    await run_tests(command(python), root, 60, lambda _: None, warm=service.runner)
+    await service.close()
+    return started_with, result
+
+
 def test_a_learned_module_uninstalled_since_is_dropped_and_warm_runs_go_on(
         tmp_path, venv, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -201,21 +214,10 @@ def test_a_learned_module_uninstalled_since_is_dropped_and_warm_runs_go_on(
         "def test_uses_it():\n    import gonedep\n    assert gonedep.VALUE == 1\n")})
     changes: list[TestRunnerChange] = []
 
-    async def session() -> tuple[list[str], TestResult]:
-        service = TestService(command(python), 60, (), "auto", False, changes.append)
-        await service.prepare(root)
-        assert service.runner is not None
-        started_with = list(service.runner.learned)
-        result = await run_tests(command(python), root, 60, lambda _: None,
-                                 warm=service.runner)
-        await run_tests(command(python), root, 60, lambda _: None, warm=service.runner)
-        await service.close()
-        return started_with, result
-
     try:
-        assert asyncio.run(session())[1].passed
+        assert asyncio.run(a_session(python, root, changes))[1].passed
         installed.unlink()  # uninstalled between the sessions
-        started_with, result = asyncio.run(session())
+        started_with, result = asyncio.run(a_session(python, root, changes))
     finally:
         installed.unlink(missing_ok=True)
     assert "gonedep" not in started_with
@@ -268,23 +270,12 @@ def test_a_learned_module_that_now_leaves_a_thread_at_start_up_is_dropped(
         "def test_uses_it():\n    import laterthread  # noqa: F401\n")})
     changes: list[TestRunnerChange] = []
 
-    async def session() -> tuple[list[str], TestResult]:
-        service = TestService(command(python), 60, (), "auto", False, changes.append)
-        await service.prepare(root)
-        assert service.runner is not None
-        learned = list(service.runner.learned)
-        result = await run_tests(command(python), root, 60, lambda _: None,
-                                 warm=service.runner)
-        await run_tests(command(python), root, 60, lambda _: None, warm=service.runner)
-        await service.close()
-        return learned, result
-
     try:
-        asyncio.run(session())
+        asyncio.run(a_session(python, root, changes))
         installed.write_text(  # a new version of it starts a thread when imported
             "import threading, time\n"
             "threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n")
-        learned, result = asyncio.run(session())
+        learned, result = asyncio.run(a_session(python, root, changes))
     finally:
         installed.unlink(missing_ok=True)
     assert "laterthread" not in learned and result.passed, result.output
