@@ -109,6 +109,18 @@ def test_pytest_summary_is_pytests_own_line(project: Path) -> None:
         result.summary)
 
 
+def test_a_summary_with_subtests_is_pytests_whole_line(tmp_path: Path) -> None:
+    # (it used to stop at "1 passed," : the subtests' count was not a known word)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_s.py").write_text(
+        "import unittest\n\n\nclass T(unittest.TestCase):\n    def test_s(self):\n"
+        "        for i in range(2):\n            with self.subTest(i=i):\n"
+        "                self.assertTrue(True)\n")
+    result, _ = run(PYTEST, tmp_path)
+    last = result.output.strip().splitlines()[-1].strip("= ")
+    assert result.summary == last and "subtests passed" in last, (result.summary, last)
+
+
 def test_failing_tests_are_identified_by_pytest_node_ids(project: Path) -> None:
     result, _ = run(PYTEST, project)
     ids = [failure.id for failure in result.failures]

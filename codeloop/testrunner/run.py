@@ -35,8 +35,9 @@ NO_TESTS_RAN = 5  # pytest's exit code when nothing was collected or everything 
 DRAIN_GRACE_S = 1.0  # after the test command exits: for its output still on the way
 T = TypeVar("T")
 _PYTEST_CMD = re.compile(r"^\s*(\S*python[\d.]*\s+-m\s+pytest|\S*pytest|uv\s+run\s+pytest)(\s|$)")
-_SUMMARY = re.compile(
-    r"(?:\d+ (?:passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?)"
+_SUMMARY = re.compile(  # (pytest 9 counts unittest's subTest as "N subtests passed")
+    r"(?:\d+ (?:subtests )?(?:passed|failed|errors?|skipped|xfailed|xpassed|deselected|"
+    r"warnings?)"
     r"(?:, )?)+(?: in [\d.]+s)?"
 )
 _LOCATION = re.compile(r'^([^\s:][^:\n]*\.py):(\d+):|File "([^"\n]+\.py)", line (\d+)',
