@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import compileall
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -156,7 +157,9 @@ def end_to_end(workdir: Path, cache: Path, warm_tests: str) -> tuple[float, dict
     events = [json.loads(line) for line in done.stdout.splitlines()]
     marks = {"start": events[0]["t"],
              "sandbox": next(e["t"] for e in events if e["type"] == "sandbox.ready"),
-             "baseline": next(e["t"] for e in events if e["type"] == "test.done"),
+             # (none when a patch stopped the baseline confirming a remembered one)
+             "baseline": next((e["t"] for e in events
+                               if e["type"] == "test.done" and e["turn"] == 0), float("nan")),
              "verified": [e["t"] for e in events if e["type"] == "test.done"][-1],
              "end": events[-1]["t"]}
     return wall * 1000, {name: t * 1000 for name, t in marks.items()}
@@ -219,9 +222,13 @@ def more_itertools_sessions(where: Path, repeat: int) -> None:
 def e2e_line(label: str, runs: list[tuple[float, dict[str, float]]]) -> None:
     walls = [wall for wall, _ in runs]
     marks = {name: statistics.median(m[name] for _, m in runs) for name in runs[0][1]}
+    done = [m["baseline"] for _, m in runs if not math.isnan(m["baseline"])]
+    baseline = (f"done {statistics.median(done):.0f}" if done else "") + (
+        f" (stopped by the patch in {len(runs) - len(done)} of {len(runs)})"
+        if len(done) < len(runs) else "")
     print(f"  {label:<48} {statistics.median(walls):5.0f} ms (min {min(walls):.0f})\n"
           f"      events at: session.start {marks['start']:.0f}, sandbox.ready "
-          f"{marks['sandbox']:.0f}, baseline done {marks['baseline']:.0f}, verified "
+          f"{marks['sandbox']:.0f}, baseline {baseline}, verified "
           f"{marks['verified']:.0f}, session.end {marks['end']:.0f} (medians)")
 
 
@@ -229,7 +236,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--e2e-repeat", type=int, default=7)
-    parser.add_argument("--only", choices=["hypothesis", "more-itertools"],
+    parser.add_argument("--only", choices=["hypothesis", "more-itertools", "e2e"],
                         help="run one section alone")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="codeloop-runner-") as tmp_name:
@@ -241,18 +248,10 @@ def main() -> None:
         if args.only in (None, "more-itertools"):
             compileall.compile_dir(ROOT / "codeloop", quiet=1)
             more_itertools_sessions(tmp / "mi", max(3, args.e2e_repeat // 2))
-        if args.only:
+        if args.only in ("hypothesis", "more-itertools"):
             return
-        floor = tmp / "floor"
-        (floor / "tests").mkdir(parents=True)
-        (floor / "tests" / "test_one.py").write_text("def test_one():\n    assert True\n")
-        print(f"pytest runs, min / median of {args.repeat} (wall ms, as codeloop measures a run)")
-        row("floor (1 trivial test)", *asyncio.run(timings(floor, args.repeat)))
-        for project in ("offbyone", "twomodules", "newfile"):
-            root = copy_project(ROOT / "sandbox" / project, tmp / project)
-            row(f"sandbox/{project}", *asyncio.run(timings(root, args.repeat)))
-        root = larger_suite(tmp / "sdist")
-        row(LARGER, *asyncio.run(timings(root, max(3, args.repeat // 2))))
+        if args.only is None:
+            pytest_runs(tmp, args.repeat)
         # as an install leaves them: a source checkout run with PYTHONDONTWRITEBYTECODE set
         # (as on these machines) would otherwise recompile codeloop at every start
         compileall.compile_dir(ROOT / "codeloop", quiet=1)
@@ -266,6 +265,21 @@ def main() -> None:
             e2e_line(f"warm_tests={mode}, later sessions (self-check kept)", [
                 end_to_end(tmp / f"{mode}-{n}", tmp / "cache-0", mode)
                 for n in range(args.e2e_repeat)])
+
+
+def pytest_runs(tmp: Path, repeat: int) -> None:
+    """Cold against warm pytest runs: a trivial floor, the sandbox projects, a larger suite."""
+    floor = tmp / "floor"
+    (floor / "tests").mkdir(parents=True)
+    (floor / "tests" / "test_one.py").write_text("def test_one():\n    assert True\n")
+    print(f"pytest runs, min / median of {repeat} (wall ms, as codeloop measures a run)")
+    row("floor (1 trivial test)", *asyncio.run(timings(floor, repeat)))
+    for project in ("offbyone", "twomodules", "newfile"):
+        root = copy_project(ROOT / "sandbox" / project, tmp / project)
+        row(f"sandbox/{project}", *asyncio.run(timings(root, repeat)))
+    root = larger_suite(tmp / "sdist")
+    row(LARGER, *asyncio.run(timings(root, max(3, repeat // 2))))
+
 
 if __name__ == "__main__":
     main()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import PYTEST_CMD, fix_diff, make_repo, run_codeloop
+from tests.conftest import PYTEST_CMD, fix_diff, git, make_repo, run_codeloop
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall
 
 
@@ -32,20 +32,27 @@ def _order(events: list[dict]) -> list[str]:
             for e in events if e["type"] in ("model.request", "test.done", "notice")]
 
 
-def test_a_second_session_on_the_same_files_asks_before_its_baseline_ends(tmp_path,
-                                                                         isolated_env):
+def test_a_second_session_asks_at_once_and_a_patch_stops_the_confirming_baseline(
+        tmp_path, isolated_env):
     repo = make_repo(tmp_path, "offbyone")
+    # a slow test: the confirming baseline is surely still running when the patch arrives
+    (repo / "tests" / "test_slow.py").write_text(
+        "import time\n\ndef test_slow():\n    time.sleep(1.5)\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "a slow test")
     done, first, _ = _session(repo, isolated_env, [Reply(text="Looking.")])
     assert _order(first)[:2] == ["test.done:0", "model.request"], done.stderr
     done, second, bodies = _session(repo, isolated_env, [_fix()])
     assert done.returncode == 0, done.stderr
-    order = _order(second)
-    assert order.index("model.request") < order.index("test.done:0")
-    [notice] = [e for e in second if e["type"] == "notice"]
-    assert notice["kind"] == "baseline" and "2 failed" in notice["message"]
-    # the model was shown the remembered failures, and the run after the patch passed
+    assert _order(second)[:2] == ["notice", "model.request"]
+    told, stopped = [e for e in second if e["type"] == "notice"]
+    assert told["kind"] == "baseline" and "2 failed" in told["message"]
+    assert stopped["kind"] == "baseline" and "stopped before it finished" in stopped["message"]
+    # the model was shown the remembered failures; the patch's run went first, and passed
     assert "test_partial_last_page_counts" in json.dumps(bodies[0]["messages"])
-    assert [e["passed"] for e in second if e["type"] == "test.done"] == [False, True]
+    assert [(e["turn"], e["passed"]) for e in second if e["type"] == "test.done"] == [(1, True)]
+    end = json.loads(done.stdout.splitlines()[-1])
+    assert end["type"] == "session.end" and end["outcome"] == "passed"
 
 
 def test_a_confirming_baseline_that_differs_is_told_to_the_model(tmp_path, isolated_env):
@@ -55,13 +62,14 @@ def test_a_confirming_baseline_that_differs_is_told_to_the_model(tmp_path, isola
     repo = make_repo(tmp_path, "offbyone")
     (repo / "tests" / "test_outside.py").write_text(
         f"def test_outside():\n    assert open({str(outside)!r}).read().strip() == '7'\n")
-    from tests.conftest import git
-
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "a test of the outside world")
     _session(repo, isolated_env, [Reply(text="Looking.")])
     outside.write_text("8\n")  # now it fails too, though no file of the repo changed
-    done, events, bodies = _session(repo, isolated_env, [_fix(), Reply(text="Done.")])
+    # a model slow to answer: the confirmation ends first, and its result is taken
+    fix = _fix()
+    fix.stall_s = 4.0
+    done, events, bodies = _session(repo, isolated_env, [fix, Reply(text="Done.")])
     baseline = next(e for e in events if e["type"] == "test.done" and e["turn"] == 0)
     assert "tests/test_outside.py::test_outside" in [f["id"] for f in baseline["failures"]]
     told = json.dumps(bodies[1]["messages"][-1])

@@ -9,6 +9,8 @@ from pathlib import Path
 from codeloop.context.layout import SUMMARY_MARK, PrefixTracker
 from codeloop.context.repomap import maps_dir, repo_map
 from codeloop.context.tools import run_read_only
+from codeloop.core.conversation import Instructions, UserText
+from codeloop.core.conversation import Reply as ModelReply
 from tests.conftest import PYTEST_CMD, fix_diff, git, make_repo, read_recording, run_codeloop
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall
 
@@ -86,21 +88,17 @@ def test_a_summary_replaces_old_turns_and_keeps_the_recent_ones(tmp_path, isolat
 
 
 def test_a_prefix_change_is_named_by_the_section_it_starts_in():
-    system, context = {"role": "system", "content": "S"}, {"role": "user", "content": "map"}
+    system, context = Instructions("S"), UserText("map")
     tools = [{"type": "function", "function": {"name": "read_file"}}]
     tracker = PrefixTracker()
-    tracker.measure([system, context, {"role": "user", "content": "task"}], tools)
-    grown = tracker.measure([system, context, {"role": "user", "content": "task"},
-                             {"role": "assistant", "content": "ok"}], tools)
+    tracker.measure([system, context, UserText("task")], tools)
+    grown = tracker.measure([system, context, UserText("task"), ModelReply("ok")], tools)
     assert grown.changed == "" and 0.5 < grown.reuse < 1
     assert tracker.measure([system, context], tools[:0]).changed == "tools"
-    assert tracker.measure([{"role": "system", "content": "T"}, context], []).changed \
-        == "instructions"
-    summary = {"role": "user", "content": SUMMARY_MARK + ": ..."}
-    assert tracker.measure([{"role": "system", "content": "T"}, context, summary],
-                           []).changed == ""
-    assert tracker.measure([{"role": "system", "content": "T"}, context,
-                            {"role": "user", "content": SUMMARY_MARK + ": new"}],
+    assert tracker.measure([Instructions("T"), context], []).changed == "instructions"
+    summary = UserText(SUMMARY_MARK + ": ...")
+    assert tracker.measure([Instructions("T"), context, summary], []).changed == ""
+    assert tracker.measure([Instructions("T"), context, UserText(SUMMARY_MARK + ": new")],
                            []).changed == "summary"
 
 

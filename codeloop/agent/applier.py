@@ -8,6 +8,8 @@ engine, git and the test runner are their modules'.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from codeloop.agent.clock import TurnClock
 from codeloop.agent.results import Results
 from codeloop.agent.view import ModelView
@@ -76,15 +78,18 @@ class Applier:
                                            patch=proposal.diff))
         return proposals, answers
 
-    async def apply_and_test(self, turn: int, proposals: list[ProposedEdit], clock: TurnClock
+    async def apply_and_test(self, turn: int, proposals: list[ProposedEdit], clock: TurnClock,
+                             meanwhile: Callable[[], None] | None = None
                              ) -> tuple[TurnOutcome, str]:
-        """(f) apply and commit, (g) test; returns how the turn went and what to tell."""
-        with clock.span("test_ms"):  # a baseline still confirming: the files wait for it
-            await self.results.settle()
-        outcome, feedback = await self._apply_and_test(turn, proposals, clock)
+        """(f) apply and commit, (g) test (`meanwhile` beside the run); returns how the turn
+        went and what to tell."""
+        with clock.span("test_ms"):  # a baseline still confirming: stopped, the patch first
+            await self.results.give_way()
+        outcome, feedback = await self._apply_and_test(turn, proposals, clock, meanwhile)
         return outcome, "\n\n".join(n for n in (self.results.take_note(), feedback) if n)
 
-    async def _apply_and_test(self, turn: int, proposals: list[ProposedEdit], clock: TurnClock
+    async def _apply_and_test(self, turn: int, proposals: list[ProposedEdit], clock: TurnClock,
+                              meanwhile: Callable[[], None] | None
                               ) -> tuple[TurnOutcome, str]:
         if self.tests.self_checking:
             with clock.span("test_ms"):  # a test run still going: not overhead
@@ -106,7 +111,7 @@ class Applier:
             notes.append("Already present, skipped: " + "; ".join(already))
         # a result of other files (an /undo since) is never passed off as that of these
         if changed or not self.results.known_for(commit):
-            result = await self.results.run(turn)
+            result = await self.results.run(turn, meanwhile)
             clock.add("test_ms", result.duration_ms)
             if changed:  # the commit's message records the result: it is a new commit
                 with clock.span("apply_ms"):

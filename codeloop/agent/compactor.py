@@ -23,7 +23,9 @@ from codeloop.context.layout import (
     summary_message,
     turn_groups,
 )
+from codeloop.core import encoded
 from codeloop.core.conversation import Item, Reply, UserText, chat_messages
+from codeloop.core.encoded import chat_json
 from codeloop.core.events import Compaction, ErrorEvent, Notice
 from codeloop.core.kinds import ErrorKind, NoticeKind
 from codeloop.core.stream import EventStream
@@ -34,7 +36,7 @@ AFTER_COMPACTION = 0.6  # a compaction aims below this share of the compaction t
 
 
 def _tokens(items: list[Item]) -> int:
-    return estimate_tokens(json.dumps(chat_messages(items), ensure_ascii=False))
+    return estimate_tokens(encoded.array(chat_json(item) for item in items))
 
 
 class Compactor:

@@ -18,6 +18,7 @@ from codeloop.agent.clock import TurnClock
 from codeloop.context import prompt
 from codeloop.context.layout import PrefixProbe, PrefixTracker
 from codeloop.context.tools import offers_builtin_patch, tool_names, tool_schemas
+from codeloop.core import encoded
 from codeloop.core.conversation import Item, chat_messages
 from codeloop.core.events import (
     ModelDone,
@@ -97,6 +98,12 @@ class ModelLink:
         self.with_tools = False
         return prompt.system_prompt(False)
 
+    def prepare(self, items: list[Item]) -> None:
+        """The next request's prompt, ahead: what it repeats of `items` is encoded now (for
+        the wire, the prefix probe and the compaction check)."""
+        encoded.prepare(items, encoded.chat_json)
+        self.client.prepare(items)
+
     async def send(self, turn: int, items: list[Item], new: list[Item],
                    clock: TurnClock) -> Streamed:
         """One request for the conversation `items` (`new`: what the last one lacked)."""
@@ -104,7 +111,7 @@ class ModelLink:
             await asyncio.shield(self._connecting)  # never race the warm-up on one socket
         tools = self.tools
         self.offered_builtin = any(t.get("builtin") for t in tools)
-        probe = self.probe = self.prefix.measure(chat_messages(items), tools)
+        probe = self.probe = self.prefix.measure(items, tools)
         self.events.emit(ModelRequest(turn=turn, messages=chat_messages(new),
                                       tools=tool_names(tools),
                                       prompt_tokens_estimate=probe.sent_tokens,

@@ -3,13 +3,15 @@
 Owns `test.start`/`test.output`/`test.done` for each run in the sandbox, and the results by
 commit, so that after an /undo the result is again that of the files now, never that of the
 undone ones; and a baseline still confirming the remembered one, which every later run waits
-for. How a run runs (cold, warm, failures first) is the test service's.
+for but a patch's, which stops it. How a run runs (cold, warm, failures first) is the test
+service's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from codeloop.agent.baselines import same_verdict
 from codeloop.agent.clock import Totals
@@ -35,14 +37,22 @@ class TestRuns:
         self.events = events
         self.totals = totals
 
-    async def run(self, turn: int) -> TestResult:
+    async def run(self, turn: int, meanwhile: Callable[[], None] | None = None) -> TestResult:
+        """One run; `meanwhile` is called once the tests are under way (at their first output,
+        or at their end if they print nothing), beside them."""
         self.events.emit(TestStart(turn=turn, command=self.command))
         mode = self.tests.label
+        pending = [meanwhile] if meanwhile else []
+
+        def output(text: str) -> None:
+            self.events.emit(TestOutput(turn=turn, text=text))
+            while pending:
+                pending.pop()()
+
         with self.sandbox.test_run():  # (what it writes there is the session's own)
-            result = await self.tests.run(
-                self.sandbox.path, lambda text: self.events.emit(TestOutput(turn=turn,
-                                                                            text=text)),
-                baseline=turn == 0)
+            result = await self.tests.run(self.sandbox.path, output, baseline=turn == 0)
+        while pending:
+            pending.pop()()
         if turn == 0:
             self.totals.baseline_ran(result.duration_ms)
         self.events.emit(TestDone(
@@ -85,6 +95,21 @@ class Results:
         if self._tested_at == self._base:
             self.latest = result
 
+    async def give_way(self) -> None:
+        """A patch is ready: a baseline still confirming the remembered one is stopped, not
+        waited for. The patch's own run is what the turn's verdict rests on, and the remembered
+        result (of the same files and command) stands as the baseline; a confirmation that
+        finished first was free, and is taken as `settle` takes it; one that the warm runner's
+        self-check compares with (a runner not yet trusted) is waited for."""
+        if (self.confirming is not None and not self.confirming.done()
+                and not self.runs.tests.self_checking):
+            await self.abandon()
+            self.runs.events.emit(Notice(kind=NoticeKind.BASELINE, message=(
+                "tests: this session's baseline was stopped before it finished, so that the "
+                "patch's run goes first; the last baseline on these files "
+                f"({self._by_commit[self._base].summary}) stands")))
+        await self.settle()
+
     def take_note(self) -> str:
         note, self.note = self.note, ""
         return note
@@ -97,10 +122,10 @@ class Results:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await running
 
-    async def run(self, turn: int) -> TestResult:
+    async def run(self, turn: int, meanwhile: Callable[[], None] | None = None) -> TestResult:
         """A run of the files now; `latest` until `tested` says which commit they are."""
         await self.settle()
-        self.latest = await self.runs.run(turn)
+        self.latest = await self.runs.run(turn, meanwhile)
         return self.latest
 
     def tested(self, commit: str) -> None:

@@ -56,7 +56,9 @@ class TurnRunner:
         outcome = TurnOutcome.LOOKED if reply.calls else TurnOutcome.NO_EDITS
         feedback = ""
         if proposals:  # (f) apply, (g) test
-            outcome, feedback = await self.applier.apply_and_test(turn, proposals, clock)
+            # the next request's prompt is prepared while the verification runs
+            outcome, feedback = await self.applier.apply_and_test(
+                turn, proposals, clock, lambda: self.model.prepare(self.conversation.items))
         elif reply.done.finish_reason == "length":
             outcome, feedback = TurnOutcome.CUT_OFF, CUT_OFF
         with clock.span("prompt_ms"):  # (h) feed back

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from codeloop.core.conversation import Item, Reply, UserText
+from codeloop.core.encoded import canonical_json
 
 SECTIONS = ("instructions", "tools", "project context", "summary", "history")
 SUMMARY_MARK = "Summary of the earlier turns of this session"
@@ -45,24 +46,24 @@ def estimate_tokens(text: str) -> int:
     return (len(text.encode("utf-8")) + BYTES_PER_TOKEN - 1) // BYTES_PER_TOKEN
 
 
-def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-
-
-def _lines(items: list[Any]) -> str:
+def _lines(texts: list[str]) -> str:
     # one item per line, no closing bracket: appending keeps the earlier text a prefix
-    return "".join(_dump(item) + "\n" for item in items)
+    return "".join(text + "\n" for text in texts)
 
 
-def sections(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[tuple[str, str]]:
+def sections(items: list[Item], tools: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """The request as the provider's cache sees it, cut into the named layout sections."""
-    parts = [("instructions", _lines(messages[:1])), ("tools", _lines(tools)),
-             ("project context", _lines(messages[1:2]))]
-    rest = messages[2:]
-    if rest and str(rest[0].get("content", "")).startswith(SUMMARY_MARK):
-        parts.append(("summary", _lines(rest[:1])))
-        rest = rest[1:]
-    parts.append(("history", _lines(rest)))
+    texts = [canonical_json(item) for item in items]
+    parts = [("instructions", _lines(texts[:1])),
+             ("tools", _lines([json.dumps(tool, ensure_ascii=False, separators=(",", ":"),
+                                          sort_keys=True) for tool in tools])),
+             ("project context", _lines(texts[1:2]))]
+    at = 2
+    if len(items) > at and isinstance(items[at], UserText) and items[at].text.startswith(
+            SUMMARY_MARK):
+        parts.append(("summary", _lines(texts[at:at + 1])))
+        at += 1
+    parts.append(("history", _lines(texts[at:])))
     return parts
 
 
@@ -91,9 +92,8 @@ class PrefixTracker:
     def __init__(self) -> None:
         self._previous: list[tuple[str, str]] = []
 
-    def measure(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
-                ) -> PrefixProbe:
-        current = sections(messages, tools)
+    def measure(self, items: list[Item], tools: list[dict[str, Any]]) -> PrefixProbe:
+        current = sections(items, tools)
         text = "".join(body for _, body in current)
         previous_text = "".join(body for _, body in self._previous)
         common = _common_prefix(text, previous_text)

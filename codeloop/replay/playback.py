@@ -190,11 +190,14 @@ class ReplayClient:
             name.endswith(BUILTIN_MARK) for e in recording.events
             if isinstance(e, ModelRequest) for name in e.tools) else frozenset()
 
-    async def connect(self) -> None:
+    async def connect(self) -> None:  # the replies are recorded: nothing is sent
         return None
 
     async def warm_up(self, instructions: str, tools: list[dict[str, Any]]) -> str:
         return ""
+
+    def prepare(self, items: list[Item]) -> None:
+        return None
 
     async def stream(self, turn: int, items: list[Item],
                      tools: list[dict[str, Any]]) -> AsyncIterator[Event]:
@@ -205,8 +208,7 @@ class ReplayClient:
         first = recorded[0]
         # the request went out this long before its first byte: the pace includes it, so the
         # turn's recorded connect/TTFB spans are spent here too (not read as negative overhead)
-        lead = (first.connect_ms + first.ttfb_ms) / 1000 if isinstance(first, ModelFirstByte) \
-            else 0.0
+        lead = (first.connect_ms + first.ttfb_ms) / 1000 if isinstance(first, ModelFirstByte) else 0
         origin = first.t - lead
         started = time.perf_counter()
         content_at: float | None = None  # the first piece of the reply, as replayed

@@ -154,6 +154,7 @@ class TestService:
         self._key: str | None = None  # of this set-up's remembered self-check outcomes
         self._checking: asyncio.Task[None] | None = None  # the self-check, once begun
         self._checked_with: list[str] = []  # learned modules the self-check's runner had
+        self._launching: asyncio.Task | None = None  # the runner's start, while it goes on
         # the user's repo, which keys the learned memo (a restart's `root` is the sandbox)
         self._project = runner.root if runner is not None else None
 
@@ -179,6 +180,7 @@ class TestService:
                                "a pytest command (warm runs need `pytest ...` or `python -m "
                                "pytest ...`, without shell operators)")
             return
+        self._launching = asyncio.current_task()
         try:
             self._project = self._project or root
             if self.runner is None:
@@ -350,6 +352,11 @@ class TestService:
 
     async def _one(self, root: Path, on_output: Callable[[str], None],
                    selection: Selection | None) -> TestResult:
+        launching = self._launching
+        if launching not in (None, asyncio.current_task()) and not launching.done():
+            # a run that comes while the runner starts (the baseline that waited for it was
+            # stopped for a patch's run, say) waits for it as that baseline did
+            await asyncio.shield(launching)
         if self.trusted and self.runner is not None and self.runner.stale():
             await self.runner.close()
             self.runner = None

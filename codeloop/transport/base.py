@@ -56,6 +56,10 @@ class ModelClient(Protocol):
         """Send the stable prefix ahead where the wire supports it; returns what happened
         (empty when nothing was done). Never raises."""
 
+    def prepare(self, items: list[Item]) -> None:
+        """Encode `items` ahead, as the next request will send them (it then encodes only what
+        comes after them); called while a verification runs. Never raises."""
+
     def stream(
         self, turn: int, items: list[Item], tools: list[dict[str, Any]]
     ) -> AsyncIterator[Event]:

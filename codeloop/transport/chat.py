@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from codeloop.core.conversation import Item, chat_messages
+from codeloop.core import encoded
+from codeloop.core.conversation import Item
 from codeloop.core.events import Event
 from codeloop.core.kinds import CallKind
 from codeloop.transport.base import TransportError
@@ -73,6 +74,11 @@ class ChatParser:
         return events
 
 
+def portable_json(item: Item) -> str:
+    """An item as this wire sends it: every call as a function call."""
+    return encoded.chat_json(item, portable=True)
+
+
 class ChatCompletionsClient(HttpStreamClient):
     """A `ModelClient` for any OpenAI-compatible `/chat/completions` endpoint."""
 
@@ -92,7 +98,7 @@ class ChatCompletionsClient(HttpStreamClient):
                      tools: list[dict[str, Any]]) -> bytes:
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": chat_messages(items, portable=True),
+            "messages": encoded.array(portable_json(item) for item in items),
             "stream": True,
             "stream_options": {"include_usage": True},
             self._max_tokens_key: self.max_output_tokens,
@@ -101,7 +107,10 @@ class ChatCompletionsClient(HttpStreamClient):
             body["tools"] = [{"type": "function", "function": t["function"]} for t in tools]
         if self._cache_key:
             body["prompt_cache_key"] = self._cache_key
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        return encoded.dumps(body).encode()
+
+    def prepare(self, items: list[Item]) -> None:
+        encoded.prepare(items, portable_json)
 
     def stream(self, turn: int, items: list[Item],
                tools: list[dict[str, Any]]) -> AsyncIterator[Event]:

@@ -45,6 +45,9 @@ class FallbackClient:
     async def warm_up(self, instructions: str, tools: list[dict[str, Any]]) -> str:
         return await self.active.warm_up(instructions, tools)
 
+    def prepare(self, items: list[Item]) -> None:
+        self.active.prepare(items)
+
     async def stream(self, turn: int, items: list[Item],
                      tools: list[dict[str, Any]]) -> AsyncIterator[Event]:
         try:

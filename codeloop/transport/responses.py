@@ -10,8 +10,10 @@ the last thing in our history, else the full input); and the parsing of `respons
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
+from codeloop.core import encoded
 from codeloop.core.conversation import Instructions, Item, ToolCall, ToolOutput, UserText
 from codeloop.core.conversation import Reply as ModelReply
 from codeloop.core.events import Event, TransportChange
@@ -75,6 +77,18 @@ def input_items(history: list[Item]) -> list[dict[str, Any]]:
             rendered += [_call_item(c) for c in (item.calls if isinstance(item, ModelReply)
                                                  else ())]
     return rendered
+
+
+@lru_cache(maxsize=encoded.MEMO_ITEMS)
+def input_json(item: Item) -> str:
+    """The item's input items (none, one, or a reply's message and its calls) as JSON text,
+    comma-separated."""
+    return ",".join(encoded.compact(value) for value in input_items([item]))
+
+
+def prepare(items: list[Item]) -> None:
+    """Encode the history ahead (`ModelClient.prepare`)."""
+    encoded.prepare(split_system(items)[1], input_json)
 
 
 def split_system(items: list[Item]) -> tuple[str, list[Item]]:
@@ -223,7 +237,8 @@ class ResponsesRequest:
         fixed = json.dumps([self.model, instructions, response_tools], sort_keys=True)
         previous, new = self.continuation.plan(history, fixed) if delta else (None, history)
         fields: dict[str, Any] = {
-            "model": self.model, "instructions": instructions, "input": input_items(new),
+            "model": self.model, "instructions": instructions,
+            "input": encoded.array(map(input_json, new)),
             "store": self.store, "max_output_tokens": self.max_output_tokens,
         }
         if response_tools:

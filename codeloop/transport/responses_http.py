@@ -7,19 +7,24 @@ the conversation); otherwise, and after `previous_response_not_found`, the full 
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from codeloop.core import encoded
 from codeloop.core.conversation import Item
 from codeloop.core.events import Event
 from codeloop.transport.base import TransportError
 from codeloop.transport.http import HttpStreamClient
-from codeloop.transport.responses import BUILTIN_TOOLS, ResponsesParser, ResponsesRequest
+from codeloop.transport.responses import (
+    BUILTIN_TOOLS,
+    ResponsesParser,
+    ResponsesRequest,
+    prepare,
+)
 
 
 def encode(fields: dict[str, Any]) -> bytes:
-    return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+    return encoded.dumps(fields).encode()
 
 
 class ResponsesHttpClient(HttpStreamClient):
@@ -33,6 +38,9 @@ class ResponsesHttpClient(HttpStreamClient):
                  cache_key: str = "") -> None:
         super().__init__(base_url, model, api_key, max_output_tokens, request_timeout_s)
         self.request = ResponsesRequest(model, max_output_tokens, store, cache_key)
+
+    def prepare(self, items: list[Item]) -> None:
+        prepare(items)
 
     async def stream(self, turn: int, items: list[Item],
                      tools: list[dict[str, Any]]) -> AsyncIterator[Event]:

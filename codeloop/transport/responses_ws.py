@@ -12,7 +12,6 @@ continuation resends the full input once, transparently, with an event that says
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,12 +19,18 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from codeloop.core import encoded
 from codeloop.core.conversation import Instructions, Item
 from codeloop.core.events import Event, ModelFirstByte, TransportChange
 from codeloop.core.kinds import TransportChangeKind
 from codeloop.transport.base import TransportError
 from codeloop.transport.reply import ms
-from codeloop.transport.responses import BUILTIN_TOOLS, ResponsesParser, ResponsesRequest
+from codeloop.transport.responses import (
+    BUILTIN_TOOLS,
+    ResponsesParser,
+    ResponsesRequest,
+    prepare,
+)
 from codeloop.transport.responses_http import ResponsesHttpClient
 
 ROTATE_AFTER_S = 55 * 60
@@ -152,7 +157,8 @@ class ResponsesWebSocketClient:
         ws = self._ws
         assert ws is not None
         try:
-            await ws.send(json.dumps({"type": "response.create", **fields, "generate": False}))
+            await ws.send(encoded.dumps({"type": "response.create", **fields,
+                                         "generate": False}))
             while not parser.reply.complete:
                 parser.on_data(await asyncio.wait_for(ws.recv(), 10), time.perf_counter())
         except TransportError as exc:
@@ -170,6 +176,9 @@ class ResponsesWebSocketClient:
                 f"({ms(started, time.perf_counter()):.1f} ms)")
 
     # one turn
+
+    def prepare(self, items: list[Item]) -> None:
+        prepare(items)
 
     async def stream(self, turn: int, items: list[Item],
                      tools: list[dict[str, Any]]) -> AsyncIterator[Event]:
@@ -224,8 +233,7 @@ class ResponsesWebSocketClient:
         """Send one `response.create` and yield its events until the terminal one."""
         ws = self._ws
         assert ws is not None
-        body = json.dumps({"type": "response.create", **fields}, ensure_ascii=False,
-                          separators=(",", ":"))
+        body = encoded.dumps({"type": "response.create", **fields})
         connect_ms, self._fresh_connect_ms = self._fresh_connect_ms, 0.0
         reply = parser.reply
         sent = time.perf_counter()
