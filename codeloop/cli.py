@@ -8,6 +8,7 @@ and `--version` stay instant.
 from __future__ import annotations
 
 import argparse
+import difflib
 import gc
 import hashlib
 import os
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from codeloop import __version__
-from codeloop.config import EDIT_TOOLS, TRANSPORTS, Config, ConfigError, env_name, parse_bool
+from codeloop.config import KEY_HELP, TRANSPORTS, Config, ConfigError, env_name, parse_bool
 from codeloop.core.kinds import ExitCode
 from codeloop.interrupts import CtrlC, hold_ctrl_c, let_go_of_sigint
 
@@ -39,38 +40,65 @@ FLAG_KEYS = {
     "--warm-tests": "warm_tests", "--fail-fast": "fail_fast", "--verify": "verify",
 }
 LEGACY_FLAGS = {"--edit-mode": "edit_mode"}  # still read, as the key that replaced it
-_FLAG_HELP = {
-    "model": "model name sent to the server",
-    "base_url": "OpenAI-compatible API root, e.g. http://127.0.0.1:8080/v1",
-    "transport": f"wire protocol: {', '.join(TRANSPORTS)}",
-    "api_key_env": "name of the environment variable holding the API key",
-    "test_command": "test command run in the sandbox (detected when not set)",
-    "test_timeout_s": "seconds before a test run's whole process group is killed",
-    "max_iterations": "maximum number of turns (model requests)",
-    "edit_tool": f"how edits are asked for: {', '.join(EDIT_TOOLS)} (auto: the model's "
-                 "built-in apply_patch tool on Responses wires where it has one, else the "
-                 "apply_patch function)",
-    "builtin_patch_models": "comma-separated name patterns of the models that have the "
-                            "built-in apply_patch tool",
-    "max_output_tokens": "cap on tokens per reply",
-    "request_timeout_s": "seconds to wait for the next byte of a reply",
-    "responses_store": "Responses over HTTP: let the server keep the conversation (store=true) "
-                       "and send only new items (true/false)",
-    "context_window": "the model's context window in tokens (0: known default for the model)",
-    "compact_at": "share of the window at which older turns are summarised",
-    "keep_recent_turns": "turns a summary keeps verbatim",
-    "tool_output_tokens": "token budget of one tool output or test report (head and tail kept)",
-    "warm_tests": "pytest from a pre-imported, forking runner: auto, on, off",
-    "fail_fast": "the tests that failed last turn, which run first, stop at the first that "
-                 "still fails (true/false)",
-    "verify": "before a turn counts as passed: the full suite, or only the tests the change "
-              "can affect (full, affected)",
-}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with errors of one line that name the closest flag or command to a typo."""
+
+    argv: list[str] = []  # what parse_args was given (the error names the word in it)
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        Parser.argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_args(Parser.argv, namespace)
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(ExitCode.USAGE, f"codeloop: error: {typo_message(self, self.argv) or message}\n")
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return next((dict(a.choices) for a in parser._actions
+                 if isinstance(a, argparse._SubParsersAction)), {})
+
+
+def _closest(word: str, names: list[str]) -> str:
+    found = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
+    return f" (did you mean {found[0]}?)" if found else ""
+
+
+def typo_message(parser: argparse.ArgumentParser, argv: list[str]) -> str:
+    """The first word of `argv` that is no flag or command of codeloop's, and its closest
+    match; empty when every word is known (the error is then of another kind)."""
+    top = parser if parser.prog == "codeloop" else build_parser()
+    commands, known, taking, where = _commands(top), top._option_string_actions, False, "codeloop"
+    for word in argv:
+        if word == "--":
+            return ""
+        if taking:
+            taking = False
+            continue
+        if word.startswith("-") and len(word) > 1:
+            long = word.startswith("--")
+            name = word.split("=", 1)[0] if long else word[:2]
+            # argparse takes a long flag's unambiguous abbreviation too
+            matches = [option for option in known
+                       if option == name or (long and option.startswith(name))]
+            if not matches:
+                return (f"unknown option {name}{_closest(name, [*known])}; "
+                        f"`{where} --help` lists them")
+            attached = "=" in word if long else len(word) > 2  # --flag=VALUE, -CDIR
+            taking = not attached and known[matches[0]].nargs != 0
+        elif word in commands and known is top._option_string_actions:
+            known, where = commands[word]._option_string_actions, f"codeloop {word}"
+        elif known is top._option_string_actions:
+            return (f"unknown command {word!r}{_closest(word, [*commands])}; the commands are "
+                    f"{', '.join(commands)}, and a task goes in --task TEXT")
+    return ""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="codeloop",
+        usage="%(prog)s [OPTIONS] [--task TEXT | --plain] [COMMAND ...]",
         description="Ask a model for a patch, apply it in a git sandbox, run the tests, feed the "
                     "failures back, repeat until they pass. Settings come from defaults < "
                     "~/.config/codeloop/config.toml < .codeloop.toml < CODELOOP_* variables < "
@@ -86,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="interactive line REPL instead of the full-screen app")
     parser.add_argument("--json", action="store_true",
                         help="print the event stream as JSON lines on stdout instead of progress")
+    parser.add_argument("--quiet", action="store_true",
+                        help="an applied patch is one line: its diff is not shown")
     parser.add_argument("--apply", action="store_true",
                         help="apply the final diff to your working tree at the end")
     parser.add_argument("--add", metavar="FILE", action="append", default=[],
@@ -98,11 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(
             flag, dest=key, type=parse_bool if types[key] is bool else types[key], default=None,
             metavar=key.upper().removesuffix("_S"),
-            help=f"{_FLAG_HELP[key]} [{env_name(key)}; default: {getattr(defaults, key)!r}]",
+            help=f"{KEY_HELP[key]} [{env_name(key)}; default: {getattr(defaults, key)!r}]",
         )
     for flag, key in LEGACY_FLAGS.items():
         parser.add_argument(flag, dest=key, default=None, help=argparse.SUPPRESS)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands (optional)")
     clean = commands.add_parser(
         "clean", help="remove the sandbox worktrees and branches codeloop made",
         description="Remove the sandbox worktrees and branches codeloop made in this repo. Kept, "
@@ -272,7 +302,7 @@ def _run_session(session: Session, args: argparse.Namespace, ctrl_c: CtrlC) -> i
     if args.plain:
         from codeloop.frontends.repl import run_repl
 
-        return run_repl(agent)
+        return run_repl(agent, diffs=not args.quiet)
     from codeloop.frontends.tui.app import CodeloopApp
 
     _raise_at_ctrl_c(ctrl_c)  # (the app has its own ways)
@@ -339,7 +369,7 @@ def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, R
     events = EventStream(Redactor(_secret_values(key_vars)))
     events.subscribe(recorder)
     if args.task and not args.json:
-        events.subscribe(ProgressPrinter())
+        events.subscribe(ProgressPrinter(diffs=not args.quiet))
     cache_key = "codeloop:" + hashlib.sha1(str(repo_root).encode()).hexdigest()[:16]
     client = make_client(config.transport, config.base_url, config.model, api_key,
                          config.max_output_tokens, config.request_timeout_s,

@@ -63,6 +63,35 @@ class Config:
 
 
 _KEY_TYPES: dict[str, type] = {"str": str, "float": float, "int": int, "bool": bool}
+# what each key means, as `--help` says it beside its flag
+KEY_HELP = {
+    "model": "model name sent to the server",
+    "base_url": "OpenAI-compatible API root, e.g. http://127.0.0.1:8080/v1",
+    "transport": f"wire protocol: {', '.join(TRANSPORTS)}",
+    "api_key_env": "name of the environment variable holding the API key",
+    "test_command": "test command run in the sandbox (detected when not set)",
+    "test_timeout_s": "seconds before a test run's whole process group is killed",
+    "max_iterations": "maximum number of turns (model requests)",
+    "edit_tool": f"how edits are asked for: {', '.join(EDIT_TOOLS)} (auto: the model's "
+                 "built-in apply_patch tool on Responses wires where it has one, else the "
+                 "apply_patch function)",
+    "builtin_patch_models": "comma-separated name patterns of the models that have the "
+                            "built-in apply_patch tool",
+    "max_output_tokens": "cap on tokens per reply",
+    "request_timeout_s": "seconds to wait for the next byte of a reply",
+    "responses_store": "Responses over HTTP: let the server keep the conversation (store=true) "
+                       "and send only new items (true/false)",
+    "context_window": "the model's context window in tokens (0: known default for the model)",
+    "compact_at": "share of the window at which older turns are summarised",
+    "keep_recent_turns": "turns a summary keeps verbatim",
+    "tool_output_tokens": "token budget of one tool output or test report (head and tail kept)",
+    "warm_tests": "pytest from a pre-imported, forking runner: auto, on, off",
+    "fail_fast": "the tests that failed last turn, which run first, stop at the first that "
+                 "still fails (true/false)",
+    "verify": "before a turn counts as passed: the full suite, or only the tests the change "
+              "can affect (full, affected)",
+}
+
 _TRUTH = {"true": True, "1": True, "yes": True, "on": True,
           "false": False, "0": False, "no": False, "off": False}
 

@@ -78,3 +78,40 @@ def test_plain_mode_runs_a_turn_then_commands_then_quits(tmp_path, isolated_env)
         assert terminal.close() == 0
     history = (tmp_path / "st" / "codeloop" / "repl-history").read_text()
     assert "fix the pager" in history
+
+
+def test_the_prompt_is_on_screen_while_the_session_starts(tmp_path, isolated_env):
+    # before: the start-up's lines were written over the prompt, which came back only once a
+    # first message had been sent
+    repo = make_repo(tmp_path, "offbyone")
+    env = {**isolated_env, "PROMPT_TOOLKIT_NO_CPR": "1", "XDG_STATE_HOME": str(tmp_path / "st"),
+           "TERM": "xterm"}
+    with ScriptedModelServer([]) as server:
+        terminal = Terminal([sys.executable, "-m", "codeloop", "--plain", "--base-url",
+                             server.base_url, "--test-cmd", PYTEST_CMD], repo, env)
+        output = terminal.read_until("tests: 2 failed")  # the baseline, with nothing typed
+        terminal.read_until("›", start=output.index("tests: 2 failed"))  # drawn again under it
+        terminal.type("\x04")  # Ctrl-D at the prompt: leave (the tests still fail: exit 1)
+        assert terminal.close() == 1
+
+
+def test_the_repl_shows_the_applied_diff_in_colour(tmp_path, isolated_env):
+    repo = make_repo(tmp_path, "offbyone")
+    env = {**isolated_env, "PROMPT_TOOLKIT_NO_CPR": "1", "XDG_STATE_HOME": str(tmp_path / "st"),
+           "TERM": "xterm"}
+    env.pop("NO_COLOR", None)
+    reply = Reply(text="Fixing the page count.",
+                  tool_calls=[ToolCall("apply_patch", json.dumps({"patch": fix_diff("offbyone")}))])
+    with ScriptedModelServer([reply]) as server:
+        terminal = Terminal([sys.executable, "-m", "codeloop", "--plain", "--base-url",
+                             server.base_url, "--test-cmd", PYTEST_CMD], repo, env)
+        terminal.read_until("tests: 2 failed")
+        time.sleep(0.3)
+        terminal.type("fix the pager\r")
+        output = terminal.read_until("turn 1: applied")
+        applied = output[output.index("patch applied to pager/paginate.py"):]
+        assert "\x1b[32m+    return (total + per_page - 1) // per_page\x1b[0m" in applied
+        assert "\x1b[31m-    return total // per_page + 1 if total else 0\x1b[0m" in applied
+        terminal.read_until("›", start=output.index("turn 1: applied"))
+        terminal.type("\x04")
+        assert terminal.close() == 0

@@ -109,6 +109,25 @@ def test_pytest_summary_is_pytests_own_line(project: Path) -> None:
         result.summary)
 
 
+def test_codeloops_own_junit_file_is_not_in_the_output(project: Path) -> None:
+    # pytest 8 ends with "--- generated xml file: /tmp/codeloop-junit-.../report.xml ---"
+    result, seen = run(PYTEST, project)
+    assert result.counts and "generated xml file" not in result.output
+    assert "generated xml file" not in "".join(seen) and "codeloop-junit" not in "".join(seen)
+    assert "".join(seen).rstrip().endswith(result.summary)
+
+
+def test_pytest_9s_summary_with_subtests_keeps_its_time() -> None:
+    # a summary as pytest 9 writes it with unittest subtests (the counts of more-itertools
+    # 10.5.0's suite with one bug); on pytest 8 there is no such line to run for
+    output = ("FAILED tests/test_more.py::ChunkedEvenTests::test_evenness - AssertionError\n"
+              "= 1 failed, 662 passed, 1 skipped, 8 warnings, 161 subtests passed in 3.92s =\n")
+    assert testrun._summary_line(output) == (
+        "1 failed, 662 passed, 1 skipped, 8 warnings, 161 subtests passed in 3.92s")
+
+
+@pytest.mark.skipif(pytest.version_tuple < (9,), reason="pytest counts unittest subtests from "
+                    "9.0 on (pytest-textual-snapshot's syrupy keeps the test set-up on 8.x)")
 def test_a_summary_with_subtests_is_pytests_whole_line(tmp_path: Path) -> None:
     # (it used to stop at "1 passed," : the subtests' count was not a known word)
     (tmp_path / "tests").mkdir()

@@ -28,6 +28,8 @@ class TurnClock:
         self._began = time.perf_counter()
         self.spans: dict[str, float] = dict.fromkeys(SUMMED_SPANS, 0.0)
         self._attempt_connect_ms = 0.0  # booked as connect_ms during the attempt now running
+        self._first_byte_at: float | None = None
+        self._replied = False
 
     @contextmanager
     def span(self, name: str) -> Iterator[None]:
@@ -46,6 +48,7 @@ class TurnClock:
         self.spans["connect_ms"] += event.connect_ms
         self._attempt_connect_ms += event.connect_ms
         self.spans["ttfb_ms"] = event.ttfb_ms
+        self._first_byte_at = time.perf_counter()
 
     def retried(self, event: ModelRetry) -> None:
         # the failed attempt (a stall up to the request timeout, say) and the back-off: time lost
@@ -57,6 +60,16 @@ class TurnClock:
 
     def replied(self, done: ModelDone) -> None:
         self.spans["ttft_ms"], self.spans["decode_ms"] = done.ttft_ms, done.decode_ms
+        self._replied = True
+
+    def cut_short(self) -> float:
+        """A reply cancelled mid-stream: its time so far booked as the model's (first byte as
+        its first token: the deltas are not timed here); returns the decode ms (0: none)."""
+        if self._replied or self._first_byte_at is None:
+            return 0.0
+        self.spans["ttft_ms"] = self.spans.get("ttfb_ms", 0.0)
+        self.spans["decode_ms"] = ms_since(self._first_byte_at)
+        return self.spans["decode_ms"]
 
     def stop(self, tokens_per_s: float) -> dict[str, float]:
         """The turn's spans, with the overhead: what no span accounts for."""
@@ -75,6 +88,7 @@ class Totals:
             "turns": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0,
             "model_ms": 0.0, "baseline_test_ms": 0.0,
             **dict.fromkeys((*SUMMED_SPANS, "overhead_ms"), 0.0)}
+        self.estimated = False  # a token count includes an estimate
 
     def restart(self) -> None:
         """The session's wall clock starts now (when it opens, not when it was built)."""
@@ -86,12 +100,15 @@ class Totals:
     def baseline_ran(self, duration_ms: float) -> None:
         self.figures["baseline_test_ms"] = duration_ms
 
-    def replied(self, done: ModelDone, spans: dict[str, float]) -> None:
-        """One streamed reply: its tokens, and the time the model took."""
+    def replied(self, usage: dict[str, int], spans: dict[str, float],
+                estimated: bool = False) -> None:
+        """One streamed reply (`estimated`: one cut short, its usage estimated from the text):
+        its tokens, and the time the model took."""
         for key in ("prompt_tokens", "completion_tokens", "cached_tokens"):
-            self.figures[key] += done.usage.get(key, 0)
+            self.figures[key] += usage.get(key, 0)
         self.figures["model_ms"] += round(spans["connect_ms"] + spans["ttft_ms"]
                                           + spans["decode_ms"], 3)
+        self.estimated = self.estimated or estimated
 
     def status(self, model: str, transport: str) -> Status:
         """What the status bar shows of them."""
@@ -99,7 +116,8 @@ class Totals:
         return Status(model=model, transport=transport,
                       prompt_tokens=int(figures["prompt_tokens"]),
                       cached_tokens=int(figures["cached_tokens"]),
-                      completion_tokens=int(figures["completion_tokens"]))
+                      completion_tokens=int(figures["completion_tokens"]),
+                      estimated=self.estimated)
 
     def turn_ended(self, spans: dict[str, float]) -> None:
         for key in (*SUMMED_SPANS, "overhead_ms"):

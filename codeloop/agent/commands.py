@@ -1,7 +1,10 @@
 """What each slash command does to a session, and the text it answers with.
 
 The catalogue (names, help, completion) is `core.port`'s; the front ends only display the
-answer. `/quit` is answered with `quit=True` and left to the front end.
+answer. An answer says only what no event has said: where the session announces the effect
+(`notice`, `test.done`, `context.compaction`), a front end showing the events has shown it
+already, and the answer's text is empty. `/quit` is answered with `quit=True` and left to the
+front end.
 """
 
 from __future__ import annotations
@@ -27,29 +30,34 @@ async def run(session: Session, line: str) -> Answer:
         if name == "/help":
             return Answer(help_text())
         if name == "/undo":
-            return Answer(f"sandbox back at commit {session.undo()[:10]}")
+            session.undo()  # (its notice says where the sandbox is now)
+            return Answer("")
         if name == "/diff":
             diff = session.diff()
             return Answer(diff or "no changes yet", is_diff=bool(diff))
         if name == "/apply":
-            files = session.apply()
-            return Answer("applied to your working tree: " + (", ".join(files) or "nothing"))
+            session.apply()
+            return Answer("")
         if name == "/test":
-            return Answer(test_report(await session.rerun_tests()))
+            # (test.done shows the run and its failures; this says what becomes of it)
+            head = test_report(await session.rerun_tests()).split("\n", 1)[0]
+            return Answer(f"{head} The model sees it with your next message.")
         if name == "/add":
             if not arg:
                 return Answer("usage: /add FILE", ok=False)
-            return Answer(f"pinned {session.pin(arg)}")
+            session.pin(arg)
+            return Answer("")
         if name == "/model":
             if arg:
                 session.set_model(arg)
+                return Answer("")
             return Answer(f"model: {session.config.model}")
         if name == "/compact":
             done = await session.compact("manual")
-            return Answer("compacted" if done else "nothing old enough to compact")
+            return Answer("" if done else "nothing old enough to compact")
         if name == "/clear":
             session.clear()
-            return Answer("conversation cleared")
+            return Answer("")
     except (SandboxError, PatchError) as exc:
         return Answer(str(exc), ok=False)
     matches = complete(name)

@@ -250,10 +250,8 @@ class Session:
                     kind=ErrorKind.SANDBOX,
                     message=f"the sandbox {self.sandbox.path} is gone: {exc}"))
         self._events.emit(SessionEnd(
-            outcome=outcome, exit_code=exit_code,
-            branch=self.sandbox.branch if self.sandbox else "", diffstat=diffstat,
-            applied_to_worktree=applied, totals=totals,
-        ))
+            outcome=outcome, exit_code=exit_code, applied_to_worktree=applied, totals=totals,
+            branch=self.sandbox.branch if self.sandbox else "", diffstat=diffstat))
         if self.sandbox:
             self.sandbox.close()
 
@@ -274,7 +272,8 @@ class Session:
         self._open.results.back_at(head)
         self._conversation.notes.append(f"The user undid your last change: the files are back "
                                         f"at commit {head[:10]}.")
-        self._events.emit(Notice(kind=NoticeKind.UNDO, message=f"sandbox back at {head[:10]}"))
+        self._events.emit(Notice(kind=NoticeKind.UNDO,
+                                 message=f"sandbox back at commit {head[:10]}"))
         return head
 
     def diff(self) -> str:

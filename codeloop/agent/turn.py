@@ -2,10 +2,16 @@
 (g) test, (h) feed back; and the named conditions that end a user message's turns.
 
 Owns the order of the steps, the turn's `turn.start`/`turn.end` events and its clock; each
-step is a call into the part that owns it. Never imports a front end.
+step is a call into the part that owns it. A turn cancelled (Ctrl-C) still ends: `turn.end`
+with outcome `interrupted`, its spans so far, and the tokens it cost (the server's usage if it
+came, else estimated from the streamed text and the request: `cache["estimated"]`). Never
+imports a front end.
 """
 
 from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
 
 from codeloop.agent.applier import Applier
 from codeloop.agent.clock import Totals, TurnClock
@@ -13,8 +19,18 @@ from codeloop.agent.conversation import Conversation
 from codeloop.agent.model import ModelLink, Streamed
 from codeloop.agent.view import ModelView
 from codeloop.context import prompt
+from codeloop.context.layout import estimate_tokens
 from codeloop.core.conversation import from_chat_messages
-from codeloop.core.events import ErrorEvent, TurnEnd, TurnStart
+from codeloop.core.events import (
+    ErrorEvent,
+    Event,
+    ModelDone,
+    ModelRequest,
+    ModelTextDelta,
+    ModelToolCall,
+    TurnEnd,
+    TurnStart,
+)
 from codeloop.core.kinds import ErrorKind, SessionOutcome, TurnOutcome
 from codeloop.core.stream import EventStream
 from codeloop.transport import TransportError
@@ -32,6 +48,34 @@ def stop_condition(outcome: TurnOutcome, passed: bool) -> SessionOutcome | None:
     return None
 
 
+@dataclass
+class Heard:
+    """What the running turn has sent and streamed so far, for a turn cut short."""
+
+    turn: int = 0
+    prompt_tokens: int = 0  # the request's own estimate
+    streamed: list[str] = field(default_factory=list)
+    usage: dict[str, int] | None = None  # the server's, once the reply is complete
+    tokens_per_s: float = 0.0
+    counted: bool = False  # the session totals have the reply's tokens
+
+    def begin(self, turn: int) -> None:
+        self.turn, self.prompt_tokens, self.streamed, self.usage = turn, 0, [], None
+        self.counted = False
+
+    def __call__(self, event: Event) -> None:
+        if getattr(event, "turn", None) != self.turn:
+            return
+        if isinstance(event, ModelRequest):
+            self.prompt_tokens = event.prompt_tokens_estimate
+        elif isinstance(event, ModelTextDelta):
+            self.streamed.append(event.text)
+        elif isinstance(event, ModelToolCall):
+            self.streamed.append(event.arguments)
+        elif isinstance(event, ModelDone):
+            self.usage, self.tokens_per_s = event.usage, event.tokens_per_s
+
+
 class TurnRunner:
     """Runs one turn at a time on the session's conversation."""
 
@@ -43,13 +87,24 @@ class TurnRunner:
         self.applier = applier
         self.events = events
         self.totals = totals
+        self.heard = Heard()
+        events.subscribe(self.heard)
 
     async def run(self, turn: int) -> TurnOutcome:
         clock = TurnClock()
         self.totals.turn_started(turn)
+        self.heard.begin(turn)
         self.events.emit(TurnStart(turn=turn))
+        try:
+            return await self._steps(turn, clock)
+        except asyncio.CancelledError:
+            self._cut_short(turn, clock)
+            raise
+
+    async def _steps(self, turn: int, clock: TurnClock) -> TurnOutcome:
         reply = await self._request(turn, clock)  # (c) the prompt and (d) the reply
-        self.totals.replied(reply.done, clock.spans)
+        self.totals.replied(reply.done.usage, clock.spans)
+        self.heard.counted = True
         self.conversation.add_reply(reply.done.text, reply.calls)
         with clock.span("tools_ms"):  # (e) the edits, and answers to read-only looks
             proposals, answers = self.applier.collect(turn, reply.done, reply.calls)
@@ -66,12 +121,33 @@ class TurnRunner:
                                         failed=outcome is TurnOutcome.REJECTED)
         spans = clock.stop(reply.done.tokens_per_s)
         self.totals.turn_ended(spans)
-        usage = reply.done.usage
-        self.events.emit(TurnEnd(turn=turn, outcome=outcome, spans=spans, cache={
-            "prefix_reuse": self.model.probe.reuse, "prefix_changed": self.model.probe.changed,
-            "prompt_tokens": usage.get("prompt_tokens", 0),
-            "cached_tokens": usage.get("cached_tokens", 0)}))
+        self.events.emit(TurnEnd(turn=turn, outcome=outcome, spans=spans,
+                                 cache=self._cache(reply.done.usage)))
         return outcome
+
+    def _cache(self, usage: dict[str, int]) -> dict[str, object]:
+        return {"prefix_reuse": self.model.probe.reuse, "prefix_changed": self.model.probe.changed,
+                "prompt_tokens": usage.get("prompt_tokens", 0),
+                "cached_tokens": usage.get("cached_tokens", 0)}
+
+    def _cut_short(self, turn: int, clock: TurnClock) -> None:
+        """Ctrl-C: the turn ends now, in the recording and on the panel, with its cost so far."""
+        heard = self.heard
+        decode_ms, tokens_per_s = clock.cut_short(), heard.tokens_per_s
+        if heard.usage is not None:  # the reply was complete: the server's usage
+            cache = self._cache(heard.usage)
+            if not heard.counted:
+                self.totals.replied(heard.usage, clock.spans)
+        else:
+            completion = estimate_tokens("".join(heard.streamed))
+            usage = {"prompt_tokens": heard.prompt_tokens, "completion_tokens": completion}
+            self.totals.replied(usage, clock.spans, estimated=True)
+            cache = {**self._cache(usage), "completion_tokens": completion, "estimated": True}
+            tokens_per_s = round(completion / decode_ms * 1000, 1) if decode_ms else 0.0
+        spans = clock.stop(tokens_per_s)
+        self.totals.turn_ended(spans)
+        self.events.emit(TurnEnd(turn=turn, outcome=TurnOutcome.INTERRUPTED, spans=spans,
+                                 cache=cache))
 
     async def _request(self, turn: int, clock: TurnClock) -> Streamed:
         """Send the conversation (the opening once, then what the last turn appended); a server

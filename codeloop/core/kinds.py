@@ -48,6 +48,7 @@ class TurnOutcome(StrEnum):
     LOOKED = "looked"  # only read-only tool calls
     NO_EDITS = "no_edits"  # neither edits nor tool calls: the loop ends
     CUT_OFF = "cut_off"  # the reply hit the output token limit without an edit
+    INTERRUPTED = "interrupted"  # Ctrl-C: the spans and the tokens so far
 
 
 class ErrorKind(StrEnum):
@@ -73,6 +74,7 @@ class NoticeKind(StrEnum):
     CLEAR = "clear"
     COMPACTION = "compaction"
     BASELINE = "baseline"  # the first request goes with the last session's baseline result
+    DEMO = "demo"  # `codeloop demo` has shown its recording: what it was, what to do next
 
 
 class TransportChangeKind(StrEnum):

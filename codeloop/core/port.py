@@ -63,6 +63,7 @@ class Status:
     prompt_tokens: int
     cached_tokens: int
     completion_tokens: int
+    estimated: bool = False  # some counts are estimated from the text (a cancelled reply's)
 
 
 class EventSource(Protocol):

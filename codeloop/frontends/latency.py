@@ -154,8 +154,9 @@ class LatencyModel:
         if len(self.display_lag_ms) > MAX_LAG_SAMPLES:
             del self.display_lag_ms[: MAX_LAG_SAMPLES // 2]
 
-    def stats(self) -> dict[str, tuple[float, float]]:
-        """Median and p95 per figure over the finished turns (and all display lag samples)."""
+    def stats(self) -> dict[str, tuple[float | None, float | None]]:
+        """Median and p95 per figure over the finished turns (and all display lag samples);
+        None where nothing was measured yet (no turn, or no test run in any)."""
         finished = [t for t in self.turns if t.done]
         series = {
             "ttft_ms": [t.spans.get("ttft_ms", 0.0) for t in finished],
@@ -164,8 +165,8 @@ class LatencyModel:
             "overhead_ms": [t.spans.get("overhead_ms", 0.0) for t in finished],
             "display_lag_ms": self.display_lag_ms,
         }
-        return {name: (statistics.median(values) if values else 0.0, percentile(values, 0.95))
-                for name, values in series.items()}
+        return {name: (statistics.median(values), percentile(values, 0.95)) if values
+                else (None, None) for name, values in series.items()}
 
 
 # what each event tells the model: noted whenever it comes, or timed within the running turn

@@ -2,7 +2,8 @@
 
 Owns the wording and the style name (ok, error, note, tool, dim, user, model) of every event,
 as one table keyed by event type that covers them all (tests/test_presenter.py checks that a new
-event type cannot be left out), and the bounds on how much of one text is shown. The headless
+event type cannot be left out), the bounds on how much of one text is shown, and how a patch is
+cut down for a log (`compact_diff`: its changes with a little context). The headless
 printer, the line REPL and the TUI show what it returns; it draws nothing and decides nothing.
 """
 
@@ -49,7 +50,19 @@ HEAD, TAIL = 16_000, 4_000  # characters of one text shown before and after what
 SPAN_ORDER = ("prompt_ms", "connect_ms", "ttfb_ms", "ttft_ms", "decode_ms", "tools_ms",
               "apply_ms", "test_ms", "retry_wait_ms", "overhead_ms")
 FAILURES_SHOWN = 10
+DIFF_LINES, DIFF_CONTEXT = 40, 2  # a patch shown in a log: lines at most, context per change
 CANCELLED = "cancelled: the sandbox is at its last commit"
+
+
+class DiffLine(StrEnum):
+    """What one line of a patch is; a log maps each to its colour or attribute."""
+
+    FILE = "file"
+    HUNK = "hunk"
+    ADDED = "added"
+    REMOVED = "removed"
+    CONTEXT = "context"
+    MORE = "more"  # the marker where a long patch is cut
 
 
 class Style(StrEnum):
@@ -104,6 +117,48 @@ def failure_text(exc: BaseException, redact: Callable[[str], str]) -> str:
         label = "model error" if exc.exit_code == ExitCode.MODEL else "error"
         return f"{label}: {redact(str(exc))}"
     return f"error: {type(exc).__name__}: {redact(str(exc))}"
+
+
+def _diff_kinds(lines: list[str]) -> list[DiffLine | None]:
+    """The kind of each patch line (unified diff or V4A); None: a header a log leaves out. A
+    `--- `/`+++ ` pair names a file; alone, each is a changed line that happens to look so."""
+    kinds: list[DiffLine | None] = []
+    for i, line in enumerate(lines):
+        pair = line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ ")
+        if pair or line.startswith(("diff --git", "index ", "*** Begin", "*** End")):
+            kinds.append(None)
+        elif (line.startswith("+++ ") and i and lines[i - 1].startswith("--- ")) \
+                or line.startswith(("*** Update File:", "*** Add File:", "*** Delete File:")):
+            kinds.append(DiffLine.FILE)
+        elif line.startswith("@@"):
+            kinds.append(DiffLine.HUNK)
+        elif line[:1] in ("+", "-"):
+            kinds.append(DiffLine.ADDED if line[0] == "+" else DiffLine.REMOVED)
+        else:
+            kinds.append(DiffLine.CONTEXT)
+    return kinds
+
+
+def compact_diff(patch: str, limit: int = DIFF_LINES, context: int = DIFF_CONTEXT
+                 ) -> list[tuple[DiffLine, str]]:
+    """`patch` as a log shows it: per file its name, then the changed hunks with `context`
+    lines around each change, cut after `limit` lines with a "… N more lines" marker."""
+    text = patch.splitlines()
+    lines = [(kind, line) for kind, line in zip(_diff_kinds(text), text, strict=True)
+             if kind is not None]
+    changes = [i for i, (kind, _) in enumerate(lines)
+               if kind in (DiffLine.ADDED, DiffLine.REMOVED)]
+    near = {j for i in changes for j in range(i - context, i + context + 1)}
+    kept: list[tuple[DiffLine, str]] = []
+    for i, (kind, line) in enumerate(lines):
+        if kind is DiffLine.FILE:
+            line = line.removeprefix("+++ ").removeprefix("b/").removeprefix("*** ")
+            line = line.removeprefix("Update File: ")
+        if kind is not DiffLine.CONTEXT or i in near:
+            kept.append((kind, line))
+    if len(kept) > limit:
+        kept = kept[:limit] + [(DiffLine.MORE, f"… {len(kept) - limit} more lines")]
+    return kept
 
 
 def present(event: Event) -> tuple[Shown, ...]:

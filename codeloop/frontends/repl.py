@@ -76,8 +76,23 @@ async def _cancellable(agent: Agent, coro: Coroutine[Any, Any, T]) -> T | None:
     return None
 
 
-async def _repl(agent: Agent) -> ExitCode:
-    agent.events.subscribe(ProgressPrinter(sys.stdout))
+class _Stdout:
+    """Whatever `sys.stdout` is at each write: while the prompt is up, prompt-toolkit's proxy,
+    which writes above the prompt and draws it again under (the start-up's lines, the
+    baseline's), and during a turn the terminal itself."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+    def isatty(self) -> bool:
+        return sys.stdout.isatty()
+
+
+async def _repl(agent: Agent, diffs: bool) -> ExitCode:
+    agent.events.subscribe(ProgressPrinter(_Stdout(), diffs=diffs))  # type: ignore[arg-type]
     history_file = state_dir() / "repl-history"
     history_file.parent.mkdir(parents=True, exist_ok=True)
     prompt = PromptSession(history=FileHistory(str(history_file)), multiline=True,
@@ -87,7 +102,7 @@ async def _repl(agent: Agent) -> ExitCode:
     opening = asyncio.ensure_future(agent.open())  # pre-warm while the user types
     while True:
         try:
-            with patch_stdout():
+            with patch_stdout(raw=True):  # (raw: the printer's colours pass through)
                 line = (await prompt.prompt_async("› ")).strip()
         except (KeyboardInterrupt, EOFError):
             break
@@ -99,8 +114,10 @@ async def _repl(agent: Agent) -> ExitCode:
                 continue
             if answer.quit:
                 break
-            # not an event, so redacted here: /diff shows what the model wrote, /test test output
-            print(agent.events.redact(answer.text), flush=True)
+            # not an event, so redacted here: /diff shows what the model wrote (empty: the
+            # command's events have said it all)
+            if text := agent.events.redact(answer.text):
+                print(text, flush=True)
             continue
         await _cancellable(agent, _ask_after(opening, agent, line))
     if not opening.done():
@@ -120,5 +137,6 @@ async def _ask_after(opening: asyncio.Future, agent: Agent, text: str) -> None:
     await agent.ask(text)
 
 
-def run_repl(agent: Agent) -> int:
-    return asyncio.run(_repl(agent))
+def run_repl(agent: Agent, diffs: bool = True) -> int:
+    """The REPL on `agent`; `diffs` False (`--quiet`): an applied patch is one line, no diff."""
+    return asyncio.run(_repl(agent, diffs))

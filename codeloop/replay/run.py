@@ -2,7 +2,8 @@
 
 Owns wiring recorded sessions to the consumers and to a real Session (re-executed, or driven by
 the demo's app); watching needs no Session, only the events played into a stream. The recording
-logic lives in `codeloop.replay.playback`.
+logic lives in `codeloop.replay.playback`. The demo ends saying what it showed and how to run
+codeloop on one's own repository (`demo_epilogue`), rather than waiting for a reply it has not.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pathlib import Path
 from codeloop.agent.session import Session, SessionSettings
 from codeloop.config import BUILTIN_PATCH_MODELS, Config
 from codeloop.context.tools import offers_builtin_patch, tool_schemas
-from codeloop.core.events import Event, SandboxReady, UserMessage
-from codeloop.core.kinds import EditTool, ExitCode
+from codeloop.core.events import Event, Notice, SandboxReady, UserMessage
+from codeloop.core.kinds import EditTool, ExitCode, NoticeKind, SessionOutcome
+from codeloop.core.port import Answer, Status
 from codeloop.core.stream import EventStream
 from codeloop.frontends.headless import ProgressPrinter
 from codeloop.replay.playback import (
@@ -62,9 +64,9 @@ def run_replay(args: argparse.Namespace, repo_root: Path | None) -> int:
         if repo_root is None:
             return _error("--re-execute runs in a git repository: cd into the recorded project")
         return re_execute(recording, repo_root, args.at or _base_commit(recording),
-                          args.speed, args.json)
+                          args.speed, args.json, diffs=not args.quiet)
     if args.json or args.headless or not (sys.stdin.isatty() and sys.stdout.isatty()):
-        return watch(recording, args.speed, args.json)
+        return watch(recording, args.speed, args.json, diffs=not args.quiet)
     from codeloop.frontends.tui.watch import WatchApp
 
     return WatchApp(recording.events, EventStream(), args.speed).run() or 0
@@ -75,13 +77,13 @@ def _base_commit(recording: Recording) -> str:
     return ready.base_commit if ready else "HEAD"
 
 
-def watch(recording: Recording, speed: float | None, as_json: bool) -> int:
+def watch(recording: Recording, speed: float | None, as_json: bool, diffs: bool = True) -> int:
     if as_json:
         def emit(event: Event) -> None:
             sys.stdout.write(event_line(event) + "\n")
             sys.stdout.flush()
     else:
-        emit = ProgressPrinter()
+        emit = ProgressPrinter(diffs=diffs)
     asyncio.run(play(recording.events, speed if not as_json else None, emit))
     return 0
 
@@ -107,7 +109,7 @@ def _session(recording: Recording, repo_root: Path, at: str, speed: float | None
 
 
 def re_execute(recording: Recording, repo_root: Path, at: str, speed: float | None,
-               as_json: bool) -> int:
+               as_json: bool, diffs: bool = True) -> int:
     """The recorded replies, a fresh sandbox at `at`, real patches, real tests; then where it
     diverged. Exit 0 when nothing did, 1 when something did, 2 when `at` is no commit here."""
     from codeloop.core.ids import new_session_id
@@ -128,7 +130,7 @@ def re_execute(recording: Recording, repo_root: Path, at: str, speed: float | No
                         mirror=sys.stdout if as_json else None)
     events.subscribe(recorder)
     if not as_json:
-        events.subscribe(ProgressPrinter())
+        events.subscribe(ProgressPrinter(diffs=diffs))
     try:
         exit_code = asyncio.run(session.run())
     finally:
@@ -214,15 +216,76 @@ def run_demo(args: argparse.Namespace) -> int:
         repo = copy_project(project, Path(tmp) / DEMO_PROJECT)
         try:
             if args.headless or not (sys.stdin.isatty() and sys.stdout.isatty()):
-                return re_execute(recording, repo, "HEAD", args.speed, False)
+                exit_code = re_execute(recording, repo, "HEAD", args.speed, False,
+                                       diffs=not args.quiet)
+                if exit_code == ExitCode.PASSED:
+                    print(f"\n{demo_epilogue(recording)}")
+                return exit_code
             return demo_tui(recording, repo, args.speed)
         finally:
             clean(repo)
 
 
+def demo_epilogue(recording: Recording) -> str:
+    """What the demo showed, and how to run codeloop on one's own repository."""
+    turns = len(recording.turns())
+    return (f"That was the demo: codeloop asked a model (its recorded replies, offline) to fix "
+            f"the failing tests of the bundled `{DEMO_PROJECT}` project; it applied each patch "
+            f"in a git sandbox, ran the tests and fed the failures back: {turns} turn(s), until "
+            "they passed.\n"
+            "On your own repository: cd into it, set OPENAI_API_KEY (or use --base-url "
+            "http://127.0.0.1:8080/v1 for a local server), and run\n"
+            "  codeloop                                        the full-screen app\n"
+            "  codeloop --plain                                the line REPL\n"
+            "  codeloop --task \"make the failing tests pass\"   headless\n"
+            "`codeloop --help` lists every flag.")
+
+
+class DemoAgent:
+    """The demo's session, through the port: the recorded task runs for real; then, instead of
+    a model reply the recording has not, every message is answered by `demo_epilogue`."""
+
+    def __init__(self, session: Session, events: EventStream, epilogue: str) -> None:
+        self._session, self._events, self._epilogue = session, events, epilogue
+        self._shown = False
+
+    @property
+    def events(self) -> EventStream:
+        return self._events
+
+    async def open(self) -> None:
+        await self._session.open()
+
+    async def ask(self, text: str) -> str:
+        if self._shown:
+            self._events.emit(UserMessage(text=text))
+            self._tell("The demo's recording has no more model replies. ")
+            return SessionOutcome.INTERACTIVE
+        try:
+            return await self._session.ask(text)
+        finally:
+            self._shown = True
+            self._tell("")
+
+    def _tell(self, first: str) -> None:
+        self._events.emit(Notice(kind=NoticeKind.DEMO, message=f"{first}{self._epilogue}\n"
+                                 "Ctrl+C or /quit leaves the demo."))
+
+    async def command(self, line: str) -> Answer:
+        return await self._session.command(line)
+
+    def status(self) -> Status:
+        return self._session.status()
+
+    async def finish(self, outcome: SessionOutcome) -> ExitCode:
+        return await self._session.finish(outcome)
+
+
 def demo_tui(recording: Recording, repo: Path, speed: float | None) -> int:
     from codeloop.frontends.tui.app import CodeloopApp
 
-    session = _session(recording, repo, "HEAD", speed, EventStream())
+    events = EventStream()
+    session = _session(recording, repo, "HEAD", speed, events)
     # typed for you: the recorded task
-    return CodeloopApp(session, first_message=session.settings.task).run() or 0
+    return CodeloopApp(DemoAgent(session, events, demo_epilogue(recording)),
+                       first_message=session.settings.task).run() or 0

@@ -2,9 +2,8 @@
 
 Owns the process (a shell in a session of its own, under `reaper.py` on Linux: every process
 it started is ended when it exits, at the timeout or on a cancel), bounded output (head and
-tail kept, the middle elided with a count), and for pytest the structured results from its
-JUnit XML: counts, failing test ids, short messages and locations (other runners' reports are
-read by `reports.py`).
+tail kept, the middle elided with a count), and the results: for pytest from its JUnit XML
+(`junit.py`), other runners' from their reports (`reports.py`).
 """
 
 from __future__ import annotations
@@ -25,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from codeloop.core.bounded import BoundedText, bound
+from codeloop.core.bounded import BoundedText
 from codeloop.core.events import TestFailure
 from codeloop.testrunner.impact import Selection, hand_over, read_back
+from codeloop.testrunner.junit import WithoutJunitNotice, parse_junit, pytest_extras
 from codeloop.workspace.git import git_environment
 
 REAPER = Path(__file__).with_name("reaper.py")
@@ -40,8 +40,7 @@ _SUMMARY = re.compile(  # (pytest 9 counts unittest's subTest as "N subtests pas
     r"warnings?)"
     r"(?:, )?)+(?: in [\d.]+s)?"
 )
-_LOCATION = re.compile(r'^([^\s:][^:\n]*\.py):(\d+):|File "([^"\n]+\.py)", line (\d+)',
-                       re.MULTILINE)
+
 
 
 @dataclass
@@ -73,60 +72,6 @@ class TestResult:
 
 def is_pytest(command: str) -> bool:
     return bool(_PYTEST_CMD.match(command)) and not re.search(r"[;&|<>`$]", command)
-
-
-def _node_id(case: ET.Element) -> str:
-    file, name, classname = case.get("file", ""), case.get("name", ""), case.get("classname", "")
-    if not classname:  # a collection error: pytest names the file itself
-        return file or name.replace(".", "/") + ".py"
-    if not file:
-        return f"{classname}::{name}" if classname else name
-    module = file[:-3].replace("/", ".") if file.endswith(".py") else file
-    parts = [file]
-    if classname.startswith(module + "."):
-        parts.extend(classname[len(module) + 1:].split("."))
-    parts.append(name)
-    return "::".join(parts)
-
-
-def _location(details: str, root: Path | None) -> str:
-    """The innermost `file:line` of a traceback that lies in the project (not a library)."""
-    found = []
-    for match in _LOCATION.finditer(details):
-        path, line = (match.group(1), match.group(2)) if match.group(1) else match.group(3, 4)
-        if Path(path).is_absolute():
-            if root is None or not Path(path).is_relative_to(root):
-                continue
-            path = str(Path(path).relative_to(root))
-        found.append(f"{path}:{line}")
-    return found[-1] if found else ""
-
-
-def parse_junit(xml_text: str, root: Path | None = None
-                ) -> tuple[dict[str, int], list[TestFailure], list[str]]:
-    """Counts, failures and the ids of the tests that ran, from pytest's JUnit XML (xunit1
-    family, which carries file/line)."""
-    report = ET.fromstring(xml_text)
-    counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
-    failures: list[TestFailure] = []
-    ran: list[str] = []
-    for case in report.iter("testcase"):
-        ran.append(_node_id(case))
-        problem = case.find("failure")
-        kind = "failed"
-        if problem is None:
-            problem, kind = case.find("error"), "errors"
-        if problem is None:
-            counts["skipped" if case.find("skipped") is not None else "passed"] += 1
-            continue
-        counts[kind] += 1
-        details = (problem.text or "").strip()
-        location = _location(details, root) or (
-            f"{case.get('file')}:{int(case.get('line', '0')) + 1}" if case.get("file") else "")
-        failures.append(TestFailure(
-            id=_node_id(case), kind=kind, message=problem.get("message", "")[:500],
-            location=location, details=bound(details, 3000, 1500)))
-    return counts, failures, ran
 
 
 def _summary_line(output: str) -> str:
@@ -236,12 +181,6 @@ def warm_wanted(mode: str, command: str) -> bool:
     return mode != "off" and is_pytest(command)
 
 
-def pytest_extras(command: str, junit: Path) -> list[str]:
-    """What codeloop adds to a pytest command: JUnit XML with file/line, short tracebacks."""
-    extras = [f"--junitxml={junit}", "-o", "junit_family=xunit1"]
-    return extras if "--tb" in command else [*extras, "--tb=short"]
-
-
 class WarmStarter(Protocol):
     async def start(self, command: str, extras: list[str], cwd: Path, env: dict[str, str]
                     ) -> RunningTests: ...
@@ -282,7 +221,8 @@ async def run_tests(command: str, cwd: Path, timeout_s: float,
             await _follow(await _finish(starting), BoundedText(), lambda _: None, 0)
         raise
     output = BoundedText()
-    exit_code, timed_out = await _follow(run, output, on_output, timeout_s)
+    exit_code, timed_out = await _follow(run, output, on_output, timeout_s,
+                                         junit if extras else None)
     text = output.text()
     result = TestResult(exit_code=exit_code, summary="", timed_out=timed_out, output=text,
                         duration_ms=round((time.perf_counter() - started) * 1000, 3))
@@ -329,19 +269,20 @@ async def _finish(work: Awaitable[T]) -> T:
 
 
 async def _follow(run: RunningTests, output: BoundedText, on_output: Callable[[str], None],
-                  timeout_s: float) -> tuple[int, bool]:
+                  timeout_s: float, junit: Path | None = None) -> tuple[int, bool]:
     """Read the run's output into `output` until the command exits, and then for
     `DRAIN_GRACE_S` at most; returns (exit code, whether it timed out). At the timeout or on
     a cancel, everything the run started is killed first; once the command has exited, its
     supervisor (or the warm runner) has already ended the rest, and nothing is signalled (its
     ids may be someone else's by then) — output still open after the grace period is cut."""
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    clean = WithoutJunitNotice(junit)
 
     async def read_all() -> None:
         while chunk := await run.read():
-            if shown := output.add(decoder.decode(chunk)):
+            if shown := output.add(clean(decoder.decode(chunk))):
                 on_output(shown)
-        if shown := output.add(decoder.decode(b"", final=True)):
+        if shown := output.add(clean(decoder.decode(b"", final=True), final=True)):
             on_output(shown)
 
     reading = asyncio.ensure_future(read_all())

@@ -49,7 +49,8 @@ class CodeloopApp(EventsApp):
     def state(self) -> str:
         if not self.opened:
             return "starting"
-        return "working" if self.busy is not None else "ready"
+        queued = f" · {len(self.queue)} queued" if self.queue else ""
+        return ("working" if self.busy is not None else "ready") + queued
 
     def shows(self, event: Event) -> bool:
         # a cancel is said once, in this app's words, when Ctrl+C is pressed
@@ -81,8 +82,15 @@ class CodeloopApp(EventsApp):
                 self.run_worker(self._command(text), group="command")
             return
         self.queue.append(text)
-        if self.busy is not None:
-            self.transcript.add_text(f"queued: {text}", "note")
+        if self.busy is not None or not self.opened:
+            # said where the user looks too (a note in the transcript lands above a reply
+            # still streaming); it goes when the turn ends, in the order typed
+            when = "when this turn ends" if self.opened else "once the session is ready"
+            ahead = len(self.queue) - 1
+            when += f", after {ahead} more" if ahead else ""
+            self.transcript.add_text(f"queued: {text}  (sent {when})", "note")
+            self.notify(text, title=f"queued · sent {when}", timeout=4)
+            self.refresh_status()
         self._next()
 
     def _next(self) -> None:
@@ -118,17 +126,21 @@ class CodeloopApp(EventsApp):
             self.transcript.clear_all()
         elif answer.is_diff:
             self.transcript.add_diff("session diff", shown)
-        else:
+        elif shown:  # (empty: the session's events have said it)
             self.transcript.add_text(shown, "note" if answer.ok else "error")
         self._next()
 
     async def action_interrupt(self) -> None:
         """Ctrl-C: cancel the running turn (stream and tests); on an idle prompt, quit."""
         if self.busy is not None and self.opened:
-            self.queue.clear()
+            dropped, self.queue = self.queue, []
             self.busy.cancel()
             self.busy = None
-            self.transcript.add_text(CANCELLED, "error")
+            # at the end, where the user looks: the reply so far becomes an item first
+            self.transcript.end_model()
+            note = f" · {len(dropped)} queued message(s) dropped" if dropped else ""
+            self.transcript.add_text(CANCELLED + note, "error")
+            self.refresh_status()
             return
         await self.action_quit()
 

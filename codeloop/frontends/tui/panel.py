@@ -15,12 +15,36 @@ REFRESH_S = 0.1
 LAST_TURNS = 12
 PHASE_STYLES = {"prompt": "magenta", "connect": "yellow", "first token": "red",
                 "decode": "green", "apply": "cyan", "tests": "blue", "overhead": "bright_black"}
-STATS = (("TTFT ms", "ttft_ms"), ("decode t/s", "tokens_per_s"), ("tests ms", "test_ms"),
-         ("overhead ms", "overhead_ms"), ("display lag", "display_lag_ms"))
+# (label, label where the panel is narrow, figure)
+STATS = (("TTFT ms", "TTFT", "ttft_ms"), ("decode t/s", "tok/s", "tokens_per_s"),
+         ("tests ms", "tests", "test_ms"), ("overhead ms", "ovhd", "overhead_ms"),
+         ("display lag ms", "lag", "display_lag_ms"))
 
 
 def _ms(value: float) -> str:
     return f"{value / 1000:.2f} s" if value >= 10_000 else f"{value:.1f} ms"
+
+
+def figure(value: float | None) -> str:
+    """A median or p95 in at most 6 characters (so the columns never run together at 20k
+    tokens/s), or a dash before there is anything to measure."""
+    if value is None:
+        return "–"
+    if value < 1000:
+        return f"{value:.1f}"
+    if value < 100_000:
+        return f"{value / 1000:.1f}k"
+    return f"{value / 1000:.0f}k"
+
+
+def _line(out: Text, width: int, *parts: tuple[str, str]) -> None:
+    """One line of the panel, cut to `width` cells: it never wraps onto a second line."""
+    line = Text(no_wrap=True, overflow="crop")
+    for text, style in parts:
+        line.append(text, style=style)
+    line.truncate(width)
+    out.append_text(line)
+    out.append("\n")
 
 
 def stacked_bar(spans: dict[str, float], width: int, scale_ms: float) -> Text:
@@ -59,7 +83,8 @@ class LatencyPanel(Widget):
             self.refresh()
 
     def render(self) -> Text:
-        return self.render_figures(max(self.content_region.width - 1, 16))
+        # (the width left of the scrollbar, which `overflow-y: auto` may show)
+        return self.render_figures(max(self.scrollable_content_region.width, 12))
 
     def render_figures(self, width: int) -> Text:
         model = self.model
@@ -74,11 +99,12 @@ class LatencyPanel(Widget):
             spans = model.live_spans()
             out.append_text(stacked_bar(spans, width, sum(spans.get(k, 0.0) for _, k in PHASES)))
             out.append("\n")
+            value_width = 10  # "8360.0 ms", "10.00 s"
             for phase, key in PHASES:
                 active = not current.done and current.phase == phase
-                label = ("▶ " if active else "  ") + phase
-                out.append(f"{label:<13}", style=PHASE_STYLES[phase])
-                out.append(f"{_ms(spans.get(key, 0.0)):>11}\n")
+                label = (("▶ " if active else "  ") + phase)[:max(width - value_width - 1, 1)]
+                _line(out, width, (f"{label:<{width - value_width}}", PHASE_STYLES[phase]),
+                      (f"{_ms(spans.get(key, 0.0)):>{value_width}}", ""))
             if current.retries:
                 out.append(f"  retries this turn: {current.retries}\n", style="yellow")
             if current.prefix_changed and current.prefix_changed != "history":
@@ -86,17 +112,18 @@ class LatencyPanel(Widget):
                            style="yellow")
         if model.compactions:
             last = model.compactions[-1]
-            out.append(f"\ncompactions: {len(model.compactions)}", style="bold")
-            out.append(f"  last {last.tokens_before:,}→{last.tokens_after:,} tok, "
-                       f"{last.duration_ms / 1000:.1f} s\n", style="dim")
+            out.append("\n")
+            _line(out, width, (f"compactions: {len(model.compactions)}", "bold"),
+                  (f"  last {last.tokens_before:,}→{last.tokens_after:,} tok, "
+                   f"{last.duration_ms / 1000:.1f} s", "dim"))
         if model.transport_changes:
             change = model.transport_changes[-1]
             out.append(f"\nwire: {change.transport} · {change.kind}\n", style="bold")
             out.append(change.message[:3 * width] + "\n", style="dim")
         finished = [t for t in model.turns if t.done][-LAST_TURNS:]
         if finished:
-            out.append("\nlast turns", style="bold")
-            out.append(" · prefix reuse · cache hit\n", style="dim")
+            out.append("\n")
+            _line(out, width, ("last turns", "bold"), (" · prefix reuse · cache hit", "dim"))
             scale = max(sum(t.spans.get(k, 0.0) for _, k in PHASES) for t in finished)
             for turn in finished:
                 cache = f"{turn.cache_share:>4.0%}" if turn.cache_share is not None else "   –"
@@ -104,9 +131,13 @@ class LatencyPanel(Widget):
                 out.append(f"{turn.turn:>3} ", style="dim")
                 out.append_text(stacked_bar(turn.spans, max(width - 15, 6), scale))
                 out.append(f" {reuse}{cache}\n", style="dim")
-        out.append(f"\n{'session':<11}{'median':>7}{'p95':>7}\n", style="bold")
+        out.append("\n")
+        label_width = max(width - 14, 5)  # two columns of 6, each after a space
+        _line(out, width, (f"{'session':<{label_width}} {'median':>6} {'p95':>6}", "bold"))
         stats = model.stats()
-        for label, key in STATS:
+        for label, short, key in STATS:
             median, p95 = stats[key]
-            out.append(f"{label:<11}{median:>7.1f}{p95:>7.1f}\n")
+            name = label if len(label) <= label_width else short
+            _line(out, width, (f"{name:<{label_width}} {figure(median):>6} {figure(p95):>6}",
+                               ""))
         return out

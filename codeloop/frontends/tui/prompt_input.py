@@ -1,5 +1,11 @@
 """The input box: Enter sends, Shift+Enter or Ctrl+J starts a new line, Up/Down walk the
-history, Tab completes a slash command. History persists across sessions."""
+history, Tab completes a slash command; a bracketed paste goes in as lines, unsent (TextArea's
+own handling). History persists across sessions.
+
+Every key is handled here, in the order the keys arrived: an app-level (priority) binding for
+Enter ran before the widget had taken the characters that came in the same read (`tmux
+send-keys "fix it" Enter`, a paste without bracketed paste), and sent an empty box.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +21,13 @@ from codeloop.frontends.history import History
 class PromptInput(TextArea):
     """A multi-line TextArea that submits on Enter."""
 
+    # shown in the footer; the keys themselves are handled in `_on_key`, in arrival order
     BINDINGS = [
-        Binding("enter", "submit", "Send", priority=True),
-        Binding("ctrl+j", "newline", "New line", priority=True),
-        Binding("shift+enter", "newline", "New line", show=False, priority=True),
+        Binding("enter", "submit", "Send"),
+        Binding("ctrl+j", "newline", "New line"),
+        Binding("shift+enter", "newline", "New line", show=False),
     ]
+    KEY_ACTIONS = {"enter": "submit", "ctrl+j": "newline", "shift+enter": "newline"}
 
     class Submitted(Message):
         def __init__(self, text: str) -> None:
@@ -48,7 +56,9 @@ class PromptInput(TextArea):
     async def _on_key(self, event: events.Key) -> None:
         key = event.key
         handled = True
-        if key == "tab" and self.text.startswith("/"):
+        if (action := self.KEY_ACTIONS.get(key)) is not None:
+            getattr(self, f"action_{action}")()
+        elif key == "tab" and self.text.startswith("/"):
             matches = complete(self.text)
             if len(matches) == 1:
                 self._replace_all(matches[0] + " ")

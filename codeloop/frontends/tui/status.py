@@ -1,4 +1,5 @@
-"""The status line: model, transport, sandbox branch, turn, tokens with the cached share, time."""
+"""The status line: model, transport, sandbox branch, turn, tokens with the cached share
+(`~` where a count includes an estimate), time."""
 
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ class StatusLine(Widget):
              state: str) -> None:
         prompt_tokens = status.prompt_tokens
         cached = f" ({status.cached_tokens / prompt_tokens:.0%} cached)" if prompt_tokens else ""
+        about = "~" if status.estimated else ""  # a cancelled reply's count, from its text
         line = Text()
         line.append(f" {state} ", style="reverse")
         line.append(f" {status.model} · {status.transport} · {branch or 'sandbox…'} · "
-                    f"turn {turn} · tokens {prompt_tokens:,.0f}{cached} + "
-                    f"{status.completion_tokens:,.0f} · {seconds:,.0f}s")
+                    f"turn {turn} · tokens {about}{prompt_tokens:,.0f}{cached} + "
+                    f"{about}{status.completion_tokens:,.0f} · {seconds:,.0f}s")
         self.line = line
         self.refresh()

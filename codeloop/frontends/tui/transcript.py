@@ -17,28 +17,29 @@ from dataclasses import dataclass, field
 from rich.console import Group, RenderableType
 from rich.markdown import Markdown
 from rich.style import Style
-from rich.syntax import Syntax
 from rich.text import Text
 from textual import events
-from textual.color import Color, ColorParseError
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from codeloop.frontends.tui.legibility import diff_text, theme_colour
+
 FLUSH_S = 1 / 60
 LINE_CACHE = 4000
 CODE_THEME = "ansi_dark"
-# item kind -> theme variable giving its colour ("" = the default text colour)
-KIND_COLOURS = {"user": "accent", "tool": "secondary", "ok": "success", "error": "error"}
+# item kind -> theme variable giving its colour ("" = the default text colour); the theme's
+# text-* variants are its colours made to read as text (textual-dark: $secondary is 1.9:1 on
+# the background, $text-secondary 4.7:1)
+KIND_COLOURS = {"user": "text-accent", "tool": "text-secondary", "ok": "text-success",
+                "error": "text-error"}
 MUTED = ("note", "dim")
 
 
-def split_finished(text: str) -> tuple[str, str]:
-    """Split streamed Markdown into finished blocks and the block still being written.
-
-    A block ends at a blank line outside a code fence, or at the line closing a fence.
-    """
-    cut = 0
+def block_ends(text: str) -> list[int]:
+    """Where each finished Markdown block of `text` ends: at a blank line outside a code
+    fence, or at the line closing a fence."""
+    ends = []
     in_fence = False
     position = 0
     for line in text.splitlines(keepends=True):
@@ -49,10 +50,23 @@ def split_finished(text: str) -> tuple[str, str]:
         if stripped.startswith("```"):
             in_fence = not in_fence
             if not in_fence:
-                cut = position
+                ends.append(position)
         elif not stripped and not in_fence:
-            cut = position
+            ends.append(position)
+    return ends
+
+
+def split_finished(text: str) -> tuple[str, str]:
+    """Split streamed Markdown into finished blocks and the block still being written."""
+    ends = block_ends(text)
+    cut = ends[-1] if ends else 0
     return text[:cut], text[cut:]
+
+
+def last_block(finished: str) -> str:
+    """The last block of finished Markdown that is not blank: what spaces the next one."""
+    starts = [0, *block_ends(finished)]
+    return next((finished[s:] for s in reversed(starts) if finished[s:].strip()), finished)
 
 
 def markdown(text: str) -> Markdown:
@@ -75,8 +89,10 @@ class Item:
 class Transcript(ScrollView, can_focus=False):
     """The scrolling record of the session, as pre-rendered lines."""
 
-    def __init__(self, on_display_lag: Callable[[float], None] | None = None, **kwargs) -> None:
+    def __init__(self, on_display_lag: Callable[[float], None] | None = None,
+                 clock: Callable[[], float] = time.perf_counter, **kwargs) -> None:
         super().__init__(**kwargs)
+        self._clock = clock  # what display lag is measured with
         self.items: list[Item] = []
         self._lines: list[Strip] = []
         self._starts: list[int] = []
@@ -84,6 +100,7 @@ class Transcript(ScrollView, can_focus=False):
         self._live_lines: list[Strip] = []
         self._tail_lines: list[Strip] = []
         self._unrendered = ""
+        self._last_block = ""  # the finished block last added to _live_lines
         self._pending: list[str] = []
         self._pending_since = 0.0
         self._on_display_lag = on_display_lag
@@ -97,8 +114,6 @@ class Transcript(ScrollView, can_focus=False):
     def on_mount(self) -> None:
         self.set_interval(FLUSH_S, self.flush)
 
-    # rendering
-
     def _strips(self, renderable: RenderableType, style: Style | None = None) -> list[Strip]:
         console = self.app.console
         options = console.options.update_width(self._width)
@@ -109,14 +124,9 @@ class Transcript(ScrollView, can_focus=False):
         return strips
 
     def _style(self, kind: str) -> Style | None:
-        """The item's colour from the app's theme, so dark and light themes both read well."""
-        if kind in MUTED:
-            return Style(dim=True)
-        value = self.app.get_css_variables().get(KIND_COLOURS.get(kind, ""))
-        try:
-            return Style(color=Color.parse(value).rich_color) if value else None
-        except ColorParseError:
-            return None
+        """The item's colour: its theme colour, legible on the transcript's background."""
+        return Style(dim=True) if kind in MUTED else theme_colour(
+            self.app.get_css_variables(), KIND_COLOURS.get(kind, ""), self.background_colors[1])
 
     def _item_lines(self, item: Item) -> list[Strip]:
         if item.width != self._width:
@@ -166,6 +176,15 @@ class Transcript(ScrollView, can_focus=False):
         self.follow = self.scroll_y >= self.max_scroll_y - 1
 
     def on_resize(self, event: events.Resize) -> None:
+        self._fit_width()
+
+    def watch_show_vertical_scrollbar(self) -> None:
+        # without a stable scrollbar gutter (app.tcss) the scrollbar takes a column from the
+        # text when it appears, with no resize event: re-wrap to what is visible then
+        self.call_after_refresh(self._fit_width)
+
+    def _fit_width(self) -> None:
+        """Wrap to the width actually visible: the content region less the scrollbar."""
         width = self.scrollable_content_region.width
         if width != self._width and width > 0:
             self._width = width
@@ -176,7 +195,7 @@ class Transcript(ScrollView, can_focus=False):
         self._line_style = self.rich_style  # once per frame, not once per line
         lines = super().render_lines(crop)
         if self._shown_since is not None and self._on_display_lag is not None:
-            self._on_display_lag((time.perf_counter() - self._shown_since) * 1000)
+            self._on_display_lag((self._clock() - self._shown_since) * 1000)
             self._shown_since = None
         return lines
 
@@ -217,8 +236,11 @@ class Transcript(ScrollView, can_focus=False):
         self._add(Item("user", Text.assemble(("› ", "bold"), text), text))
 
     def add_diff(self, title: str, diff: str, kind: str = "patch") -> None:
-        syntax = Syntax(diff.rstrip("\n"), "diff", theme=CODE_THEME, word_wrap=True)
-        self._add(Item(kind, Group(Text(title, style="bold"), syntax), f"{title}\n{diff}"))
+        # the item itself has no colour: the diff's lines carry their own
+        heading = Text(title, style=Style(bold=True) + (self._style(kind) or Style()))
+        body = diff_text(diff, self.app.get_css_variables(), self.background_colors[1],
+                         self.app.no_color)
+        self._add(Item("diff", Group(heading, body), f"{title}\n{diff}"))
 
     def add_folded(self, summary: Text, body: str, kind: str) -> None:
         """An item whose details sit behind a fold (e.g. a test run's full output)."""
@@ -253,12 +275,12 @@ class Transcript(ScrollView, can_focus=False):
     def begin_model(self) -> None:
         self.end_model()
         self._live = Item("model", Text(""), "")
-        self._unrendered = ""
+        self._unrendered = self._last_block = ""
 
     def stream(self, text: str) -> None:
         """Called per token: buffers, and flushes itself once the batch is a frame old (the
         timer covers slow streams; this covers a busy loop delaying the timer)."""
-        now = time.perf_counter()
+        now = self._clock()
         if not self._pending:
             self._pending_since = now
         self._pending.append(text)
@@ -275,11 +297,21 @@ class Transcript(ScrollView, can_focus=False):
         live.text += chunk
         finished, self._unrendered = split_finished(self._unrendered + chunk)
         if finished:
-            self._live_lines.extend(self._strips(markdown(finished)))
+            self._add_finished(finished)
         self._tail_lines = self._strips(Text(self._unrendered)) if self._unrendered else []
         self._resize_virtual()
         if self._shown_since is None:
             self._shown_since = arrived  # the oldest token not yet on screen
+
+    def _add_finished(self, blocks: str) -> None:
+        """Add blocks that just finished under those shown, spaced as Markdown spaces them:
+        rendered alone, a block loses the blank line Markdown puts before it (paragraphs
+        streamed in separate frames ran together), so the block added last is rendered again
+        in front of it and only the new lines are kept."""
+        previous = self._last_block
+        shown = len(self._strips(markdown(previous))) if previous else 0
+        self._live_lines.extend(self._strips(markdown(previous + blocks))[shown:])
+        self._last_block = last_block(blocks)
 
     def end_model(self) -> None:
         """The reply is complete: it becomes one item, its lines already rendered."""
@@ -288,8 +320,8 @@ class Transcript(ScrollView, can_focus=False):
         if live is None:
             return
         if self._unrendered.strip() and self._width > 0:
-            self._live_lines.extend(self._strips(markdown(self._unrendered)))
-        self._unrendered = ""
+            self._add_finished(self._unrendered)
+        self._unrendered = self._last_block = ""
         lines, self._live_lines, self._tail_lines = self._live_lines, [], []
         if not (live.text + "".join(self._pending)).strip():
             self._resize_virtual()

@@ -64,13 +64,15 @@ class EventsApp(App[int]):
     CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "codeloop"
 
-    def __init__(self, events: EventSource, history: History | None = None) -> None:
+    def __init__(self, events: EventSource, history: History | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         super().__init__()
+        self.wall = clock  # the status line's time and the display lag are measured with it
         self.history = history or History()
         self.latency = LatencyModel(events.now)
         self.branch = ""
         self.turn = 0  # the turn on screen
-        self._t0 = time.perf_counter()
+        self._t0 = self.wall()
         events.subscribe(self.latency)
         events.subscribe(self.on_session_event)
 
@@ -97,7 +99,8 @@ class EventsApp(App[int]):
     def compose(self) -> ComposeResult:
         with Horizontal(id="main"):
             with Vertical(id="left"):
-                yield Transcript(on_display_lag=self.latency.record_display_lag, id="transcript")
+                yield Transcript(on_display_lag=self.latency.record_display_lag, clock=self.wall,
+                                 id="transcript")
                 yield PromptInput(self.history, id="input",
                                   placeholder="Describe the task · /help for commands")
             yield LatencyPanel(self.latency, id="panel")
@@ -132,7 +135,7 @@ class EventsApp(App[int]):
 
     def refresh_status(self) -> None:
         self.query_one(StatusLine).show(self.figures(), branch=self.branch, turn=self.turn,
-                                        seconds=time.perf_counter() - self._t0,
+                                        seconds=self.wall() - self._t0,
                                         state=self.state())
 
     # the events, on this loop
