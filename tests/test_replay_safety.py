@@ -264,7 +264,8 @@ def test_a_damaged_reference_is_named_with_its_line(case, tmp_path, isolated_env
     "[" * 100_000,
     '{"type": "user.message", "t": 0.2, "text": "hi", "note": ' + "[" * 100_000 + "]" * 100_000
     + "}",
-])
+], ids=["a-bare-list", "in-a-field"])  # (an id of the line itself would be an environment
+# variable of the test's subprocess, PYTEST_CURRENT_TEST, too long for exec on pytest 8)
 def test_a_line_nested_too_deeply_is_named(nested, tmp_path, isolated_env):
     lines = BUNDLED.read_text().splitlines()
     damaged = write_lines(tmp_path / "damaged.jsonl", [*lines[:4], nested, *lines[4:]])

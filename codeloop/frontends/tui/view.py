@@ -134,9 +134,10 @@ class EventsApp(App[int]):
         panel.display = not panel.display
 
     def refresh_status(self) -> None:
-        self.query_one(StatusLine).show(self.figures(), branch=self.branch, turn=self.turn,
-                                        seconds=self.wall() - self._t0,
-                                        state=self.state())
+        for line in self.query(StatusLine):  # (none once the app is closing: its timer may
+            # still fire after the screen is gone)
+            line.show(self.figures(), branch=self.branch, turn=self.turn,
+                      seconds=self.wall() - self._t0, state=self.state())
 
     # the events, on this loop
 
