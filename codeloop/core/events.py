@@ -73,6 +73,7 @@ class SessionStart(Event):
     max_iterations: int
     version: str
     format: int = FORMAT_VERSION
+    service_tier: str = ""  # the tier asked for ("" for the provider's default)
 
 
 @dataclass
@@ -217,6 +218,11 @@ class ModelDone(Event):
     gap_p50_ms: float = 0.0
     gap_p95_ms: float = 0.0
     client_us_per_token: float = 0.0
+    # the server's own account, only what it reported (none invented): queue_ms, prefill_ms,
+    # decode_ms, prompt_tokens_processed, prompt_tokens_reused; and network_ms = TTFT − queue −
+    # prefill where those are known
+    server: dict[str, float] = field(default_factory=dict)
+    service_tier: str = ""  # the tier that served, as the server said ("" when it did not)
 
 
 @dataclass
