@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from codeloop import __version__
-from codeloop.config import KEY_HELP, TRANSPORTS, Config, ConfigError, env_name, parse_bool
+from codeloop.config import (
+    ASK_FLAGS,
+    FLAG_KEYS,
+    KEY_HELP,
+    LEGACY_FLAGS,
+    Config,
+    ConfigError,
+    env_name,
+    parse_bool,
+)
 from codeloop.core.kinds import ExitCode
 from codeloop.interrupts import CtrlC, hold_ctrl_c, let_go_of_sigint
 
@@ -27,19 +36,6 @@ if TYPE_CHECKING:
     from codeloop.core.port import Agent
     from codeloop.replay.recorder import Recorder
 
-# flag name -> config key, for the settings a flag can override
-FLAG_KEYS = {
-    "--model": "model", "--base-url": "base_url", "--transport": "transport",
-    "--api-key-env": "api_key_env", "--test-cmd": "test_command",
-    "--test-timeout": "test_timeout_s", "--max-iterations": "max_iterations",
-    "--edit-tool": "edit_tool", "--builtin-patch-models": "builtin_patch_models",
-    "--max-output-tokens": "max_output_tokens",
-    "--request-timeout": "request_timeout_s", "--responses-store": "responses_store",
-    "--context-window": "context_window", "--compact-at": "compact_at",
-    "--keep-recent-turns": "keep_recent_turns", "--tool-output-tokens": "tool_output_tokens",
-    "--warm-tests": "warm_tests", "--fail-fast": "fail_fast", "--verify": "verify",
-}
-LEGACY_FLAGS = {"--edit-mode": "edit_mode"}  # still read, as the key that replaced it
 
 
 class Parser(argparse.ArgumentParser):
@@ -122,14 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="put this file into the first prompt (repeatable)")
     parser.add_argument("-C", "--repo", metavar="DIR", type=Path, default=None,
                         help="run in this repository instead of the current directory")
-    defaults = Config()
-    types = Config.key_types()
-    for flag, key in FLAG_KEYS.items():
-        parser.add_argument(
-            flag, dest=key, type=parse_bool if types[key] is bool else types[key], default=None,
-            metavar=key.upper().removesuffix("_S"),
-            help=f"{KEY_HELP[key]} [{env_name(key)}; default: {getattr(defaults, key)!r}]",
-        )
+    _add_config_flags(parser, tuple(FLAG_KEYS))
     for flag, key in LEGACY_FLAGS.items():
         parser.add_argument(flag, dest=key, default=None, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands (optional)")
@@ -161,12 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --re-execute: start at this commit (default: the recorded base)")
     replay.add_argument("--ask", action="store_true",
                         help="send the recorded requests again; compare TTFT, decode, round trip")
-    replay.add_argument("--model", default=None, help="with --ask: the model to ask")
-    replay.add_argument("--base-url", default=None, help="with --ask: the server to ask")
-    replay.add_argument("--transport", default=None, choices=TRANSPORTS,
-                        help="with --ask: the wire to use")
-    replay.add_argument("--api-key-env", default="OPENAI_API_KEY",
-                        help="with --ask: variable holding the API key")
+    _add_config_flags(replay, ASK_FLAGS, ask=True)
     replay.add_argument("--slo", default="", metavar="CHECKS",
                         help='with --ask: e.g. "ttft_p95<500ms,decode_tps>800"; exit 1 if violated')
     replay.add_argument("-C", "--repo", metavar="DIR", type=Path, default=argparse.SUPPRESS)
@@ -175,6 +159,23 @@ def build_parser() -> argparse.ArgumentParser:
                       help="model stream speed: 2, 10, or max (default 1: as recorded)")
     demo.add_argument("--headless", action="store_true", help="print instead of the TUI")
     return parser
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, flags: tuple[str, ...],
+                      ask: bool = False) -> None:
+    """A flag per setting; `ask`: those `replay --ask` takes as a session does."""
+    defaults, types = Config(), Config.key_types()
+    for flag in flags:
+        key = FLAG_KEYS[flag]
+        if ask:  # (SUPPRESS: one not given after `replay` leaves what a flag before it set)
+            said = "the recorded one" if key in ("model", "base_url") else \
+                "the configuration, as for a session"
+            default, text = argparse.SUPPRESS, f"with --ask: {KEY_HELP[key]} (default: {said})"
+        else:
+            default = None
+            text = f"{KEY_HELP[key]} [{env_name(key)}; default: {getattr(defaults, key)!r}]"
+        parser.add_argument(flag, dest=key, type=parse_bool if types[key] is bool else types[key],
+                            default=default, metavar=key.upper().removesuffix("_S"), help=text)
 
 
 def speed_value(text: str) -> float | None:
@@ -373,7 +374,7 @@ def build_session(repo_root: Path, args: argparse.Namespace) -> tuple[Session, R
     cache_key = "codeloop:" + hashlib.sha1(str(repo_root).encode()).hexdigest()[:16]
     client = make_client(config.transport, config.base_url, config.model, api_key,
                          config.max_output_tokens, config.request_timeout_s,
-                         config.responses_store, cache_key)
+                         config.responses_store, cache_key, service_tier=config.service_tier)
     return Session(repo_root, config, settings, client, events, runner, sandbox_start), recorder
 
 

@@ -1,7 +1,8 @@
 """Layered configuration: defaults < user config < repo `.codeloop.toml` < CODELOOP_* < flags.
 
-Owns the list of keys, their types and validation, and test-command detection. It reads files and
-the environment but never touches the network or the repo's contents beyond a few marker files.
+Owns the list of keys, their types, help and flags, validation, and test-command detection. It
+reads files and the environment but never touches the network or the repo's contents beyond a few
+marker files.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Config:
     warm_tests: str = "auto"
     fail_fast: bool = False
     verify: str = "full"
+    service_tier: str = ""
 
     @classmethod
     def key_types(cls) -> dict[str, type]:
@@ -90,7 +92,26 @@ KEY_HELP = {
                  "still fails (true/false)",
     "verify": "before a turn counts as passed: the full suite, or only the tests the change "
               "can affect (full, affected)",
+    "service_tier": "processing tier asked of the provider, passed through unchanged, e.g. "
+                    "auto, default, flex, priority (empty: not sent)",
 }
+# flag name -> config key, for the settings a flag can override (`--help` lists them with
+# KEY_HELP); `replay --ask` takes ASK_FLAGS of them too
+FLAG_KEYS = {
+    "--model": "model", "--base-url": "base_url", "--transport": "transport",
+    "--api-key-env": "api_key_env", "--test-cmd": "test_command",
+    "--test-timeout": "test_timeout_s", "--max-iterations": "max_iterations",
+    "--edit-tool": "edit_tool", "--builtin-patch-models": "builtin_patch_models",
+    "--max-output-tokens": "max_output_tokens",
+    "--request-timeout": "request_timeout_s", "--responses-store": "responses_store",
+    "--context-window": "context_window", "--compact-at": "compact_at",
+    "--keep-recent-turns": "keep_recent_turns", "--tool-output-tokens": "tool_output_tokens",
+    "--warm-tests": "warm_tests", "--fail-fast": "fail_fast", "--verify": "verify",
+    "--service-tier": "service_tier",
+}
+LEGACY_FLAGS = {"--edit-mode": "edit_mode"}  # still read, as the key that replaced it
+ASK_FLAGS = ("--model", "--base-url", "--transport", "--api-key-env", "--max-output-tokens",
+             "--request-timeout", "--service-tier")
 
 _TRUTH = {"true": True, "1": True, "yes": True, "on": True,
           "false": False, "0": False, "no": False, "off": False}

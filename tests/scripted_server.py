@@ -13,6 +13,12 @@ whatever its protocol, consumes the next one):
   one JSON event per text message, ``response.create`` client messages, a connection-local
   ``previous_response_id`` cache, optional ``generate: false`` warm-ups).
 
+Each reply can carry a provider's own account of its time (``Reply.timing``: llama.cpp
+``timings``, Groq ``x_groq.usage``/``usage`` times, Cerebras ``time_info``; what was sent is kept
+in ``served_timings``), and the server echoes a request's ``service_tier`` as the tier that served
+(``Reply.served_tier`` serves another; ``Reply.refuse_tier`` answers a tiered request with Groq's
+HTTP 498 ``capacity_exceeded``).
+
 Replies can also misbehave on purpose: HTTP errors with Retry-After (``error`` events on a
 WebSocket), stalls before the first byte, SSE ping comments (WebSocket pings), pacing, abrupt
 connection drops and, on a WebSocket, a server-initiated close (1001) after a reply.  Switches on
@@ -56,6 +62,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -74,6 +81,7 @@ _ERROR_TYPES: dict[int, str] = {
     500: "server_error",
     501: "not_supported_error",
     503: "unavailable_error",
+    498: "capacity_exceeded",
 }
 
 # `error.code` of a WebSocket `error` event for a scripted failure status (else the error type).
@@ -82,7 +90,12 @@ _ERROR_CODES: dict[int, str] = {
     429: "rate_limit_exceeded",
     500: "server_error",
     503: "server_is_overloaded",
+    498: "capacity_exceeded",
 }
+
+# how each provider reports its own time on a reply (`Reply.timing`)
+TIMING_STYLES = ("llama.cpp", "groq", "cerebras", "")
+CAPACITY_MESSAGE = "flex tier capacity exceeded. This is a temporary condition, please try again."
 
 _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -127,6 +140,17 @@ class Reply:
     hold_open_s: float = 0.0  # after [DONE], keep the body open this long before ending it
     raw_events: list[str] = field(default_factory=list)  # extra `data:` payloads sent first
     close_after: bool = False  # then close: WS close 1001, HTTP `Connection: close`
+    # the server's account of its time: "llama.cpp" (`timings`), "groq" (`x_groq.usage` on chat,
+    # `usage` times), "cerebras" (`time_info`) or "" (none); None: the wire's default (chat:
+    # llama.cpp's, as the real server; Responses: none, as OpenAI)
+    timing: str | None = None
+    served_tier: str | None = None  # the tier said to serve; None: the one the request named
+    # a request naming a service_tier gets Groq's 498 capacity_exceeded, and this reply stays
+    # next in the script (for the request again without a tier)
+    refuse_tier: bool = False
+    # a captured HTTP answer (tests/data/transcripts/*.txt: status line, headers, body), whose
+    # body is sent byte for byte (one HTTP chunk per SSE event) instead of a generated one
+    transcript: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Reply:
@@ -143,7 +167,10 @@ class Reply:
             pc if isinstance(pc, PatchCall) else PatchCall(**pc)
             for pc in data.get("patch_calls", [])
         ]
-        return cls(**kwargs)
+        reply = cls(**kwargs)
+        if reply.timing is not None and reply.timing not in TIMING_STYLES:
+            raise ValueError(f"unknown timing style {reply.timing!r}: one of {TIMING_STYLES}")
+        return reply
 
 
 @dataclass
@@ -216,7 +243,37 @@ def _object_id(prefix: str) -> str:
 def _error_body(status: int, message: str) -> bytes:
     fallback = "server_error" if status >= 500 else "invalid_request_error"
     err_type = _ERROR_TYPES.get(status, fallback)
-    return _dumps({"error": {"code": status, "message": message, "type": err_type}}).encode()
+    code: int | str = _ERROR_CODES[498] if status == 498 else status  # Groq names it
+    return _dumps({"error": {"code": code, "message": message, "type": err_type}}).encode()
+
+
+def _served_tier(reply: Reply, body: dict) -> str:
+    """The tier the answer names: the reply's own, else the one asked for ("" for none)."""
+    if reply.served_tier is not None:
+        return reply.served_tier
+    tier = body.get("service_tier")
+    return tier if isinstance(tier, str) else ""
+
+
+def _seconds(queue_s: float, prompt_s: float, completion_s: float) -> dict[str, float]:
+    """Groq's and Cerebras' time fields (seconds)."""
+    return {"queue_time": queue_s, "prompt_time": prompt_s, "completion_time": completion_s,
+            "total_time": queue_s + prompt_s + completion_s}
+
+
+def _llama_timings(prompt_n: int, cached: int, prompt_ms: float, predicted_n: int,
+                   predicted_ms: float) -> dict[str, float]:
+    return {
+        "cache_n": cached,
+        "prompt_n": prompt_n,
+        "prompt_ms": prompt_ms,
+        "prompt_per_token_ms": prompt_ms / prompt_n if prompt_n else 0.0,
+        "prompt_per_second": prompt_n * 1000.0 / prompt_ms if prompt_ms > 0 else 0.0,
+        "predicted_n": predicted_n,
+        "predicted_ms": predicted_ms,
+        "predicted_per_token_ms": predicted_ms / predicted_n if predicted_n else 0.0,
+        "predicted_per_second": predicted_n * 1000.0 / predicted_ms if predicted_ms > 0 else 0.0,
+    }
 
 
 def _reply_error_event(reply: Reply) -> dict[str, Any]:
@@ -248,6 +305,7 @@ def _response_plan(
     previous_id: str | None,
     input_tokens: int,
     warmup: bool = False,
+    service_tier: str = "",
 ) -> list[tuple[str, Any]]:
     """All events of one streamed response, in order, without sequence numbers.
 
@@ -258,7 +316,7 @@ def _response_plan(
     created_at = int(time.time())
 
     def response(status: str, output: list[dict], usage: dict | None) -> dict[str, Any]:
-        return {
+        obj = {
             "id": resp_id,
             "object": "response",
             "created_at": created_at,
@@ -268,6 +326,9 @@ def _response_plan(
             "output": output,
             "usage": usage,
         }
+        if service_tier:
+            obj["service_tier"] = service_tier
+        return obj
 
     started = response("in_progress", [], None)
     plan: list[tuple[str, Any]] = [("event", {"type": "response.created", "response": started})]
@@ -399,15 +460,24 @@ def _pace(start: float, sent: int, delay: float) -> None:
         time.sleep(wait)
 
 
+Finish = Callable[[dict[str, Any], float | None], dict[str, Any]]
+
+
 def _play(
-    owner: ScriptedModelServer, reply: Reply, plan: list[tuple[str, Any]], sink: _Sink
+    owner: ScriptedModelServer, reply: Reply, plan: list[tuple[str, Any]], sink: _Sink,
+    finish: Finish | None = None,
 ) -> None:
-    """Send a planned response: sequence numbers, pacing, pings and drops as the Reply says."""
+    """Send a planned response: sequence numbers, pacing, pings and drops as the Reply says;
+    `finish` completes the terminal event once the rest is sent (given the first piece's
+    monotonic time)."""
     delay = 1.0 / owner.tokens_per_s if owner.tokens_per_s else 0.0
     drop_at = reply.drop_after_chunks
     seq = sent = 0
     start = time.perf_counter()
+    first_at: float | None = None
     for kind, payload in plan:
+        if kind == "terminal" and finish is not None:
+            payload = finish(payload, first_at)
         if kind == "raw":
             sink.raw(payload)
             continue
@@ -418,6 +488,7 @@ def _play(
         sink.event({**payload, "sequence_number": seq})
         seq += 1
         if kind == "piece":
+            first_at = first_at or time.monotonic()
             sent += 1
             if reply.ping_every > 0 and sent % reply.ping_every == 0:
                 sink.ping()
@@ -757,10 +828,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         try:
             if chat:
-                reply = self.server.owner._next_reply()
+                reply = self.server.owner._next_reply(rec.body)
                 self._serve_reply(reply, rec.body, len(raw), started)
             else:
-                self._serve_responses_http(rec.body, len(raw))
+                self._serve_responses_http(rec.body, len(raw), started)
         except _DropConnection:
             return
         except OSError:  # the client went away (BrokenPipe, ConnectionReset, TLS EOF, ...)
@@ -774,11 +845,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if reply.status != 200:
             self._send_reply_error(reply)
             return
+        if reply.transcript:
+            self._serve_transcript(reply, "chat")
+            return
 
         model = str(body.get("model") or MODEL_ID)
         opts = body.get("stream_options")
         include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
         base = {"created": int(time.time()), "id": _completion_id(), "model": model}
+        if tier := _served_tier(reply, body):
+            base["service_tier"] = tier  # on every chunk, as OpenAI sends it
 
         def event(choices: list[dict], **extra: Any) -> bytes:
             obj: dict[str, Any] = {"choices": choices, **base}
@@ -840,31 +916,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         first_piece_at = first_piece_at or done_at
         prompt_tokens = body_len // 4
         cached = reply.cached_tokens or 0
-        prompt_n = max(prompt_tokens - cached, 0)
-        prompt_ms = (first_piece_at - started) * 1000.0
-        predicted_ms = (done_at - first_piece_at) * 1000.0
-        timings = {
-            "cache_n": cached,
-            "prompt_n": prompt_n,
-            "prompt_ms": prompt_ms,
-            "prompt_per_token_ms": prompt_ms / prompt_n if prompt_n else 0.0,
-            "prompt_per_second": prompt_n * 1000.0 / prompt_ms if prompt_ms > 0 else 0.0,
-            "predicted_n": sent,
-            "predicted_ms": predicted_ms,
-            "predicted_per_token_ms": predicted_ms / sent if sent else 0.0,
-            "predicted_per_second": sent * 1000.0 / predicted_ms if predicted_ms > 0 else 0.0,
-        }
+        account = self._account(reply.timing if reply.timing is not None else "llama.cpp",
+                                reply.stall_s, started, first_piece_at, done_at,
+                                prompt_tokens, cached, sent)
         finish = reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
-        self._write_chunk(event(delta({}, finish), timings=timings))
+        self._write_chunk(event(delta({}, finish), **account))
         if include_usage:
-            usage = {
+            usage: dict[str, Any] = {
                 "completion_tokens": sent,
                 "prompt_tokens": prompt_tokens,
                 "total_tokens": prompt_tokens + sent,
                 "prompt_tokens_details": {"cached_tokens": cached},
             }
+            extra = dict(account)
+            if groq := extra.pop("x_groq", None):  # Groq's usage carries the times itself
+                usage.update(groq["usage"])
             # llama.cpp repeats `timings` on this final chunk as well.
-            self._write_chunk(event([], usage=usage, timings=timings))
+            self._write_chunk(event([], usage=usage, **extra))
         self._write_chunk(b"data: [DONE]\n\n")
         self._generated("chat")
         if reply.hold_open_s > 0:
@@ -872,25 +940,94 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             time.sleep(reply.hold_open_s)
         self.wfile.write(b"0\r\n\r\n")
 
+    def _serve_transcript(self, reply: Reply, protocol: str) -> None:
+        """A captured stream's body, byte for byte: each SSE event (through its blank line)
+        one HTTP chunk, as llama-server writes them."""
+        head, _, body = reply.transcript.partition("\r\n\r\n" if "\r\n\r\n" in
+                                                   reply.transcript else "\n\n")
+        status = int(head.split(None, 2)[1])
+        self.send_response(status)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self._close_after(reply)
+        self.end_headers()
+        for event in body.split("\n\n"):
+            if event:
+                self._write_chunk(f"{event}\n\n".encode())
+        self.wfile.write(b"0\r\n\r\n")
+        self._generated(protocol)
+
+    def _account(self, style: str, stall_s: float, started: float, first_at: float,
+                 done_at: float, prompt_tokens: int, cached: int, generated: int
+                 ) -> dict[str, Any]:
+        """The fields a provider of `style` adds to a reply's last chunk (monotonic times);
+        kept in the owner's `served_timings`."""
+        if not style:
+            return {}
+        prompt_n = max(prompt_tokens - cached, 0)
+        if style == "llama.cpp":
+            account: dict[str, Any] = {"timings": _llama_timings(
+                prompt_n, cached, (first_at - started) * 1000.0, generated,
+                (done_at - first_at) * 1000.0)}
+        else:
+            # the stall before the reply is the server's queue; the emulated network is not
+            # server time
+            queue_s = min(stall_s, max(first_at - started, 0.0))
+            prompt_s = max(first_at - started - queue_s - self._delayed_s, 0.0)
+            times = _seconds(queue_s, prompt_s, max(done_at - first_at, 0.0))
+            account = ({"x_groq": {"id": _object_id("req"), "usage": times}} if style == "groq"
+                       else {"time_info": {**times, "created": time.time()}})
+        self.server.owner._served_timing(account)
+        return account
+
+    def _responses_finish(self, reply: Reply, started: float, warmup: bool) -> Finish:
+        """The terminal event with the reply's account of the server's time (none by default
+        on Responses): llama.cpp's `timings` beside the response (as llama-server sends it),
+        Groq's times in the response's `usage`, Cerebras' `time_info` in the response."""
+        style = "" if warmup or reply.timing is None else reply.timing
+
+        def finish(payload: dict[str, Any], first_at: float | None) -> dict[str, Any]:
+            if not style:
+                return payload
+            done_at = time.monotonic()
+            response = payload["response"]
+            usage = response["usage"]
+            account = self._account(style, reply.stall_s, started, first_at or done_at, done_at,
+                                    usage["input_tokens"],
+                                    usage["input_tokens_details"]["cached_tokens"],
+                                    usage["output_tokens"])
+            if style == "llama.cpp":
+                return {**payload, **account}
+            if style == "groq":
+                response = {**response, "usage": {**usage, **account["x_groq"]["usage"]}}
+            else:
+                response = {**response, **account}
+            return {**payload, "response": response}
+
+        return finish
+
     # ----------------------------------------------------------------- Responses over HTTP
-    def _serve_responses_http(self, body: dict, body_len: int) -> None:
+    def _serve_responses_http(self, body: dict, body_len: int, started: float) -> None:
         owner = self.server.owner
         error = owner._check_create(body, websocket=False, latest=None)
         if error is not None:
             self._send_json(error.status, error.http_body())
             return
         warmup = body.get("generate") is False
-        reply = Reply() if warmup else owner._next_reply()
+        reply = Reply() if warmup else owner._next_reply(body)
         if reply.stall_s > 0:
             time.sleep(reply.stall_s)
         if reply.status != 200:
             self._send_reply_error(reply)
             return
+        if reply.transcript:
+            self._serve_transcript(reply, "responses-http")
+            return
         resp_id = _object_id("resp")
         plan = _response_plan(
             owner, reply, resp_id=resp_id, model=str(body.get("model") or MODEL_ID),
             previous_id=body.get("previous_response_id"), input_tokens=body_len // 4,
-            warmup=warmup,
+            warmup=warmup, service_tier=_served_tier(reply, body),
         )
         self.send_response(200)
         self.send_header("X-Accel-Buffering", "no")
@@ -898,7 +1035,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self._close_after(reply)
         self.end_headers()
-        _play(owner, reply, plan, _HTTPSink(self))
+        _play(owner, reply, plan, _HTTPSink(self), self._responses_finish(reply, started, warmup))
         owner._response_completed(resp_id)
         if reply.hold_open_s > 0:
             self.wfile.flush()
@@ -947,6 +1084,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     ) -> tuple[str | None, bool]:
         """Answer one client message; returns (the connection's latest response id, close?)."""
         self._begin()
+        started = time.monotonic()
         owner = self.server.owner
         try:
             parsed = json.loads(text)
@@ -971,7 +1109,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
         warmup = body.get("generate") is False
         previous_id = body.get("previous_response_id")
-        reply = Reply() if warmup else owner._next_reply()
+        reply = Reply() if warmup else owner._next_reply(body)
         if reply.stall_s > 0:
             time.sleep(reply.stall_s)
         self._network_delay()
@@ -983,8 +1121,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         plan = _response_plan(
             owner, reply, resp_id=resp_id, model=str(body.get("model") or MODEL_ID),
             previous_id=previous_id, input_tokens=len(text.encode()) // 4, warmup=warmup,
+            service_tier=_served_tier(reply, body),
         )
-        _play(owner, reply, plan, _WSSink(self, ws))
+        _play(owner, reply, plan, _WSSink(self, ws), self._responses_finish(reply, started, warmup))
         owner._response_completed(resp_id)
         self._generated("responses-ws", warmup)
         return resp_id, reply.close_after
@@ -1038,6 +1177,9 @@ class ScriptedModelServer:
         # without the emulated network delay), for benchmarks to subtract from a turn's wall time
         self.timings: list[dict[str, Any]] = []
         self.timings_file: Path | None = None
+        # per reply that carried one: the provider-shaped account of its time it was sent with
+        # ({"timings": ...}, {"x_groq": ...}, {"time_info": ...}), for tests to compare
+        self.served_timings: list[dict[str, Any]] = []
         self.connections: int = 0
         self.ws_connections: int = 0
         self.log_requests = False
@@ -1130,13 +1272,19 @@ class ScriptedModelServer:
         with self._lock:
             self.requests.append(rec)
 
-    def _next_reply(self) -> Reply:
+    def _next_reply(self, body: dict | None = None) -> Reply:
         with self._lock:
             if self._reply_index < len(self.replies):
                 reply = self.replies[self._reply_index]
+                if reply.refuse_tier and body is not None and body.get("service_tier"):
+                    return Reply(status=498, error_message=CAPACITY_MESSAGE)
                 self._reply_index += 1
                 return reply
         return Reply(text=EXHAUSTED_TEXT)
+
+    def _served_timing(self, sent: dict[str, Any]) -> None:
+        with self._lock:
+            self.served_timings.append(sent)
 
     def _timed(self, timing: dict[str, Any]) -> None:
         with self._lock:

@@ -1,7 +1,9 @@
 """Where a turn's time goes: its spans, the retry accounting, the overhead, the session totals.
 
 Owns the `turn.end` spans (each phase timed with `with clock.span("apply_ms"):`; overhead is
-the turn's wall time less the summed spans) and the `session.end` totals. Never emits events.
+the turn's wall time less the summed spans), the server's own account of the reply beside them
+(parts of TTFT and decode, never summed: only what the server reported), and the `session.end`
+totals. Never emits events.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from codeloop.core.events import ModelDone, ModelFirstByte, ModelRetry
+from codeloop.core.events import SERVER_SPANS, ModelDone, ModelFirstByte, ModelRetry
 from codeloop.core.port import Status
 
 SUMMED_SPANS = ("prompt_ms", "connect_ms", "ttft_ms", "decode_ms", "tools_ms", "apply_ms",
                 "test_ms", "retry_wait_ms")
+# `ModelDone.server` key -> the `turn.end` span it fills (present only where the server said)
 
 
 def ms_since(mark: float) -> float:
@@ -60,7 +63,14 @@ class TurnClock:
 
     def replied(self, done: ModelDone) -> None:
         self.spans["ttft_ms"], self.spans["decode_ms"] = done.ttft_ms, done.decode_ms
+        self.server_side(done)
         self._replied = True
+
+    def server_side(self, done: ModelDone) -> None:
+        """The server's timing of the reply, as far as it reported it."""
+        for key, span in SERVER_SPANS.items():
+            if key in done.server:
+                self.spans[span] = round(float(done.server[key]), 3)
 
     def cut_short(self) -> float:
         """A reply cancelled mid-stream: its time so far booked as the model's (first byte as
@@ -122,6 +132,10 @@ class Totals:
     def turn_ended(self, spans: dict[str, float]) -> None:
         for key in (*SUMMED_SPANS, "overhead_ms"):
             self.figures[key] = round(self.figures.get(key, 0.0) + spans[key], 3)
+        # the server's parts, summed over the turns that reported them (absent: none did)
+        for key in SERVER_SPANS.values():
+            if key in spans:
+                self.figures[key] = round(self.figures.get(key, 0.0) + spans[key], 3)
 
     def final(self) -> dict[str, float]:
         """The figures for `session.end`, with the session's wall time."""

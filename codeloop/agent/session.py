@@ -150,7 +150,7 @@ class Session:
             repo=str(self.repo_root), model=self.config.model, base_url=self.config.base_url,
             transport=self.client.name, edit_tool=self.config.edit_tool,
             test_command=self.settings.test_command, max_iterations=self.config.max_iterations,
-            version=__version__,
+            version=__version__, service_tier=self.config.service_tier,
         ))
         creating = self._creating or start_sandbox(
             self.repo_root, self.settings.session_id, self.settings.at)

@@ -35,6 +35,8 @@ from codeloop.core.kinds import ErrorKind, SessionOutcome, TurnOutcome
 from codeloop.core.stream import EventStream
 from codeloop.transport import TransportError
 
+# `ModelDone.server` token counts that `turn.end` keeps in `cache`
+SERVER_TOKENS = ("prompt_tokens_processed", "prompt_tokens_reused")
 CUT_OFF = ("Your reply was cut off at the output token limit. Send a shorter reply: only the "
            "patch.")
 
@@ -55,12 +57,12 @@ class Heard:
     turn: int = 0
     prompt_tokens: int = 0  # the request's own estimate
     streamed: list[str] = field(default_factory=list)
-    usage: dict[str, int] | None = None  # the server's, once the reply is complete
+    done: ModelDone | None = None  # the reply's end (the server's usage), once it is complete
     tokens_per_s: float = 0.0
     counted: bool = False  # the session totals have the reply's tokens
 
     def begin(self, turn: int) -> None:
-        self.turn, self.prompt_tokens, self.streamed, self.usage = turn, 0, [], None
+        self.turn, self.prompt_tokens, self.streamed, self.done = turn, 0, [], None
         self.counted = False
 
     def __call__(self, event: Event) -> None:
@@ -73,7 +75,7 @@ class Heard:
         elif isinstance(event, ModelToolCall):
             self.streamed.append(event.arguments)
         elif isinstance(event, ModelDone):
-            self.usage, self.tokens_per_s = event.usage, event.tokens_per_s
+            self.done, self.tokens_per_s = event, event.tokens_per_s
 
 
 class TurnRunner:
@@ -122,22 +124,33 @@ class TurnRunner:
         spans = clock.stop(reply.done.tokens_per_s)
         self.totals.turn_ended(spans)
         self.events.emit(TurnEnd(turn=turn, outcome=outcome, spans=spans,
-                                 cache=self._cache(reply.done.usage)))
+                                 cache=self._cache(reply.done.usage, reply.done)))
         return outcome
 
-    def _cache(self, usage: dict[str, int]) -> dict[str, object]:
-        return {"prefix_reuse": self.model.probe.reuse, "prefix_changed": self.model.probe.changed,
-                "prompt_tokens": usage.get("prompt_tokens", 0),
-                "cached_tokens": usage.get("cached_tokens", 0)}
+    def _cache(self, usage: dict[str, int], done: ModelDone | None = None) -> dict[str, object]:
+        """Prefix reuse next to the server's cache; the prompt tokens the server processed and
+        reused, and the tier that served, where it said."""
+        cache: dict[str, object] = {
+            "prefix_reuse": self.model.probe.reuse, "prefix_changed": self.model.probe.changed,
+            "prompt_tokens": usage.get("prompt_tokens", 0),
+            "cached_tokens": usage.get("cached_tokens", 0)}
+        if done is not None:
+            for key in SERVER_TOKENS:
+                if key in done.server:
+                    cache[key] = int(done.server[key])
+            if done.service_tier:
+                cache["service_tier"] = done.service_tier
+        return cache
 
     def _cut_short(self, turn: int, clock: TurnClock) -> None:
         """Ctrl-C: the turn ends now, in the recording and on the panel, with its cost so far."""
         heard = self.heard
         decode_ms, tokens_per_s = clock.cut_short(), heard.tokens_per_s
-        if heard.usage is not None:  # the reply was complete: the server's usage
-            cache = self._cache(heard.usage)
+        if heard.done is not None:  # the reply was complete: the server's usage
+            clock.server_side(heard.done)
+            cache = self._cache(heard.done.usage, heard.done)
             if not heard.counted:
-                self.totals.replied(heard.usage, clock.spans)
+                self.totals.replied(heard.done.usage, clock.spans)
         else:
             completion = estimate_tokens("".join(heard.streamed))
             usage = {"prompt_tokens": heard.prompt_tokens, "completion_tokens": completion}

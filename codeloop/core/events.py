@@ -225,6 +225,11 @@ class ModelDone(Event):
     service_tier: str = ""  # the tier that served, as the server said ("" when it did not)
 
 
+# `ModelDone.server`'s timings, and the `turn.end` span each becomes where the server said it
+SERVER_SPANS = {"queue_ms": "server_queue_ms", "prefill_ms": "server_prefill_ms",
+                "decode_ms": "server_decode_ms", "network_ms": "network_ms"}
+
+
 @dataclass
 class ToolResult(Event):
     """A read-only tool (read_file, search, list_files) was answered."""

@@ -86,6 +86,7 @@ class TransportChangeKind(StrEnum):
     ROTATE = "rotate"  # a fresh WebSocket before the server's connection age limit
     RESTORE = "restore"  # back to the preferred wire
     WARMUP = "warmup"  # the server was warmed up with the prompt's prefix
+    TIER = "tier"  # the requested service tier had no capacity: the default tier from now on
 
 
 class TestMode(StrEnum):

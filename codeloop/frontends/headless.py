@@ -17,6 +17,9 @@ from codeloop.core.events import (
     PatchApplied,
     PatchProposed,
     PatchRejected,
+    SessionEnd,
+    SessionStart,
+    TurnEnd,
     TurnStart,
     UserMessage,
 )
@@ -27,6 +30,7 @@ from codeloop.frontends.presenter import (
     compact_diff,
     left_out,
     present,
+    tiers_text,
 )
 
 if TYPE_CHECKING:
@@ -58,7 +62,10 @@ class ProgressPrinter:
         self._colour = wants_colour(self._out) if colour is None else colour
         self._proposed: list[str] = []  # the running turn's patches, shown once applied
         self._patches = {PatchProposed: self._propose, PatchRejected: self._forget,
-                         TurnStart: self._forget}
+                         TurnStart: self._forget, SessionStart: self._asked,
+                         TurnEnd: self._served}
+        self._tier_asked = ""
+        self._tiers_served: dict[str, int] = {}  # tier -> turns it served (the final summary)
 
     def __call__(self, event: Event) -> None:
         if track := self._patches.get(type(event)):
@@ -72,6 +79,16 @@ class ProgressPrinter:
                 self._line(shown.text)
         if isinstance(event, PatchApplied):
             self._show_applied(event)
+        elif isinstance(event, SessionEnd) and (tiers := tiers_text(self._tier_asked,
+                                                                     self._tiers_served)):
+            self._line(tiers)
+
+    def _asked(self, event: SessionStart) -> None:
+        self._tier_asked = event.service_tier
+
+    def _served(self, event: TurnEnd) -> None:
+        if tier := event.cache.get("service_tier"):
+            self._tiers_served[tier] = self._tiers_served.get(tier, 0) + 1
 
     def _propose(self, event: PatchProposed) -> None:
         self._proposed.append(event.patch)

@@ -1,9 +1,10 @@
 """The latency figures the panel shows, computed from events alone (no UI import).
 
 Owns the live timeline of the running turn (which phase it is in and how long each phase took so
-far), the per-turn spans of finished turns, the session statistics (median / p95 of TTFT, decode
-tokens/s, test time, harness overhead), the prompt-cache hit share per turn, and the display lag
-samples a front end reports.
+far), the server's own parts of the first token's wait (queue, prefill, and the network left)
+and the tier that served, the per-turn spans of finished turns, the session statistics (median /
+p95 of TTFT, decode tokens/s, test time, harness overhead), the prompt-cache hit share per turn,
+and the display lag samples a front end reports.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from codeloop.core.events import (
+    SERVER_SPANS,
     Compaction,
     Event,
     ModelDone,
@@ -24,6 +26,7 @@ from codeloop.core.events import (
     ModelToolCall,
     PatchApplied,
     PatchRejected,
+    SessionStart,
     TestDone,
     TestStart,
     TransportChange,
@@ -36,6 +39,10 @@ from codeloop.core.stats import percentile
 PHASES = (("prompt", "prompt_ms"), ("connect", "connect_ms"), ("first token", "ttft_ms"),
           ("decode", "decode_ms"), ("apply", "apply_ms"), ("tests", "test_ms"),
           ("overhead", "overhead_ms"))
+# the parts of the first token's wait as the server reported them: label, `ModelDone.server`
+# key, the `turn.end` span that holds it
+SERVER_PARTS = tuple((label, key, SERVER_SPANS[key]) for label, key in (
+    ("server queue", "queue_ms"), ("server prefill", "prefill_ms"), ("network", "network_ms")))
 MAX_LAG_SAMPLES = 2000
 
 
@@ -52,6 +59,7 @@ class TurnFigures:
     prefix_reuse: float | None = None
     prefix_changed: str = ""
     retries: int = 0
+    service_tier: str = ""  # the tier that served, as the server said ("" when it did not)
 
 
 class LatencyModel:
@@ -67,6 +75,7 @@ class LatencyModel:
         self._request_sent = 0.0
         self.transport_changes: list[TransportChange] = []
         self.compactions: list[Compaction] = []
+        self.tier_asked = ""  # the session's `service_tier` ("" for the provider's default)
 
     def _enter(self, phase: str, at: float) -> None:
         assert self.current is not None
@@ -86,6 +95,9 @@ class LatencyModel:
 
     def _compaction(self, event: Compaction) -> None:
         self.compactions.append(event)
+
+    def _session_start(self, event: SessionStart) -> None:
+        self.tier_asked = event.service_tier
 
     def _turn_start(self, event: TurnStart) -> None:
         self.current = TurnFigures(turn=event.turn)
@@ -115,6 +127,10 @@ class LatencyModel:
     def _model_done(self, turn: TurnFigures, event: ModelDone) -> None:
         turn.spans["ttft_ms"], turn.spans["decode_ms"] = event.ttft_ms, event.decode_ms
         turn.tokens_per_s = event.tokens_per_s
+        for _, key, span in SERVER_PARTS:
+            if key in event.server:
+                turn.spans[span] = event.server[key]
+        turn.service_tier = event.service_tier
         prompt_tokens = event.usage.get("prompt_tokens", 0)
         if prompt_tokens:
             turn.cache_share = event.usage.get("cached_tokens", 0) / prompt_tokens
@@ -171,6 +187,7 @@ class LatencyModel:
 
 # what each event tells the model: noted whenever it comes, or timed within the running turn
 _ALWAYS: dict[type[Event], Callable[[LatencyModel, Any], None]] = {
+    SessionStart: LatencyModel._session_start,
     TransportChange: LatencyModel._transport_change,
     Compaction: LatencyModel._compaction,
     TurnStart: LatencyModel._turn_start,

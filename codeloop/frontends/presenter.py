@@ -110,6 +110,45 @@ def format_spans(spans: dict[str, float]) -> str:
     return text
 
 
+# the server's own account beside the spans (parts of TTFT and decode): label, span
+SERVER_ORDER = (("queue", "server_queue_ms"), ("prefill", "server_prefill_ms"),
+                ("decode", "server_decode_ms"), ("network", "network_ms"))
+
+
+def server_text(spans: dict[str, Any], cache: dict[str, Any] | None = None) -> str:
+    """What the server said of a turn (or, from `session.end` totals, of all): its queue,
+    prefill and decode, the network left of TTFT, the prompt tokens it processed and reused,
+    the tier that served; empty where it said nothing (nothing is shown as zero)."""
+    cache = cache or {}
+    parts = [f"{label} {spans[key]:.1f}" for label, key in SERVER_ORDER if key in spans]
+    text = "server: " + " | ".join(parts) + " ms" if parts else ""
+    tokens = [f"{cache[key]:,} {word}" for key, word in (("prompt_tokens_processed", "processed"),
+                                                         ("prompt_tokens_reused", "reused"))
+              if key in cache]
+    if tokens:
+        text = (text + " · " if text else "server: ") + "prompt " + ", ".join(tokens)
+    if cache.get("service_tier"):
+        text += (" · " if text else "") + f"tier {cache['service_tier']}"
+    return text
+
+
+def tiers_text(asked: str, served: dict[str, int]) -> str:
+    """The tier asked for and the tiers that served, with their turn counts ("" if none)."""
+    if not asked and not served:
+        return ""
+    counts = ", ".join(f"{tier} ×{n}" for tier, n in served.items())
+    return (f"service tier: asked {asked or 'default'}" if asked else "service tier:") + \
+        (f", served {counts}" if counts else ", served: not reported")
+
+
+def _turn_end(event: TurnEnd) -> tuple[Shown, ...]:
+    shown = [Shown(f"turn {event.turn}: {event.outcome} · {format_spans(event.spans)}",
+                   Style.DIM)]
+    if server := server_text(event.spans, event.cache):
+        shown.append(Shown(f"  {server}", Style.DIM))
+    return tuple(shown)
+
+
 def failure_text(exc: BaseException, redact: Callable[[str], str]) -> str:
     """What a front end says of an error that ended a turn or a command; `redact` scrubs the
     error's message (`EventSource.redact`)."""
@@ -172,8 +211,9 @@ def _nothing(_: Event) -> tuple[Shown, ...]:
 
 
 def _session_start(event: SessionStart) -> tuple[Shown, ...]:
+    tier = f" · tier {event.service_tier}" if event.service_tier else ""
     line = Shown(f"codeloop {event.version} · {event.model} via {event.transport} "
-                 f"({event.base_url}) · tests: {event.test_command}", Style.DIM)
+                 f"({event.base_url}){tier} · tests: {event.test_command}", Style.DIM)
     return (line, Shown(f"task: {event.task}", Style.DIM)) if event.task else (line,)
 
 
@@ -249,6 +289,8 @@ def _session_end(event: SessionEnd) -> tuple[Shown, ...]:
         f"time in turns: {format_spans(totals)} (baseline tests "
         f"{totals.get('baseline_test_ms', 0):.0f} ms)",
     ]
+    if server := server_text(totals):
+        shown.append(f"{server} (summed over the turns it reported)")
     if event.diffstat:
         shown.append(event.diffstat)
     if event.applied_to_worktree:
@@ -281,8 +323,7 @@ _PRESENTERS: dict[type[Event], Callable[[Any], tuple[Shown, ...]]] = {
     TestOutput: _nothing,
     TestDone: _test_done,
     TestRunnerChange: lambda e: (Shown(f"test runner ({e.mode}): {e.message}"),),
-    TurnEnd: lambda e: (Shown(f"turn {e.turn}: {e.outcome} · {format_spans(e.spans)}",
-                              Style.DIM),),
+    TurnEnd: _turn_end,
     ErrorEvent: lambda e: (Shown(f"error ({e.kind}): {e.message}", Style.ERROR),),
     SessionEnd: _session_end,
 }

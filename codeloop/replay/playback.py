@@ -1,12 +1,12 @@
-"""Recorded sessions as a producer: read a recording, play it back, re-execute it, re-ask it.
+"""Recorded sessions as a producer: read a recording, play it back, re-execute it.
 
 Owns the recording format checks (version in the first line; a corrupt line or a field of the
 wrong type is an error naming the line; event types and fields of a newer codeloop are skipped
 and noted; a truncated last line — a crash — or a missing `session.end` replays what is there and
 says so), the watch player (events at
 their recorded pace), the replay model client (recorded replies fed to a real session, which
-really applies the patches and really runs the tests), the divergence report, and re-asking the
-recorded requests of another model or transport for an A/B latency comparison.
+really applies the patches and really runs the tests) and the divergence report. Re-asking the
+recorded requests is `replay.ask`'s.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import re
-import statistics
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -24,7 +22,7 @@ from typing import Any
 
 from codeloop.context.tools import BUILTIN_MARK
 from codeloop.core.codec import event_from_dict
-from codeloop.core.conversation import Instructions, Item, from_chat_messages
+from codeloop.core.conversation import Item
 from codeloop.core.errors import CodeloopError
 from codeloop.core.events import (
     FORMAT_VERSION,
@@ -41,9 +39,8 @@ from codeloop.core.events import (
     TestDone,
 )
 from codeloop.core.kinds import LEGACY_EDIT_MODES, ExitCode
-from codeloop.core.stats import percentile
 from codeloop.replay.recorder import References
-from codeloop.transport import ModelClient, TransportError
+from codeloop.transport import TransportError
 from codeloop.transport.reply import ms
 
 REPLY_EVENTS = (ModelFirstByte, ModelTextDelta, ModelToolCall, ModelDone)
@@ -294,107 +291,3 @@ def divergences(recorded: list[Event], replayed: list[Event]) -> list[str]:
             found.append(f"turn {turn}: tests {old.tests or 'not run'} when recorded, "
                          f"{new.tests or 'not run'} now")
     return found
-
-
-# re-ask: the recorded requests sent again, for an A/B latency comparison
-
-@dataclass
-class AskFigures:
-    turn: int
-    ttft_ms: float
-    tokens_per_s: float
-    round_trip_ms: float
-
-
-def recorded_requests(recording: Recording) -> list[tuple[int, list[Item]]]:
-    """Each request's whole conversation, rebuilt from the new messages each one recorded;
-    raises RecordingError on a message that is no conversation's."""
-    items: list[Item] = []
-    requests = []
-    for event in recording.events:
-        if isinstance(event, ModelRequest):
-            try:
-                new = from_chat_messages(event.messages)
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise RecordingError(f"turn {event.turn}'s request holds a message codeloop "
-                                     f"cannot read: {exc!r}") from None
-            # the whole conversation (the start, a compaction) begins with the instructions
-            items = new if new and isinstance(new[0], Instructions) else [*items, *new]
-            requests.append((event.turn, items))
-    return requests
-
-
-def recorded_figures(recording: Recording) -> list[AskFigures]:
-    figures = []
-    replies = reply_events(recording)
-    for turn, events in sorted(replies.items()):
-        first = events[0]
-        done = next(e for e in events if isinstance(e, ModelDone))
-        figures.append(AskFigures(turn, done.ttft_ms, done.tokens_per_s,
-                                  round((done.t - first.t) * 1000 + done.ttft_ms, 3)))
-    return figures
-
-
-async def ask_again(recording: Recording, client: ModelClient,
-                    tools: list[dict[str, Any]]) -> list[AskFigures]:
-    """Each recorded request sent once more (no retries: a failure is the measurement's end);
-    raises TransportError as the client does."""
-    await client.connect()
-    figures = []
-    try:
-        for turn, items in recorded_requests(recording):
-            started = time.perf_counter()
-            done: ModelDone | None = None
-            async for event in client.stream(turn, items, tools):
-                if isinstance(event, ModelDone):
-                    done = event
-            assert done is not None
-            figures.append(AskFigures(turn, done.ttft_ms, done.tokens_per_s,
-                                      round((time.perf_counter() - started) * 1000, 3)))
-    finally:
-        await client.aclose()
-    return figures
-
-
-def summary(figures: list[AskFigures]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for name in ("ttft_ms", "tokens_per_s", "round_trip_ms"):
-        values = [getattr(f, name) for f in figures]
-        out[f"{name}_median"] = round(statistics.median(values), 3) if values else 0.0
-        out[f"{name}_p95"] = round(percentile(values, 0.95), 3)
-    return out
-
-
-_SLO = re.compile(r"^\s*(ttft|decode_tps|round_trip)_?(p95|median)?\s*([<>]=?)\s*([\d.]+)\s*"
-                  r"(ms|s)?\s*$")
-
-
-@dataclass
-class Slo:
-    figure: str
-    stat: str
-    op: str
-    limit: float
-    text: str = field(default="")
-
-    def holds(self, stats: dict[str, float]) -> tuple[bool, float]:
-        key = {"ttft": "ttft_ms", "decode_tps": "tokens_per_s",
-               "round_trip": "round_trip_ms"}[self.figure] + f"_{self.stat}"
-        value = stats[key]
-        ok = {"<": value < self.limit, "<=": value <= self.limit, ">": value > self.limit,
-              ">=": value >= self.limit}[self.op]
-        return ok, value
-
-
-def parse_slo(text: str) -> list[Slo]:
-    """`ttft_p95<500ms,decode_tps>800` -> checks; raises ValueError naming a bad clause."""
-    checks = []
-    for clause in text.split(","):
-        match = _SLO.match(clause)
-        if not match:
-            raise ValueError(f"cannot read SLO clause {clause!r} (e.g. ttft_p95<500ms, "
-                             "decode_tps>800, round_trip_median<=2s)")
-        figure, stat, op, number, unit = match.groups()
-        limit = float(number) * (1000 if unit == "s" else 1)
-        checks.append(Slo(figure, stat or "p95", op, limit, clause.strip()))
-    return checks

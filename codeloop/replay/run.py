@@ -10,31 +10,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 from concurrent.futures import Future
 from pathlib import Path
 
 from codeloop.agent.session import Session, SessionSettings
-from codeloop.config import BUILTIN_PATCH_MODELS, Config
-from codeloop.context.tools import offers_builtin_patch, tool_schemas
+from codeloop.config import Config
 from codeloop.core.events import Event, Notice, SandboxReady, UserMessage
 from codeloop.core.kinds import EditTool, ExitCode, NoticeKind, SessionOutcome
 from codeloop.core.port import Answer, Status
 from codeloop.core.stream import EventStream
 from codeloop.frontends.headless import ProgressPrinter
+from codeloop.replay.ask import ask
 from codeloop.replay.playback import (
     Recording,
     RecordingError,
     ReplayClient,
-    ask_again,
     divergences,
     load,
-    parse_slo,
     play,
-    recorded_figures,
-    summary,
 )
 from codeloop.replay.recorder import Recorder, event_line
 from codeloop.workspace.clean import clean
@@ -59,7 +54,7 @@ def run_replay(args: argparse.Namespace, repo_root: Path | None) -> int:
     for notice in recording.notices():
         print(f"codeloop: {notice}", file=sys.stderr)
     if args.ask:
-        return ask(recording, args)
+        return ask(recording, args, repo_root)
     if args.re_execute:
         if repo_root is None:
             return _error("--re-execute runs in a git repository: cd into the recorded project")
@@ -147,56 +142,6 @@ def re_execute(recording: Recording, repo_root: Path, at: str, speed: float | No
     print(f"re-execution matched the recording: {len(recording.turns())} turn(s), same patches "
           "and test results", file=out)
     return 0
-
-
-def ask(recording: Recording, args: argparse.Namespace) -> int:
-    """Send the recorded requests again to another model/transport; compare the latency."""
-    import os
-
-    from codeloop.core.redact import redact
-    from codeloop.transport import TransportError, make_client
-
-    start = recording.start
-    base_url = args.base_url or start.base_url
-    key = os.environ.get(args.api_key_env) or None
-    try:
-        checks = parse_slo(args.slo) if args.slo else []
-    except ValueError as exc:
-        return _error(str(exc))
-    client = make_client(args.transport or "chat", base_url, args.model or start.model, key,
-                         8192, 120.0)
-    tools = [] if start.edit_tool == EditTool.TEXT else tool_schemas(offers_builtin_patch(
-        start.edit_tool, client.builtin_tools, client.model, BUILTIN_PATCH_MODELS))
-    before = recorded_figures(recording)
-    try:
-        after = asyncio.run(ask_again(recording, client, tools))
-    except TransportError as exc:  # a server may echo the key it refused: never shown
-        return _error(f"--ask stopped: {redact(str(exc), (key,) if key else ())}", ExitCode.MODEL)
-    stats = {"recorded": summary(before), "now": summary(after)}
-    if args.json:
-        print(json.dumps({"turns": [{"turn": a.turn, "recorded": vars(b), "now": vars(a)}
-                                    for b, a in zip(before, after, strict=False)],
-                          "summary": stats}))
-    else:
-        print(f"{'turn':>4}  {'TTFT ms':>17}  {'decode tok/s':>19}  {'round trip ms':>19}")
-        print(f"{'':>4}  {'recorded':>8} {'now':>8}  {'recorded':>9} {'now':>9}  "
-              f"{'recorded':>9} {'now':>9}")
-        for old, new in zip(before, after, strict=False):
-            print(f"{new.turn:>4}  {old.ttft_ms:>8.1f} {new.ttft_ms:>8.1f}  "
-                  f"{old.tokens_per_s:>9.1f} {new.tokens_per_s:>9.1f}  "
-                  f"{old.round_trip_ms:>9.1f} {new.round_trip_ms:>9.1f}")
-        for stat in ("median", "p95"):
-            r, n = stats["recorded"], stats["now"]
-            print(f"{stat:>6}{r[f'ttft_ms_{stat}']:>8.1f} {n[f'ttft_ms_{stat}']:>8.1f}  "
-                  f"{r[f'tokens_per_s_{stat}']:>9.1f} {n[f'tokens_per_s_{stat}']:>9.1f}  "
-                  f"{r[f'round_trip_ms_{stat}']:>9.1f} {n[f'round_trip_ms_{stat}']:>9.1f}")
-    failed = False
-    for check in checks:
-        ok, value = check.holds(stats["now"])
-        failed |= not ok
-        print(f"SLO {check.text}: {'ok' if ok else 'VIOLATED'} (measured {value:.1f})",
-              file=sys.stderr)
-    return 1 if failed else 0
 
 
 def source_sandbox() -> Path:

@@ -30,11 +30,26 @@ def pick_transport(transport: str, base_url: str) -> str:
 
 def make_client(transport: str, base_url: str, model: str, api_key: str | None,
                 max_output_tokens: int, request_timeout_s: float,
-                responses_store: bool = False, cache_key: str = "") -> ModelClient:
+                responses_store: bool = False, cache_key: str = "",
+                service_tier: str = "") -> ModelClient:
     """Build the client for the configured transport (`auto` picks by provider).
 
     `cache_key` becomes `prompt_cache_key` (one per repository) where the provider supports it.
+    `service_tier`, when set, goes unchanged in every request; a capacity refusal of it falls
+    back to the default tier once (`transport.tier`).
     """
+    client = _wire_client(transport, base_url, model, api_key, max_output_tokens,
+                          request_timeout_s, responses_store, cache_key)
+    if not service_tier:
+        return client
+    from codeloop.transport.tier import TierClient
+
+    return TierClient(client, service_tier)
+
+
+def _wire_client(transport: str, base_url: str, model: str, api_key: str | None,
+                 max_output_tokens: int, request_timeout_s: float, responses_store: bool,
+                 cache_key: str) -> ModelClient:
     from codeloop.transport.chat import ChatCompletionsClient
 
     wire = pick_transport(transport, base_url)

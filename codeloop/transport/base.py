@@ -48,6 +48,8 @@ class ModelClient(Protocol):
     # the tools this wire can offer as the provider's built-in tools: a tool in a request marked
     # `"builtin": NAME` goes as that built-in tool where NAME is here, else as its function
     builtin_tools: frozenset[str]
+    # the `service_tier` every request carries, as configured ("" carries none: the default)
+    service_tier: str
 
     async def connect(self) -> None:
         """Open the connection ahead of the first request; never raises."""

@@ -44,6 +44,7 @@ class ChatParser:
             message = error.get("message", error) if isinstance(error, dict) else error
             raise TransportError(f"the server reported an error mid-stream: {message}",
                                  retryable=False, shown=reply.pieces > 0)
+        reply.note_server(chunk)
         if usage := chunk.get("usage"):
             details = usage.get("prompt_tokens_details") or {}
             reply.usage = {
@@ -86,8 +87,10 @@ class ChatCompletionsClient(HttpStreamClient):
     builtin_tools: frozenset[str] = frozenset()
 
     def __init__(self, base_url: str, model: str, api_key: str | None,
-                 max_output_tokens: int, request_timeout_s: float, cache_key: str = "") -> None:
+                 max_output_tokens: int, request_timeout_s: float, cache_key: str = "",
+                 service_tier: str = "") -> None:
         super().__init__(base_url, model, api_key, max_output_tokens, request_timeout_s)
+        self.service_tier = service_tier  # sent as given; "" sends none (the provider's default)
         host = urlsplit(self.base_url).hostname or ""
         self._max_tokens_key = ("max_completion_tokens"
                                 if host.endswith(_MAX_COMPLETION_HOSTS) else "max_tokens")
@@ -107,6 +110,8 @@ class ChatCompletionsClient(HttpStreamClient):
             body["tools"] = [{"type": "function", "function": t["function"]} for t in tools]
         if self._cache_key:
             body["prompt_cache_key"] = self._cache_key
+        if self.service_tier:
+            body["service_tier"] = self.service_tier
         return encoded.dumps(body).encode()
 
     def prepare(self, items: list[Item]) -> None:

@@ -39,6 +39,15 @@ class FallbackClient:
         self.active.model = name
         self._spare.model = name
 
+    @property
+    def service_tier(self) -> str:
+        return self.active.service_tier
+
+    @service_tier.setter
+    def service_tier(self, tier: str) -> None:
+        self.active.service_tier = tier
+        self._spare.service_tier = tier
+
     async def connect(self) -> None:
         await self.active.connect()
 

@@ -176,12 +176,14 @@ class ResponsesParser:
             reply.token(at)
         elif kind == "response.created":
             self.response_id = (event.get("response") or {}).get("id", "")
+            self._note_server(event)
         elif kind == "response.output_item.done":
             call = _call_of(event.get("item") or {})
             if call:
                 reply.calls[len(reply.calls)] = call
         elif kind in TERMINAL:
             self.ended = True
+            self._note_server(event)
             self._complete(event.get("response") or {})
         elif kind == "response.failed":
             self.ended = True
@@ -193,6 +195,14 @@ class ResponsesParser:
             self.ended = True
             raise self.error(event)
         return []
+
+    def _note_server(self, event: dict[str, Any]) -> None:
+        """The server's timing and tier, from the event (llama.cpp puts `timings` beside the
+        response: tests/data/transcripts/responses_stream.txt) or its response object (where
+        the tier is, and where other providers' time fields would be)."""
+        self.reply.note_server(event)
+        if isinstance(response := event.get("response"), dict):
+            self.reply.note_server(response)
 
     def _complete(self, response: dict[str, Any]) -> None:
         reply = self.reply
@@ -222,8 +232,9 @@ class ResponsesRequest:
     """The fields of one Responses request, and the continuation bookkeeping around it."""
 
     def __init__(self, model: str, max_output_tokens: int, store: bool,
-                 cache_key: str = "") -> None:
+                 cache_key: str = "", service_tier: str = "") -> None:
         self.model = model
+        self.service_tier = service_tier  # sent as given; "" sends none (the provider's default)
         self.cache_key = cache_key
         self.max_output_tokens = max_output_tokens
         self.store = store
@@ -247,6 +258,8 @@ class ResponsesRequest:
             fields["previous_response_id"] = previous
         if self.cache_key:
             fields["prompt_cache_key"] = self.cache_key
+        if self.service_tier:
+            fields["service_tier"] = self.service_tier
         return fields, history, fixed
 
     def resend(self, items: list[Item], tools: list[dict[str, Any]], transport: str,

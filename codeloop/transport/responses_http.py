@@ -35,9 +35,18 @@ class ResponsesHttpClient(HttpStreamClient):
 
     def __init__(self, base_url: str, model: str, api_key: str | None,
                  max_output_tokens: int, request_timeout_s: float, store: bool = False,
-                 cache_key: str = "") -> None:
+                 cache_key: str = "", service_tier: str = "") -> None:
         super().__init__(base_url, model, api_key, max_output_tokens, request_timeout_s)
-        self.request = ResponsesRequest(model, max_output_tokens, store, cache_key)
+        self.request = ResponsesRequest(model, max_output_tokens, store, cache_key,
+                                        service_tier)
+
+    @property
+    def service_tier(self) -> str:
+        return self.request.service_tier
+
+    @service_tier.setter
+    def service_tier(self, tier: str) -> None:
+        self.request.service_tier = tier
 
     def prepare(self, items: list[Item]) -> None:
         prepare(items)

@@ -56,12 +56,13 @@ class ResponsesWebSocketClient:
 
     def __init__(self, base_url: str, model: str, api_key: str | None,
                  max_output_tokens: int, request_timeout_s: float, store: bool = False,
-                 cache_key: str = "") -> None:
+                 cache_key: str = "", service_tier: str = "") -> None:
         self.url = websocket_url(base_url)
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.request = ResponsesRequest(model, max_output_tokens, store, cache_key)
+        self.request = ResponsesRequest(model, max_output_tokens, store, cache_key,
+                                        service_tier)
         self.http = ResponsesHttpClient(base_url, model, api_key, max_output_tokens,
-                                        request_timeout_s, store, cache_key)
+                                        request_timeout_s, store, cache_key, service_tier)
         self.timeout = request_timeout_s
         self.retry_socket_after_s = RETRY_SOCKET_AFTER_S
         self.rotate_after_s = ROTATE_AFTER_S
@@ -81,6 +82,14 @@ class ResponsesWebSocketClient:
     @model.setter
     def model(self, name: str) -> None:
         self.request.model = self.http.model = self.http.request.model = name
+
+    @property
+    def service_tier(self) -> str:
+        return self.request.service_tier
+
+    @service_tier.setter
+    def service_tier(self, tier: str) -> None:
+        self.request.service_tier = self.http.service_tier = tier
 
     # the socket
 

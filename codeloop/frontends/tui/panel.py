@@ -9,12 +9,14 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
-from codeloop.frontends.latency import PHASES, LatencyModel
+from codeloop.frontends.latency import PHASES, SERVER_PARTS, LatencyModel
 
 REFRESH_S = 0.1
 LAST_TURNS = 12
 PHASE_STYLES = {"prompt": "magenta", "connect": "yellow", "first token": "red",
                 "decode": "green", "apply": "cyan", "tests": "blue", "overhead": "bright_black"}
+# the server's parts of the first token's wait, in the first token's colour family
+SERVER_STYLES = {"server queue": "bright_red", "server prefill": "red", "network": "yellow"}
 # (label, label where the panel is narrow, figure)
 STATS = (("TTFT ms", "TTFT", "ttft_ms"), ("decode t/s", "tok/s", "tokens_per_s"),
          ("tests ms", "tests", "test_ms"), ("overhead ms", "ovhd", "overhead_ms"),
@@ -62,6 +64,30 @@ def stacked_bar(spans: dict[str, float], width: int, scale_ms: float) -> Text:
     return bar
 
 
+def _server_rows(out: Text, width: int, value_width: int, spans: dict[str, float]) -> None:
+    """Under the first token: the server's queue and prefill and the network left of it, each
+    a bar on the first token's scale and its figure, where the server reported it."""
+    whole = spans.get("ttft_ms", 0.0)
+    label_width = min(19, max(width - value_width - 1, 1))  # "    server prefill" and a space
+    bar_width = max(width - label_width - value_width, 0)
+    for label, _, key in SERVER_PARTS:
+        if key not in spans:
+            continue
+        value = spans[key]
+        cells = min(round(bar_width * value / whole), bar_width) if whole > 0 else 0
+        bar = ("█" * cells).ljust(bar_width)
+        _line(out, width, (f"    {label}"[:label_width - 1].ljust(label_width),
+                                 SERVER_STYLES[label]),
+              (bar, SERVER_STYLES[label]), (f"{_ms(value):>{value_width}}", ""))
+
+
+def _tier(served: str, asked: str) -> str:
+    """The tier that served the turn, and the one asked for where it differs."""
+    if not served:
+        return f"  tier asked {asked}, served: not reported"
+    return f"  tier {served}" + (f" (asked {asked})" if asked and asked != served else "")
+
+
 class LatencyPanel(Widget):
     """Where every millisecond of each turn went."""
 
@@ -105,6 +131,10 @@ class LatencyPanel(Widget):
                 label = (("▶ " if active else "  ") + phase)[:max(width - value_width - 1, 1)]
                 _line(out, width, (f"{label:<{width - value_width}}", PHASE_STYLES[phase]),
                       (f"{_ms(spans.get(key, 0.0)):>{value_width}}", ""))
+                if key == "ttft_ms":
+                    _server_rows(out, width, value_width, spans)
+            if current.service_tier or model.tier_asked:
+                _line(out, width, (_tier(current.service_tier, model.tier_asked), "dim"))
             if current.retries:
                 out.append(f"  retries this turn: {current.retries}\n", style="yellow")
             if current.prefix_changed and current.prefix_changed != "history":
