@@ -16,15 +16,11 @@ from rich.color import Color, ColorSystem
 from rich.segment import Segment
 from textual import events
 
-from codeloop.agent.session import Session, SessionSettings
-from codeloop.config import Config
-from codeloop.core.stream import EventStream
-from codeloop.frontends.history import History
 from codeloop.frontends.tui.app import CodeloopApp
 from codeloop.frontends.tui.transcript import Transcript
-from codeloop.transport.chat import ChatCompletionsClient
-from tests.conftest import PYTEST_CMD, fix_diff, make_repo
+from tests.conftest import fix_diff, make_repo
 from tests.scripted_server import Reply, ScriptedModelServer, ToolCall
+from tests.test_tui import make_app
 
 # long unbroken prose: every word is unique, so a lost character shows as a missing word
 PROSE = "\n\n".join(" ".join(f"prose{p}w{i:02d}+" for i in range(40)) for p in range(5))
@@ -34,14 +30,6 @@ PROSE = "\n\n".join(" ".join(f"prose{p}w{i:02d}+" for i in range(40)) for p in r
 def _caches_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-
-
-def make_app(repo, server: ScriptedModelServer, tmp_path) -> CodeloopApp:
-    config = Config(model="scripted", base_url=server.base_url, test_command=PYTEST_CMD)
-    client = ChatCompletionsClient(server.base_url, "scripted", None, 1024, 30.0)
-    settings = SessionSettings(session_id="tui-drawing", task="", test_command=PYTEST_CMD)
-    session = Session(repo, config, settings, client, EventStream())
-    return CodeloopApp(session, History(tmp_path / "history"))
 
 
 def patch_reply(text: str = PROSE) -> Reply:

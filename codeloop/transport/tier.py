@@ -16,6 +16,7 @@ from codeloop.core.conversation import Item
 from codeloop.core.events import Event, TransportChange
 from codeloop.core.kinds import TransportChangeKind
 from codeloop.transport.base import ModelClient, TransportError
+from codeloop.transport.delegate import Delegating
 
 CAPACITY_STATUS = 498  # Groq: "flex tier capacity exceeded"
 CAPACITY_CODE = "capacity_exceeded"
@@ -27,45 +28,12 @@ def is_capacity_refusal(error: TransportError) -> bool:
             or (error.status == 429 and "flex" in str(error).lower()))
 
 
-class TierClient:
+class TierClient(Delegating):
     """Delegates to `inner`, which sends `tier` until the provider refuses it for capacity."""
 
     def __init__(self, inner: ModelClient, tier: str) -> None:
         self.inner = inner
         inner.service_tier = tier
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def builtin_tools(self) -> frozenset[str]:
-        return self.inner.builtin_tools
-
-    @property
-    def model(self) -> str:
-        return self.inner.model
-
-    @model.setter
-    def model(self, name: str) -> None:
-        self.inner.model = name
-
-    @property
-    def service_tier(self) -> str:
-        return self.inner.service_tier
-
-    @service_tier.setter
-    def service_tier(self, tier: str) -> None:
-        self.inner.service_tier = tier
-
-    async def connect(self) -> None:
-        await self.inner.connect()
-
-    async def warm_up(self, instructions: str, tools: list[dict[str, Any]]) -> str:
-        return await self.inner.warm_up(instructions, tools)
-
-    def prepare(self, items: list[Item]) -> None:
-        self.inner.prepare(items)
 
     async def stream(self, turn: int, items: list[Item],
                      tools: list[dict[str, Any]]) -> AsyncIterator[Event]:
@@ -85,6 +53,3 @@ class TierClient:
                             f"asking again in the default tier, and using it from now on")
         async for event in self.inner.stream(turn, items, tools):
             yield event
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
