@@ -137,24 +137,30 @@ def larger_suite(where: Path) -> Path:
     return where / archive.name.removesuffix(".tar.gz")
 
 
+def one_task(repo: Path, cache: Path, patch: str, label: str, *flags: str
+             ) -> tuple[float, list[dict]]:
+    """One `codeloop --task` whose model answers with `patch`: its wall time (ms) and events."""
+    reply = Reply(tool_calls=[ToolCall("apply_patch", json.dumps({"patch": patch}))])
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    with ScriptedModelServer([reply]) as server:
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "codeloop", "--task", label, "--base-url", server.base_url,
+             *flags, "--json"], cwd=repo, env=env, capture_output=True, text=True)
+        wall = (time.perf_counter() - started) * 1000
+    if done.returncode != 0:
+        raise SystemExit(f"the task {label!r} failed:\n{done.stderr[-3000:]}")
+    return wall, [json.loads(line) for line in done.stdout.splitlines()]
+
+
 def end_to_end(workdir: Path, cache: Path, warm_tests: str) -> tuple[float, dict[str, float]]:
     """One `codeloop --task` run: its wall time, and when (ms after codeloop's event stream
     opened) the session started, the sandbox was ready, the baseline and the verifying run were
     done, and the session ended."""
     repo = copy_project(ROOT / "sandbox" / "offbyone", workdir / f"e2e-{warm_tests}")
     fix = (ROOT / "tests" / "data" / "fixes" / "offbyone.diff").read_text()
-    reply = Reply(tool_calls=[ToolCall("apply_patch", json.dumps({"patch": fix}))])
-    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
-    with ScriptedModelServer([reply]) as server:
-        started = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "codeloop", "--task", "fix the pager", "--base-url",
-             server.base_url, "--test-cmd", COMMAND, "--warm-tests", warm_tests, "--json"],
-            cwd=repo, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"the one-bug task failed:\n{done.stderr}")
-    events = [json.loads(line) for line in done.stdout.splitlines()]
+    wall, events = one_task(repo, cache, fix, "fix the pager", "--test-cmd", COMMAND,
+                            "--warm-tests", warm_tests)
     marks = {"start": events[0]["t"],
              "sandbox": next(e["t"] for e in events if e["type"] == "sandbox.ready"),
              # (none when a patch stopped the baseline confirming a remembered one)
@@ -162,7 +168,7 @@ def end_to_end(workdir: Path, cache: Path, warm_tests: str) -> tuple[float, dict
                                if e["type"] == "test.done" and e["turn"] == 0), float("nan")),
              "verified": [e["t"] for e in events if e["type"] == "test.done"][-1],
              "end": events[-1]["t"]}
-    return wall * 1000, {name: t * 1000 for name, t in marks.items()}
+    return wall, {name: t * 1000 for name, t in marks.items()}
 
 
 BUG = ("    partial_size = full_size - 1\n", "    partial_size = full_size - 2\n")
@@ -177,19 +183,9 @@ def more_itertools_session(source: Path, repo: Path, cache: Path, verify: str
     """One `codeloop --task` fixing the injected bug: its wall time and the patch's test run."""
     if not repo.exists():
         copy_project(source, repo)
-    reply = Reply(tool_calls=[ToolCall("apply_patch", json.dumps({"patch": MI_FIX}))])
-    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
-    with ScriptedModelServer([reply]) as server:
-        started = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "codeloop", "--task", "fix chunked_even", "--base-url",
-             server.base_url, "--test-cmd", f"{COMMAND} tests", "--verify", verify,
-             "--json"], cwd=repo, env=env, capture_output=True, text=True)
-        wall = (time.perf_counter() - started) * 1000
-    if done.returncode != 0:
-        raise SystemExit(f"the more-itertools task failed:\n{done.stderr[-3000:]}")
-    runs = [json.loads(line) for line in done.stdout.splitlines() if '"test.done"' in line]
-    return wall, runs[-1]
+    wall, events = one_task(repo, cache, MI_FIX, "fix chunked_even", "--test-cmd",
+                            f"{COMMAND} tests", "--verify", verify)
+    return wall, [e for e in events if e["type"] == "test.done"][-1]
 
 
 def more_itertools_sessions(where: Path, repeat: int) -> None:
